@@ -1,0 +1,35 @@
+"""keras-expander: expansion-aware pruning of SimpleRNN/LSTM layers for tfmot, with TFLite/TFLM export.
+
+The numpy-only math (`graph`, `spectral`, `masks`, `analysis`) imports no TensorFlow. The TensorFlow-backed API
+(`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`, `PruneExpander`) is loaded
+on first use; loading it sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported (see
+`keras_expander.backend`).
+"""
+
+import importlib
+
+from keras_expander.analysis import AnalysisReport, GraphReport, analyze, print_report, summarize_layers
+from keras_expander.graph import BipartiteGraph, layer_graphs
+from keras_expander.masks import MASK_POLICIES, compute_mask
+from keras_expander.spectral import SpectralMetrics, first_zero_crossing, spectral_metrics
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ExpanderPruningSchedule": "keras_expander.schedule",
+    "ExpanderPruningCallback": "keras_expander.callbacks",
+    "PruningEvent": "keras_expander.callbacks",
+    "PruneExpander": "keras_expander.prune",
+    "prune_expander": "keras_expander.prune",
+    "strip_pruning": "keras_expander.prune",
+}
+
+__all__ = ["AnalysisReport", "BipartiteGraph", "GraphReport", "MASK_POLICIES", "SpectralMetrics", "analyze",
+           "compute_mask", "first_zero_crossing", "layer_graphs", "print_report", "spectral_metrics",
+           "summarize_layers", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_expander' has no attribute {name!r}")

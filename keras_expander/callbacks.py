@@ -1,0 +1,233 @@
+"""`ExpanderPruningCallback`: the step clock of expansion-aware pruning.
+
+At every pruning step of every `PruneExpander` layer it computes the candidate mask (mask policy), measures the
+criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits or
+holds. At epoch end it writes sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
+replaces tfmot's `UpdatePruningStep` (it is one) and also monitors plain tfmot-pruned layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from keras_expander import graph as graph_lib
+from keras_expander import masks as masks_lib
+from keras_expander import spectral
+from keras_expander.backend import PruneLowMagnitude, tf, tfmot
+from keras_expander.prune import PruneExpander, mask_sparsity
+from keras_expander.schedule import ExpanderPruningSchedule
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningEvent:
+    """One pruning step of one layer.
+
+    Attributes:
+        step: Pruning step (optimizer iterations).
+        layer: Layer name.
+        target_sparsity: What the schedule asked for, in [0, 1).
+        sparsity: Mask sparsity after the step (the old one when held), in [0, 1].
+        committed: False when the stop rule held the layer instead.
+        worst_value: Minimum criterion over the candidate's graphs (`nan` when undefined).
+        worst_graph: The graph where it is.
+        reason: Why the layer was held ("" when committed).
+    """
+
+    step: int
+    layer: str
+    target_sparsity: float
+    sparsity: float
+    committed: bool
+    worst_value: float
+    worst_graph: str
+    reason: str = ""
+
+
+def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
+                     method: str = "auto") -> dict[str, dict[str, float]]:
+    """Measures every graph of a layer.
+
+    Args:
+        matrices: The layer's matrices and masks (keras_expander.graph).
+        criterion: Key of the value the stop rule uses ("delta_r", "delta_s" or "spectral_gap").
+        representation: "unweighted" or "weighted".
+        gate_view: "per_gate", "union" or "stacked".
+        method: Eigensolver path (keras_expander.spectral).
+
+    Returns:
+        Dict graph name -> {"delta_r", "delta_s", "spectral_gap", criterion} floats (nan when undefined).
+
+    Raises:
+        ValueError: NaN/inf weights; the message names the graph.
+    """
+    values = {}
+    for g in graph_lib.graphs_from_matrices(matrices, gate_view):
+        matrix = g.weighted if representation == "weighted" else g.unweighted
+        m = spectral.spectral_metrics(matrix, weighted=representation == "weighted", method=method, name=g.name)
+        values[g.name] = {"delta_r": m.delta_r, "delta_s": m.delta_s, "spectral_gap": m.spectral_gap,
+                          "criterion": getattr(m, criterion)}
+    return values
+
+
+def _worst(values: dict[str, dict[str, float]]) -> tuple[float, str]:
+    # nan (undefined, e.g. an empty graph) ranks below every number: it never passes the margin.
+    items = [(-math.inf if math.isnan(v["criterion"]) else v["criterion"], name) for name, v in values.items()]
+    value, name = min(items)
+    return (float("nan") if value == -math.inf else value), name
+
+
+class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
+    """Applies expansion-aware pruning during `model.fit` and logs the spectral health of every pruned layer.
+
+    Place it before CSVLogger / TensorBoard in the callbacks list so that they see its `logs` entries. Each epoch
+    adds, per pruned layer L and monitored graph G (in the schedule's representation; unweighted for plain tfmot
+    layers): ``sparsity/L`` (fraction of zeros), ``stopped/L`` (1.0 once held), ``delta_r/G``, ``delta_s/G``,
+    ``spectral_gap/G`` (dimensionless).
+
+    Args:
+        verbose: 0 (silent, default) or 1 (one printed line per pruning event).
+        log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves.
+        method: Eigensolver path (keras_expander.spectral), default "auto".
+
+    Attributes:
+        events: List of `PruningEvent`, one per pruning step per layer, in order.
+
+    Raises:
+        ValueError: (at `set_model`) a plain tfmot wrapper uses an `ExpanderPruningSchedule`: it would prune by
+            magnitude in-graph and never run the expansion check; wrap with `keras_expander.prune_expander`.
+    """
+
+    def __init__(self, verbose: int = 0, log_dir: str | None = None, method: str = "auto"):
+        super().__init__()
+        if verbose not in (0, 1):
+            raise ValueError(f"Argument `verbose` must be 0 or 1. Received: verbose={verbose!r}")
+        self.verbose = verbose
+        self.log_dir = log_dir
+        self.method = method
+        self.events: list[PruningEvent] = []
+        self._writer = None
+        self._schedule_fns = {}
+        self._warned_graphs: set[str] = set()
+
+    def set_model(self, model):
+        super().set_model(model)
+        for layer in self._wrappers(model):
+            if isinstance(layer, PruneExpander):
+                layer.callback_attached = True
+            elif isinstance(layer.pruning_schedule, ExpanderPruningSchedule):
+                raise ValueError(f"Layer {layer.name!r} is a tfmot PruneLowMagnitude wrapper with an "
+                                 f"ExpanderPruningSchedule; tfmot would prune it by magnitude without the expansion "
+                                 f"check. Wrap it with keras_expander.prune_expander(...) instead.")
+
+    @staticmethod
+    def _wrappers(model) -> list:
+        return [layer for layer in model.submodules if isinstance(layer, PruneLowMagnitude)] if model else []
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
+                              for layer in self.prunable_layers if isinstance(layer, PruneExpander)}
+        if self.log_dir and self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        expanders = [layer for layer in self.prunable_layers if isinstance(layer, PruneExpander)]
+        if not expanders:
+            return
+        # The wrapper increments pruning_step before the forward pass, so this batch runs at step + 1.
+        step = int(expanders[0].pruning_step.numpy()) + 1
+        for layer in expanders:
+            should_prune, target = self._schedule_fns[id(layer)](tf.constant(step, tf.int64))
+            if bool(should_prune):
+                self._prune_layer(layer, float(target), step)
+
+    def _prune_layer(self, layer: PruneExpander, target: float, step: int) -> None:
+        schedule: ExpanderPruningSchedule = layer.pruning_schedule
+        current = graph_lib.layer_matrices(layer)
+        raw = {key: np.asarray(weight.numpy(), dtype=np.float64)
+               for key, weight in graph_lib.matrix_variables(layer).items()}
+        num_gates = len(current.gates)
+        candidate_masks = {key: masks_lib.compute_mask(raw[key], target, layer.mask_policy, num_gates=num_gates,
+                                                       min_degree=layer.min_degree, seed=layer.seed)
+                           for key in current.kernels}
+        candidate = graph_lib.LayerMatrices(
+            layer=current.layer, gates=current.gates, masks=candidate_masks,
+            kernels={key: np.where(candidate_masks[key], raw[key], 0.0) for key in raw})
+        old_sparsity = mask_sparsity(layer)
+        try:
+            values = criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
+                                      self.method)
+        except ValueError as error:  # NaN/inf weights: stop pruning this layer, keep training
+            warnings.warn(f"Pruning of layer {current.layer!r} stopped at step {step}: {error}", stacklevel=2)
+            self._hold(layer, step, target, old_sparsity, float("nan"), "", str(error))
+            return
+        worst_value, worst_graph = _worst(values)
+        below = {name: v["criterion"] for name, v in values.items()
+                 if not v["criterion"] >= schedule.margin}  # nan counts as below
+        if below and schedule.stop_rule == "hold":
+            self._hold(layer, step, target, old_sparsity, worst_value, worst_graph,
+                       f"{schedule.criterion} of {worst_graph} would be {worst_value:.4g} < margin {schedule.margin}")
+            return
+        for name in sorted(set(below) - self._warned_graphs):
+            self._warned_graphs.add(name)
+            warnings.warn(f"Graph {name}: {schedule.criterion} = {below[name]:.4g} < margin {schedule.margin} at "
+                          f"step {step} (sparsity {target:.4f}); expansion is lost past this point.", stacklevel=2)
+        for key, mask in graph_lib.mask_variables(layer).items():
+            mask.assign(candidate_masks[key].astype(mask.dtype.as_numpy_dtype))
+        sparsity = mask_sparsity(layer)
+        self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph), values)
+        if self.verbose:
+            print(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
+                  f"{schedule.criterion} {worst_value:.4g} at {worst_graph}")
+
+    def _hold(self, layer: PruneExpander, step, target, sparsity, worst_value, worst_graph, reason) -> None:
+        layer.expansion_stopped.assign(1.0)
+        layer.expansion_sparsity_cap.assign(sparsity)
+        self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, worst_value, worst_graph, reason),
+                     {})
+        if self.verbose:
+            print(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): {reason}")
+
+    def _record(self, event: PruningEvent, values: dict) -> None:
+        self.events.append(event)
+        if self._writer is None:
+            return
+        with self._writer.as_default(step=event.step):
+            tf.summary.scalar(f"sparsity/{event.layer}", event.sparsity)
+            tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed))
+            for name, value in values.items():
+                for key in ("delta_r", "delta_s", "spectral_gap"):
+                    tf.summary.scalar(f"{key}/{name}", value[key])
+
+    def layer_logs(self) -> dict[str, float]:
+        """Current sparsity, stop state and per-graph Delta of every pruned layer, as written into `logs`."""
+        logs = {}
+        for layer in self.prunable_layers:
+            schedule = layer.pruning_schedule
+            expander = isinstance(layer, PruneExpander)
+            matrices = graph_lib.layer_matrices(layer)
+            logs[f"sparsity/{matrices.layer}"] = mask_sparsity(layer)
+            logs[f"stopped/{matrices.layer}"] = float(layer.expansion_stopped.numpy()) if expander else 0.0
+            try:
+                values = criterion_values(matrices, schedule.criterion if expander else "delta_r",
+                                          schedule.representation if expander else "unweighted",
+                                          schedule.gate_view if expander else "per_gate", self.method)
+            except ValueError:
+                continue  # NaN weights: already reported when pruning stopped
+            for name, value in values.items():
+                for key in ("delta_r", "delta_s", "spectral_gap"):
+                    logs[f"{key}/{name}"] = value[key]
+        return logs
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if logs is not None:
+            logs.update(self.layer_logs())

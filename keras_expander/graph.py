@@ -1,0 +1,272 @@
+"""Recurrent layers as bipartite graphs: layer -> named biadjacency matrices.
+
+Unfolded over time, a recurrent layer is a stack of bipartite layers x_t -> h_t (the `kernel`, shape (I, H) per gate)
+and h_{t-1} -> h_t (the `recurrent_kernel`, shape (H, H) per gate). Weights are shared across time, so each matrix
+is one graph (Kalra, Biswas, Mitra, Basu, arXiv 2403.11100: expansion per bipartite layer of the unfolded network).
+
+Keras stores LSTM gates side by side in columns, in the order i, f, c, o: column block g*H:(g+1)*H is gate g.
+Gate views of an LSTM matrix:
+- ``per_gate``: one graph per gate, named ``<layer>/<matrix>/<i|f|c|o>`` (a layer is as good as its worst gate);
+- ``union``: edge u -> v if any gate has it, named ``<layer>/<matrix>/union``;
+- ``stacked``: the whole (left, 4H) matrix as one graph, named ``<layer>/<matrix>/stacked``.
+Layers without gates (SimpleRNN, and Dense when asked for) have one graph per matrix, gate label ``all``, in every
+view.
+
+This module imports no TensorFlow: layers are recognised by their class names (tf_keras, Keras 3 and tfmot's
+`PruneLowMagnitude` wrapper alike) and their variables read with ``numpy()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+GATE_VIEWS = ("per_gate", "union", "stacked")
+LSTM_GATES = ("i", "f", "c", "o")
+SINGLE_GATE = "all"
+# Recurrent cells whose matrices are analysed, by class name (tf_keras and Keras 3 share the names).
+CELL_GATES = {"LSTMCell": LSTM_GATES, "SimpleRNNCell": (SINGLE_GATE,)}
+# Recurrent layers refused with the reason given, by class name.
+UNSUPPORTED = {
+    "GRU": "GRU is not supported yet (its reset gate acts on h_{t-1} after the matrix product)",
+    "GRUCell": "GRU is not supported yet",
+    "Bidirectional": "Bidirectional is not supported yet: wrap the forward and backward layers separately",
+    "ConvLSTM1D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
+    "ConvLSTM2D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
+    "ConvLSTM3D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BipartiteGraph:
+    """One bipartite layer of the time-unfolded network.
+
+    Attributes:
+        name: ``<layer>/<kernel|recurrent_kernel>/<gate>``.
+        layer: Layer name (the wrapped layer's name for a pruning wrapper).
+        matrix: "kernel" (input -> hidden) or "recurrent_kernel" (hidden(t-1) -> hidden(t)).
+        gate: "i", "f", "c", "o", "union", "stacked" or "all".
+        mask: Bool array of shape (left, right): True where an edge exists.
+        weights: Float array of shape (left, right): W * mask (zero off the mask).
+    """
+
+    name: str
+    layer: str
+    matrix: str
+    gate: str
+    mask: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(left, right) node counts."""
+        return tuple(self.mask.shape)
+
+    @property
+    def unweighted(self) -> np.ndarray:
+        """0/1 float biadjacency matrix of shape (left, right)."""
+        return self.mask.astype(np.float64)
+
+    @property
+    def weighted(self) -> np.ndarray:
+        """|W * mask|, float array of shape (left, right) (unnormalised; `spectral_metrics` normalises it)."""
+        return np.abs(self.weights)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of absent edges, in [0, 1]."""
+        return 1.0 - float(np.count_nonzero(self.mask)) / self.mask.size
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerMatrices:
+    """The prunable matrices of one supported layer, as numpy arrays.
+
+    Attributes:
+        layer: Layer name.
+        gates: Gate labels in column-block order, e.g. ("i", "f", "c", "o") or ("all",).
+        kernels: Dict "kernel" / "recurrent_kernel" -> float array of shape (left, gates * H).
+        masks: Dict of the same keys -> bool array of the same shapes.
+    """
+
+    layer: str
+    gates: tuple[str, ...]
+    kernels: dict
+    masks: dict
+
+
+def _class_names(obj) -> set[str]:
+    return {klass.__name__ for klass in type(obj).__mro__}
+
+
+def _to_numpy(variable) -> np.ndarray:
+    value = variable.numpy() if hasattr(variable, "numpy") else variable
+    return np.asarray(value)
+
+
+def is_pruning_wrapper(layer) -> bool:
+    """True for tfmot's `PruneLowMagnitude` (and subclasses such as keras_expander's `PruneExpander`)."""
+    return "PruneLowMagnitude" in _class_names(layer)
+
+
+def unsupported_reason(layer) -> str | None:
+    """Why a layer cannot be analysed, or None when it can.
+
+    Args:
+        layer: Any Keras layer (tf_keras or Keras 3), optionally wrapped by tfmot's `PruneLowMagnitude`.
+
+    Returns:
+        None for SimpleRNN/LSTM layers (including `keras.layers.RNN` over a `SimpleRNNCell`/`LSTMCell`) and for
+        Dense; otherwise a sentence naming the class.
+    """
+    inner = layer.layer if is_pruning_wrapper(layer) else layer
+    names = _class_names(inner)
+    for class_name, reason in UNSUPPORTED.items():
+        if class_name in names:
+            return reason
+    cell = getattr(inner, "cell", None)
+    if cell is not None and _class_names(cell) & CELL_GATES.keys():
+        return None
+    if "Dense" in names:
+        return None
+    return f"{type(inner).__name__} is not a SimpleRNN, LSTM or Dense layer"
+
+
+def is_recurrent(layer) -> bool:
+    """True for supported recurrent layers (SimpleRNN, LSTM), wrapped or not."""
+    inner = layer.layer if is_pruning_wrapper(layer) else layer
+    cell = getattr(inner, "cell", None)
+    return cell is not None and bool(_class_names(cell) & CELL_GATES.keys()) and unsupported_reason(layer) is None
+
+
+def layer_matrices(layer) -> LayerMatrices:
+    """Reads the prunable matrices and their masks from a layer.
+
+    Masks come from a tfmot pruning wrapper's mask variables when the layer is wrapped (not from `weights == 0`:
+    right after an optimizer step masked weights are briefly non-zero), and from `weights != 0` otherwise.
+
+    Args:
+        layer: A tf_keras or Keras 3 SimpleRNN, LSTM or Dense layer, or a tfmot `PruneLowMagnitude` wrapper of one.
+            The layer must be built.
+
+    Returns:
+        A `LayerMatrices` with kernel (I, gates*H) and, for recurrent layers, recurrent_kernel (H, gates*H).
+
+    Raises:
+        TypeError: the layer (or the wrapped layer) is not supported; the message names its class and why.
+        ValueError: the layer is not built yet.
+    """
+    reason = unsupported_reason(layer)
+    if reason is not None:
+        raise TypeError(f"Layer {layer.name!r} of class {type(layer).__name__} cannot be read as bipartite graphs: "
+                        f"{reason}.")
+    inner = layer.layer if is_pruning_wrapper(layer) else layer
+    cell = getattr(inner, "cell", None)
+    gates = CELL_GATES[next(iter(_class_names(cell) & CELL_GATES.keys()))] if cell is not None else (SINGLE_GATE,)
+    variables = matrix_variables(layer)
+    kernels = {key: _to_numpy(variable).astype(np.float64) for key, variable in variables.items()}
+    masks = {key: value != 0 for key, value in kernels.items()}
+    for key, mask in mask_variables(layer).items():
+        masks[key] = _to_numpy(mask) != 0
+    kernels = {key: np.where(masks[key], value, 0.0) for key, value in kernels.items()}
+    return LayerMatrices(layer=inner.name, gates=gates, kernels=kernels, masks=masks)
+
+
+def matrix_variables(layer) -> dict:
+    """The weight variables of a supported layer: {"kernel": ..., "recurrent_kernel": ...} ({"kernel"} for Dense).
+
+    Args:
+        layer: A built supported layer or a tfmot pruning wrapper of one.
+
+    Returns:
+        Dict matrix name -> variable (tf.Variable or Keras 3 Variable).
+
+    Raises:
+        ValueError: the layer is not built yet.
+    """
+    inner = layer.layer if is_pruning_wrapper(layer) else layer
+    cell = getattr(inner, "cell", None)
+    if cell is not None:
+        variables = {"kernel": getattr(cell, "kernel", None), "recurrent_kernel": getattr(cell, "recurrent_kernel", None)}
+    else:
+        variables = {"kernel": getattr(inner, "kernel", None)}
+    if any(variable is None for variable in variables.values()):
+        raise ValueError(f"Layer {inner.name!r} is not built yet: call it on data or build the model first.")
+    return variables
+
+
+def mask_variables(layer) -> dict:
+    """The mask variables of a tfmot pruning wrapper by matrix name ({} for an unwrapped layer).
+
+    Args:
+        layer: A built layer, wrapped or not.
+
+    Returns:
+        Dict "kernel" / "recurrent_kernel" -> the wrapper's float mask variable of the same shape.
+    """
+    if not is_pruning_wrapper(layer):
+        return {}
+    variables = matrix_variables(layer)
+    return {key: mask for weight, mask, _ in layer.pruning_vars for key, variable in variables.items()
+            if weight is variable}
+
+
+def graphs_from_matrices(matrices: LayerMatrices, gate_view: str = "per_gate") -> list[BipartiteGraph]:
+    """Splits a layer's matrices into named bipartite graphs.
+
+    Args:
+        matrices: From `layer_matrices` (or built by hand with the same shapes).
+        gate_view: "per_gate", "union" or "stacked" (see the module docstring).
+
+    Returns:
+        The graphs in the order kernel gates..., recurrent_kernel gates....
+
+    Raises:
+        ValueError: unknown `gate_view`, or a matrix whose column count is not a multiple of the gate count.
+    """
+    if gate_view not in GATE_VIEWS:
+        raise ValueError(f"Argument `gate_view` must be one of {GATE_VIEWS}. Received: gate_view={gate_view!r}")
+    graphs = []
+    for key, kernel in matrices.kernels.items():
+        mask = matrices.masks[key]
+        num_gates = len(matrices.gates)
+        if kernel.shape[1] % num_gates:
+            raise ValueError(f"Matrix {matrices.layer}/{key} has {kernel.shape[1]} columns, not a multiple of its "
+                             f"{num_gates} gates.")
+        blocks = np.split(kernel, num_gates, axis=1)
+        mask_blocks = np.split(mask, num_gates, axis=1)
+
+        def make(gate, block_mask, block_weights, key=key):
+            return BipartiteGraph(name=f"{matrices.layer}/{key}/{gate}", layer=matrices.layer, matrix=key, gate=gate,
+                                  mask=block_mask, weights=block_weights)
+
+        if num_gates == 1:
+            graphs.append(make(SINGLE_GATE, mask, kernel))
+        elif gate_view == "per_gate":
+            graphs.extend(make(gate, m, w) for gate, m, w in zip(matrices.gates, mask_blocks, blocks))
+        elif gate_view == "union":
+            union_mask = np.logical_or.reduce(mask_blocks)
+            # Weight of a union edge: the largest |w| among the gates that have it.
+            union_weights = np.max(np.abs(np.stack(blocks)), axis=0)
+            graphs.append(make("union", union_mask, union_weights))
+        else:
+            graphs.append(make("stacked", mask, kernel))
+    return graphs
+
+
+def layer_graphs(layer, gate_view: str = "per_gate") -> list[BipartiteGraph]:
+    """Bipartite graphs of one layer: `graphs_from_matrices(layer_matrices(layer), gate_view)`.
+
+    Args:
+        layer: See `layer_matrices`.
+        gate_view: "per_gate", "union" or "stacked".
+
+    Returns:
+        List of `BipartiteGraph`.
+
+    Raises:
+        TypeError: unsupported layer (the message names its class).
+        ValueError: unknown `gate_view` or unbuilt layer.
+    """
+    return graphs_from_matrices(layer_matrices(layer), gate_view)

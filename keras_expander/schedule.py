@@ -1,0 +1,164 @@
+"""`ExpanderPruningSchedule`: a tfmot `PruningSchedule` whose sparsity is capped by an expansion check.
+
+The base schedule is tfmot's `PolynomialDecay` (Zhu and Gupta 2017, "To prune, or not to prune") or
+`ConstantSparsity`, with tfmot's keyword arguments. The expansion check itself runs in
+`keras_expander.callbacks.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
+variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and ``expansion_sparsity_cap``.
+`__call__` reads them with TensorFlow ops, so it works eagerly and inside a `tf.function` graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from keras_expander.backend import tf, tfmot
+from keras_expander.graph import GATE_VIEWS
+
+BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
+CRITERIA = ("delta_r", "delta_s", "spectral_gap")
+REPRESENTATIONS = ("unweighted", "weighted")
+STOP_RULES = ("hold", "monitor")
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"Argument `{name}` must be one of {allowed}. Received: {name}={value!r}")
+
+
+class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
+    """Pruning schedule that never prunes a layer past the point where its graphs stop being good expanders.
+
+    Decision 1 of expansion-aware pruning (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100, whose
+    finding is that accuracy collapses near the first zero crossing of Delta): follow the base schedule, but before
+    a pruning step is committed the callback measures `criterion` on every graph of the layer (in `gate_view`) for
+    the candidate mask. With ``stop_rule="hold"`` a step that would bring any graph below `margin` is not
+    committed: the layer is held at its last sparsity with all graphs >= margin and never pruned further. With
+    ``stop_rule="monitor"`` the base schedule's target is reached and a warning is issued once per graph that
+    crosses.
+
+    Use it through `keras_expander.prune_expander` and train with `keras_expander.ExpanderPruningCallback`:
+
+    ```python
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=2000)
+    model = keras_expander.prune_expander(model, schedule)
+    model.fit(x, y, callbacks=[keras_expander.ExpanderPruningCallback()])
+    ```
+
+    Args:
+        final_sparsity: Target fraction of zeros in [0, 1).
+        begin_step: First step (optimizer iterations) at which pruning may happen, >= 0.
+        end_step: Last pruning step, > begin_step; -1 means prune until training ends (constant_sparsity only).
+        initial_sparsity: Sparsity at `begin_step` (polynomial_decay), in [0, 1).
+        power: Exponent of the polynomial decay, tfmot default 3.
+        frequency: Prune every `frequency` steps, >= 1 (tfmot default 100).
+        base: "polynomial_decay" or "constant_sparsity" (tfmot semantics).
+        criterion: "delta_r" (Ramanujan gap, Hoang et al. ICLR 2023), "delta_s" (2 sqrt(mu0 - 1) - mu1) or
+            "spectral_gap" (mu0 - mu1).
+        representation: "unweighted" (0/1 graph) or "weighted" (|W * mask| with mean non-zero entry 1).
+        margin: The stop threshold on the criterion (dimensionless, default 0.0).
+        gate_view: LSTM graphs monitored: "per_gate" (default), "union" or "stacked" (see `keras_expander.graph`).
+        stop_rule: "hold" (default) or "monitor".
+
+    Raises:
+        ValueError: any argument out of range or not among the allowed values; the message names it and the value.
+    """
+
+    def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
+                 initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
+                 base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
+                 margin: float = 0.0, gate_view: str = "per_gate", stop_rule: str = "hold"):
+        _choice("base", base, BASE_SCHEDULES)
+        _choice("criterion", criterion, CRITERIA)
+        _choice("representation", representation, REPRESENTATIONS)
+        _choice("gate_view", gate_view, GATE_VIEWS)
+        _choice("stop_rule", stop_rule, STOP_RULES)
+        for name, value in (("final_sparsity", final_sparsity), ("initial_sparsity", initial_sparsity)):
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"Argument `{name}` must be in [0, 1). Received: {name}={value!r}")
+        if not isinstance(begin_step, int) or begin_step < 0:
+            raise ValueError(f"Argument `begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}")
+        if not isinstance(frequency, int) or frequency < 1:
+            raise ValueError(f"Argument `frequency` must be an integer >= 1. Received: frequency={frequency!r}")
+        if not isinstance(end_step, int) or (end_step != -1 and end_step <= begin_step) or (
+                end_step == -1 and base == "polynomial_decay"):
+            raise ValueError(f"Argument `end_step` must be an integer > begin_step={begin_step} (or -1 with "
+                             f"base='constant_sparsity'). Received: end_step={end_step!r}")
+        if not isinstance(margin, (int, float)) or margin != margin:
+            raise ValueError(f"Argument `margin` must be a finite number. Received: margin={margin!r}")
+        if not isinstance(power, (int, float)) or power <= 0:
+            raise ValueError(f"Argument `power` must be > 0. Received: power={power!r}")
+        self.final_sparsity = float(final_sparsity)
+        self.begin_step = begin_step
+        self.end_step = end_step
+        self.initial_sparsity = float(initial_sparsity)
+        self.power = float(power)
+        self.frequency = frequency
+        self.base = base
+        self.criterion = criterion
+        self.representation = representation
+        self.margin = float(margin)
+        self.gate_view = gate_view
+        self.stop_rule = stop_rule
+        if base == "polynomial_decay":
+            self._base = tfmot.sparsity.keras.PolynomialDecay(
+                initial_sparsity=self.initial_sparsity, final_sparsity=self.final_sparsity, begin_step=begin_step,
+                end_step=end_step, power=self.power, frequency=frequency)
+        else:
+            self._base = tfmot.sparsity.keras.ConstantSparsity(
+                target_sparsity=self.final_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency)
+        self._stopped = None
+        self._sparsity_cap = None
+        self._warned_unbound = False
+
+    def bind_state(self, stopped: tf.Variable, sparsity_cap: tf.Variable) -> None:
+        """Connects the schedule to the stop-rule variables of the layer it prunes.
+
+        Called by `PruneExpander.build`; each pruned layer owns its own copy of the schedule and its own variables,
+        which are saved with the model (`.keras`, SavedModel, TF checkpoints) so a resumed run keeps its stop state.
+
+        Args:
+            stopped: Scalar float32 variable, 1.0 once the stop rule has held the layer.
+            sparsity_cap: Scalar float32 variable, the highest sparsity the layer may reach (1.0 = no cap).
+        """
+        self._stopped = stopped
+        self._sparsity_cap = sparsity_cap
+
+    @property
+    def is_bound(self) -> bool:
+        """True once `bind_state` connected the schedule to a layer's variables."""
+        return self._stopped is not None
+
+    def __call__(self, step):
+        """Returns (should_prune, sparsity) for a training step, as tfmot's schedules do.
+
+        Args:
+            step: Scalar int tensor or int, the pruning step (optimizer iterations).
+
+        Returns:
+            (bool tensor, float32 tensor): prune at this step, and the target sparsity min(base(step), cap).
+            A held layer (``stopped``) never prunes again.
+        """
+        should_prune, sparsity = self._base(step)
+        if not self.is_bound:
+            if not self._warned_unbound:
+                self._warned_unbound = True
+                warnings.warn("ExpanderPruningSchedule is used without its layer state: it behaves as its base "
+                              "schedule and checks no expansion. Wrap layers with keras_expander.prune_expander(...) "
+                              "and train with keras_expander.ExpanderPruningCallback().", stacklevel=2)
+            return should_prune, sparsity
+        should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
+        return should_prune, tf.minimum(sparsity, self._sparsity_cap)
+
+    def get_config(self) -> dict:
+        """Returns {"class_name": ..., "config": {...}} in tfmot's schedule format; `config` mirrors `__init__`."""
+        return {"class_name": self.__class__.__name__, "config": {
+            "final_sparsity": self.final_sparsity, "begin_step": self.begin_step, "end_step": self.end_step,
+            "initial_sparsity": self.initial_sparsity, "power": self.power, "frequency": self.frequency,
+            "base": self.base, "criterion": self.criterion, "representation": self.representation,
+            "margin": self.margin, "gate_view": self.gate_view, "stop_rule": self.stop_rule}}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ExpanderPruningSchedule":
+        """Rebuilds a schedule from `get_config()["config"]` (or the whole `get_config()` output)."""
+        config = config.get("config", config)
+        return cls(**config)
