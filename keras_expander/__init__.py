@@ -22,6 +22,7 @@ _LAZY = {
     "PruneExpander": "keras_expander.prune",
     "prune_expander": "keras_expander.prune",
     "strip_pruning": "keras_expander.prune",
+    "load_model": "keras_expander.prune",
 }
 
 __all__ = ["AnalysisReport", "BipartiteGraph", "GraphReport", "MASK_POLICIES", "SpectralMetrics", "analyze",

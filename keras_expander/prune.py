@@ -9,6 +9,7 @@ without the callback instead of silently not pruning.
 from __future__ import annotations
 
 import inspect
+import os
 
 import numpy as np
 
@@ -196,3 +197,39 @@ def strip_pruning(model):
             raise RuntimeError(f"strip_pruning: {leaked} masked entries of {weight.name} are non-zero after baking "
                                f"the masks in.")
     return stripped
+
+
+def load_model(path: str | os.PathLike):
+    """Loads a tf_keras model (`.keras` file or SavedModel folder) that may hold pruning wrappers.
+
+    `PruneExpander` and `ExpanderPruningSchedule` are registered with Keras; tfmot's own wrappers load through
+    `tfmot.sparsity.keras.prune_scope()`. A `.keras` file written by Keras 3 is loaded with Keras 3 when tf_keras
+    cannot read it.
+
+    Args:
+        path: File or folder to load.
+
+    Returns:
+        The model (tf_keras, or Keras 3 for Keras 3 files).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: `path` is an `.h5` file of a pruned recurrent model, or neither Keras can load it (the message
+            names both errors).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Argument `path`: no model at {path!r}.")
+    with tfmot.sparsity.keras.prune_scope():
+        try:
+            return tf_keras.models.load_model(path)
+        except Exception as legacy_error:  # try Keras 3 before giving up; report both
+            if not path.endswith(".keras"):
+                raise ValueError(f"Could not load model {path!r}: {legacy_error}") from legacy_error
+            import keras  # Keras 3, only for its own files
+
+            try:
+                return keras.saving.load_model(path)
+            except Exception as keras3_error:
+                raise ValueError(f"Could not load model {path!r}: tf_keras: {legacy_error}; Keras 3: "
+                                 f"{keras3_error}") from keras3_error
