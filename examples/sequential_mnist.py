@@ -170,13 +170,13 @@ def run(args: argparse.Namespace) -> dict:
     train_seconds = time.perf_counter() - start
 
     stripped = ke.strip_pruning(model)
+    model_path = os.path.join(args.out, "model.keras")
+    with atomic_path(model_path) as temporary:
+        stripped.save(temporary)  # saved before compiling: the file carries no optimizer state
     stripped.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, test_accuracy = stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)
     report = ke.analyze(stripped, gate_views=("per_gate",))
     layer_summary = ke.summarize_layers(report)
-    model_path = os.path.join(args.out, "model.keras")
-    with atomic_path(model_path) as temporary:
-        stripped.save(temporary)
 
     held = [event for event in pruning.events if not event.committed]
     summary = {

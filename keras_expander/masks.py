@@ -54,13 +54,15 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def degree_floor_mask(weights: np.ndarray, sparsity: float, min_degree: int = 1) -> np.ndarray:
-    """Magnitude mask of one bipartite graph with every node's degree at least `min_degree`.
+    """Magnitude mask of one bipartite graph, repaired so that every node's degree is at least `min_degree`.
 
-    Edges are scanned by decreasing |w|, twice: first an edge joins the floor set when both its row and its column
-    have fewer than `min_degree` edges, then when either has (a greedy edge cover). The remaining budget goes to the largest |w| among the rest.
-    When the budget round((1 - sparsity) * size) is smaller than the floor set needs, the floor is met for as many
-    nodes as the budget allows, in magnitude order, and the rest stay isolated (they show up as isolated nodes in
-    `spectral_metrics`): the sparsity target is never exceeded.
+    Starts from the magnitude mask (round((1 - sparsity) * size) largest |w|). Nodes below the floor then get their
+    largest missing edges, scanning by decreasing |w| twice: first edges whose two ends are both short (a greedy
+    matching covers two nodes per edge), then edges with one short end. As many of the smallest kept edges are
+    dropped as were added, choosing edges whose two ends stay above the floor. When the budget is too small for the
+    floor (about max(left, right) * min_degree edges are needed), the smallest edges are dropped regardless and
+    some nodes stay below it (they show up as isolated nodes in `spectral_metrics`): the sparsity target is always
+    met exactly. When magnitude alone meets the floor, the result is the magnitude mask.
 
     Args:
         weights: Float array of shape (left, right).
@@ -85,30 +87,42 @@ def degree_floor_mask(weights: np.ndarray, sparsity: float, min_degree: int = 1)
                          f"min_degree={min_degree}")
     keep = kept_edges(magnitudes.size, sparsity)
     order = np.argsort(-magnitudes.ravel(), kind="stable")
-    rows, cols = np.divmod(order, right)
-    row_degree = [0] * left
-    col_degree = [0] * right
     mask = np.zeros(magnitudes.size, dtype=bool)
-    taken = 0
-    # Pass 1 takes edges joining two nodes that are both short (a greedy matching covers two nodes per edge);
-    # pass 2 takes edges with one short end. Together they form a small edge cover, so the floor fits in tight
-    # budgets (about max(left, right) * min_degree edges).
-    short_rows, short_cols = left, right
+    mask[order[:keep]] = True
+    row_degree = mask.reshape(left, right).sum(axis=1).tolist()
+    col_degree = mask.reshape(left, right).sum(axis=0).tolist()
+    short_rows = sum(degree < min_degree for degree in row_degree)
+    short_cols = sum(degree < min_degree for degree in col_degree)
+    if short_rows + short_cols == 0 or keep == 0:
+        return mask.reshape(left, right)
+
+    added = np.zeros(magnitudes.size, dtype=bool)
+    candidates = order[keep:].tolist()
     for both_short in (True, False):
-        for index, row, col in zip(order.tolist(), rows.tolist(), cols.tolist()):
-            if taken == keep or (short_rows == 0 or short_cols == 0 if both_short else short_rows + short_cols == 0):
+        for index in candidates:
+            if (short_rows == 0 or short_cols == 0) if both_short else short_rows + short_cols == 0:
                 break
+            row, col = divmod(index, right)
             row_short, col_short = row_degree[row] < min_degree, col_degree[col] < min_degree
-            if not mask[index] and ((row_short and col_short) if both_short else (row_short or col_short)):
-                mask[index] = True
-                taken += 1
+            if not added[index] and ((row_short and col_short) if both_short else (row_short or col_short)):
+                added[index] = True
                 row_degree[row] += 1
                 col_degree[col] += 1
                 short_rows -= int(row_degree[row] == min_degree)
                 short_cols -= int(col_degree[col] == min_degree)
-    if taken < keep:
-        rest = order[~mask[order]]
-        mask[rest[: keep - taken]] = True
+    mask |= added
+
+    excess = int(added.sum())
+    for keep_floor in (True, False):  # drop smallest edges, sparing the floor while the budget allows
+        for index in order[::-1].tolist():
+            if excess == 0:
+                break
+            row, col = divmod(index, right)
+            if mask[index] and (not keep_floor or (row_degree[row] > min_degree and col_degree[col] > min_degree)):
+                mask[index] = False
+                row_degree[row] -= 1
+                col_degree[col] -= 1
+                excess -= 1
     return mask.reshape(left, right)
 
 

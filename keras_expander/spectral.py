@@ -164,6 +164,9 @@ def top_singular_values(biadjacency, method: str = "auto") -> tuple[float, float
         start = np.random.default_rng(0).uniform(0.5, 1.5, size=n)  # fixed start vector: reproducible results
         eigenvalues = scipy.sparse.linalg.eigsh(gram, k=2, which="LA", v0=start, return_eigenvectors=False)
     eigenvalues = np.sort(np.clip(eigenvalues, 0.0, None))
+    # Eigenvalues of the Gram matrix below its rounding floor are zero: without this, sqrt turns ~1e-12 of
+    # rounding noise into a spurious mu_1 of ~1e-6 (for example on complete bipartite graphs).
+    eigenvalues[eigenvalues < eigenvalues[-1] * n * np.finfo(np.float64).eps * 8] = 0.0
     return float(math.sqrt(eigenvalues[-1])), float(math.sqrt(eigenvalues[-2]))
 
 

@@ -1,0 +1,79 @@
+"""The analyze command, the MNIST loader, and the main job on a small real subset."""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_expander import cli, datasets
+from keras_expander.backend import tf_keras
+
+
+def test_cli_analyze_prints_table_and_writes_json(tmp_path, capsys):
+    model = tf_keras.Sequential([tf_keras.Input((4, 3)), tf_keras.layers.LSTM(5, name="lstm"),
+                                 tf_keras.layers.Dense(2)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    out = tmp_path / "report.json"
+    assert cli.main(["analyze", path, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "lstm/kernel/i" in printed and "Delta_R" in printed
+    payload = json.loads(out.read_text())
+    assert len(payload["graphs"]) == 12 and payload["layers"][0]["layer"] == "lstm"
+
+
+def test_cli_missing_model_exits_2(tmp_path, capsys):
+    assert cli.main(["analyze", str(tmp_path / "absent.keras")]) == 2
+    assert "absent.keras" in capsys.readouterr().err
+
+
+def test_read_idx_checks_header_and_size(tmp_path):
+    good = tmp_path / "x.gz"
+    with gzip.open(good, "wb") as stream:
+        stream.write(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6)))
+    assert datasets.read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    truncated = tmp_path / "t.gz"
+    with gzip.open(truncated, "wb") as stream:
+        stream.write(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(5)))
+    with pytest.raises(ValueError, match="header says shape"):
+        datasets.read_idx(truncated)
+
+
+def test_sequential_mnist_from_offline_files(data_dir):
+    (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(data_dir)
+    assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+    assert x_train.dtype == np.float32 and 0.0 <= x_train.min() and x_train.max() == 1.0
+    assert y_train.dtype == np.int64 and set(np.unique(y_test)) == set(range(10))
+    assert abs(x_train.mean() - 0.1307) <= 1e-3  # the published MNIST pixel mean
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(datasets.DataNotFoundError, match="does not exist"):
+        datasets.sequential_mnist(tmp_path / "nowhere")
+
+
+def test_no_files_and_failing_online_route_names_both(tmp_path, monkeypatch):
+    def offline():
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "_mnist_online", offline)  # the real route would retry for minutes offline
+    with pytest.raises(datasets.DataNotFoundError, match="no MNIST IDX files.*no network"):
+        datasets.sequential_mnist(tmp_path)
+
+
+def test_main_job_on_a_real_subset_writes_every_output(data_dir, tmp_path):
+    from examples import sequential_mnist
+
+    out = tmp_path / "run"
+    code = sequential_mnist.main(["--units", "16", "--epochs", "1", "--train-samples", "2048", "--final-sparsity",
+                                  "0.5", "--data-dir", str(data_dir), "--out", str(out), "--verbose", "0"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 < summary["test_accuracy"] <= 1.0
+    assert abs(summary["layers"][0]["sparsity"] - 0.5) <= 0.005
+    for name in ("model.keras", "history.csv", "training.png"):
+        assert (out / name).stat().st_size > 0
+    assert "sparsity/lstm" in (out / "history.csv").read_text().splitlines()[0]
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]

@@ -1,0 +1,85 @@
+"""Mask policies: exact sparsity, degree floor, biregularity, argument errors."""
+
+import numpy as np
+import pytest
+
+from keras_expander import masks
+
+
+@pytest.mark.parametrize("policy", masks.MASK_POLICIES)
+@pytest.mark.parametrize("shape,gates", [((28, 512), 4), ((128, 512), 4), ((28, 128), 1), ((128, 128), 1)])
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95])
+def test_policy_reaches_target_sparsity(policy, shape, gates, sparsity):
+    weights = np.random.default_rng(0).normal(size=shape)
+    mask = masks.compute_mask(weights, sparsity, policy, num_gates=gates)
+    assert mask.shape == shape and mask.dtype == bool
+    assert abs((1 - mask.mean()) - sparsity) <= 0.005
+
+
+def test_magnitude_keeps_the_largest_weights():
+    weights = np.arange(20, dtype=float).reshape(4, 5) - 10
+    mask = masks.magnitude_mask(weights, 0.5)
+    assert np.abs(weights[mask]).min() >= np.abs(weights[~mask]).max()
+    assert mask.sum() == 10
+
+
+@pytest.mark.parametrize("shape,sparsity", [((128, 128), 0.99), ((28, 128), 0.9), ((128, 128), 0.95)])
+def test_degree_floor_leaves_no_isolated_node(shape, sparsity):
+    weights = np.random.default_rng(1).normal(size=shape)
+    plain = masks.magnitude_mask(weights, sparsity)
+    floored = masks.degree_floor_mask(weights, sparsity, min_degree=1)
+    assert floored.sum() == plain.sum()
+    assert floored.sum(axis=1).min() >= 1 and floored.sum(axis=0).min() >= 1
+
+
+def test_degree_floor_two():
+    weights = np.random.default_rng(2).normal(size=(64, 64))
+    mask = masks.degree_floor_mask(weights, 0.9, min_degree=2)
+    assert mask.sum(axis=1).min() >= 2 and mask.sum(axis=0).min() >= 2
+
+
+def test_degree_floor_keeps_budget_when_floor_is_infeasible():
+    weights = np.random.default_rng(3).normal(size=(28, 128))
+    mask = masks.degree_floor_mask(weights, 0.99, min_degree=1)  # 36 edges cannot cover 128 hidden units
+    assert mask.sum() == masks.kept_edges(28 * 128, 0.99)
+
+
+def test_degree_floor_prefers_large_weights():
+    weights = np.random.default_rng(4).normal(size=(64, 64))
+    mask = masks.degree_floor_mask(weights, 0.5)
+    assert np.array_equal(mask, masks.magnitude_mask(weights, 0.5))  # floor already met by magnitude
+
+
+@pytest.mark.parametrize("shape,sparsity", [((128, 128), 0.9), ((28, 128), 0.8), ((96, 128), 0.5), ((7, 9), 0.3)])
+def test_random_biregular_degrees_differ_by_at_most_one(shape, sparsity):
+    mask = masks.random_biregular_mask(shape, sparsity, seed=5)
+    rows, cols = mask.sum(axis=1), mask.sum(axis=0)
+    assert rows.max() - rows.min() <= 1 and cols.max() - cols.min() <= 1
+    assert mask.sum() == masks.kept_edges(shape[0] * shape[1], sparsity)
+
+
+def test_random_biregular_is_seeded():
+    first = masks.random_biregular_mask((32, 64), 0.9, seed=1)
+    assert np.array_equal(first, masks.random_biregular_mask((32, 64), 0.9, seed=1))
+    assert not np.array_equal(first, masks.random_biregular_mask((32, 64), 0.9, seed=2))
+
+
+def test_lstm_policies_act_per_gate():
+    weights = np.random.default_rng(6).normal(size=(16, 64))
+    weights[:, :16] = 100 + np.abs(weights[:, :16])  # gate i dominates: magnitude takes its edges, per-gate policies do not
+    per_gate = masks.compute_mask(weights, 0.75, "degree_floor_magnitude", num_gates=4)
+    for block in np.split(per_gate, 4, axis=1):
+        assert block.sum() == 64
+    assert masks.compute_mask(weights, 0.75, "magnitude", num_gates=4)[:, :16].all()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(sparsity=1.0, policy="magnitude"), "sparsity=1.0"),
+    (dict(sparsity=-0.1, policy="magnitude"), "sparsity=-0.1"),
+    (dict(sparsity=0.5, policy="top_k"), "policy='top_k'"),
+    (dict(sparsity=0.5, policy="degree_floor_magnitude", min_degree=0), "min_degree=0"),
+    (dict(sparsity=0.5, policy="degree_floor_magnitude", min_degree=9), "min_degree=9"),
+])
+def test_bad_arguments_name_the_argument_and_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        masks.compute_mask(np.ones((8, 8)), **kwargs)

@@ -1,0 +1,228 @@
+"""Expansion-aware pruning during model.fit: schedule, callback, stop rule, save/load, strip."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import keras_expander as ke
+from keras_expander.backend import tf, tf_keras, tfmot
+from keras_expander.schedule import ExpanderPruningSchedule
+
+
+def data(n=256, steps=6, features=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, steps, features)).astype("float32")
+    return x, (x[:, :, 0].sum(axis=1) > 0).astype("int64")
+
+
+def model_with(cell, units=16, features=8):
+    layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
+    return tf_keras.Sequential([tf_keras.Input((6, features)), layer(units, name="rnn"),
+                                tf_keras.layers.Dense(2, name="out")])
+
+
+def compile_(model):
+    model.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def fit(model, epochs=2, callback=None, seed=0):
+    x, y = data(seed=seed)
+    callback = callback or ke.ExpanderPruningCallback()
+    history = model.fit(x, y, batch_size=32, epochs=epochs, callbacks=[callback], verbose=0)
+    return history, callback
+
+
+# -- schedule -------------------------------------------------------------------------------------------------
+
+
+def test_schedule_config_round_trips_through_json():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.8, begin_step=10, end_step=210, frequency=20,
+                                       criterion="delta_s", representation="weighted", margin=0.25,
+                                       gate_view="union", stop_rule="monitor", power=2.0, initial_sparsity=0.1)
+    text = json.dumps(schedule.get_config())
+    clone = ExpanderPruningSchedule.from_config(json.loads(text))
+    assert clone.get_config() == schedule.get_config()
+    restored = tf_keras.utils.deserialize_keras_object(json.loads(text),
+                                                       custom_objects={"ExpanderPruningSchedule":
+                                                                       ExpanderPruningSchedule})
+    assert restored.get_config() == schedule.get_config()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(final_sparsity=1.2), "final_sparsity=1.2"),
+    (dict(final_sparsity=-0.1), "final_sparsity=-0.1"),
+    (dict(initial_sparsity=1.0), "initial_sparsity=1.0"),
+    (dict(begin_step=-1), "begin_step=-1"),
+    (dict(begin_step=100, end_step=100), "end_step=100"),
+    (dict(end_step=-1), "end_step=-1"),
+    (dict(frequency=0), "frequency=0"),
+    (dict(criterion="cheeger"), "criterion='cheeger'"),
+    (dict(representation="signed"), "representation='signed'"),
+    (dict(gate_view="gates"), "gate_view='gates'"),
+    (dict(stop_rule="stop"), "stop_rule='stop'"),
+    (dict(base="cosine"), "base='cosine'"),
+    (dict(margin=float("nan")), "margin=nan"),
+    (dict(power=0), "power=0"),
+])
+def test_schedule_bad_argument_names_it_and_the_value(kwargs, match):
+    arguments = dict(final_sparsity=0.5, begin_step=0, end_step=100) | kwargs
+    with pytest.raises(ValueError, match=match):
+        ExpanderPruningSchedule(**arguments)
+
+
+def test_schedule_matches_tfmot_polynomial_decay_and_is_capped_in_graph():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=100, frequency=10)
+    reference = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0,
+                                                     end_step=100, frequency=10)
+    stopped, cap = tf.Variable(0.0), tf.Variable(1.0)
+    schedule.bind_state(stopped, cap)
+    in_graph = tf.function(schedule.__call__)
+    for step in (0, 10, 35, 50, 100):
+        ours, theirs = in_graph(tf.constant(step, tf.int64)), reference(tf.constant(step, tf.int64))
+        assert bool(ours[0]) == bool(theirs[0]) and abs(float(ours[1]) - float(theirs[1])) <= 1e-7
+    cap.assign(0.3)
+    assert abs(float(in_graph(tf.constant(50, tf.int64))[1]) - 0.3) <= 1e-7
+    stopped.assign(1.0)
+    assert not bool(in_graph(tf.constant(50, tf.int64))[0])
+
+
+# -- prune_expander and the callback --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "simple_rnn"])
+@pytest.mark.parametrize("policy", ke.MASK_POLICIES)
+def test_policy_reaches_target_sparsity_during_fit(cell, policy):
+    base = "constant_sparsity" if policy == "random_biregular" else "polynomial_decay"
+    schedule = ExpanderPruningSchedule(final_sparsity=0.7, begin_step=0, end_step=8, frequency=2, base=base,
+                                       stop_rule="monitor")
+    model = compile_(ke.prune_expander(model_with(cell), schedule, mask_policy=policy))
+    history, _ = fit(model)
+    layer = model.layers[0]
+    assert isinstance(layer, ke.PruneExpander) and isinstance(model.layers[1], tf_keras.layers.Dense)
+    assert abs(history.history["sparsity/rnn"][-1] - 0.7) <= 0.005
+    weights = [w.numpy() for w, _, _ in layer.pruning_vars]
+    measured = 1 - sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)
+    assert abs(measured - 0.7) <= 0.005
+    if policy == "degree_floor_magnitude":
+        report = ke.analysis.analyze_layer(layer)
+        assert all(r.unweighted.isolated_left == 0 and r.unweighted.isolated_right == 0 for r in report)
+
+
+def test_logs_hold_sparsity_delta_and_stop_state():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    history, callback = fit(model)
+    keys = set(history.history)
+    for gate in "ifco":
+        for kind in ("delta_r", "delta_s", "spectral_gap"):
+            assert f"{kind}/rnn/recurrent_kernel/{gate}" in keys
+    assert "stopped/rnn" in keys and "sparsity/rnn" in keys
+    assert callback.events and all(event.committed for event in callback.events)
+
+
+def test_stop_rule_holds_before_delta_crosses_zero():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
+                                       criterion="delta_r", margin=0.0)
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    history, callback = fit(model, epochs=3)
+    assert history.history["stopped/rnn"][-1] == 1.0
+    held = [e for e in callback.events if not e.committed]
+    assert held and held[0].sparsity < 0.97
+    assert all(e.layer == "rnn" for e in held)
+    report = ke.analysis.analyze_layer(model.layers[0])
+    assert min(r.unweighted.delta_r for r in report) >= 0.0  # the masks left in place satisfy the rule
+    final = history.history["sparsity/rnn"][-1]
+    assert abs(final - held[0].sparsity) <= 1e-9
+    assert abs(float(model.layers[0].expansion_sparsity_cap.numpy()) - final) <= 1e-6
+
+
+def test_monitor_reaches_target_and_warns_once_per_graph():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
+                                       stop_rule="monitor")
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    with pytest.warns(UserWarning, match="expansion is lost") as caught:
+        history, _ = fit(model, epochs=3)
+    messages = [str(w.message).split(":")[0] for w in caught if "expansion is lost" in str(w.message)]
+    assert len(messages) == len(set(messages))
+    assert abs(history.history["sparsity/rnn"][-1] - 0.97) <= 0.005
+    assert history.history["stopped/rnn"][-1] == 0.0
+
+
+def test_training_without_the_callback_raises():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    x, y = data()
+    with pytest.raises(RuntimeError, match="ExpanderPruningCallback"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+
+
+def test_tfmot_wrapper_with_our_schedule_is_refused():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    model = compile_(tf_keras.Sequential([tf_keras.Input((6, 8)), tfmot.sparsity.keras.prune_low_magnitude(
+        tf_keras.layers.LSTM(4), pruning_schedule=schedule), tf_keras.layers.Dense(2)]))
+    with pytest.raises(ValueError, match="prune_expander"):
+        fit(model, epochs=1)
+
+
+def test_callback_monitors_plain_tfmot_pruning():
+    model = compile_(tfmot.sparsity.keras.prune_low_magnitude(model_with("lstm"), pruning_schedule=(
+        tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.6, begin_step=0, end_step=8,
+                                             frequency=2))))
+    history, _ = fit(model)
+    assert abs(history.history["sparsity/rnn"][-1] - 0.6) <= 0.005
+    assert math.isfinite(history.history["delta_r/rnn/kernel/i"][-1])
+
+
+def test_prune_expander_arguments():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    with pytest.raises(ValueError, match="nope"):
+        ke.prune_expander(model_with("lstm"), schedule, layers=["nope"])
+    with pytest.raises(ValueError, match="mask_policy='top_k'"):
+        ke.prune_expander(model_with("lstm"), schedule, mask_policy="top_k")
+    with pytest.raises(TypeError, match="GRU"):
+        ke.prune_expander(tf_keras.layers.GRU(4), schedule)
+    with pytest.raises(ValueError, match="no SimpleRNN or LSTM"):
+        ke.prune_expander(tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)]), schedule)
+    with pytest.raises(TypeError, match="ExpanderPruningSchedule"):
+        ke.prune_expander(model_with("lstm"), tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+    with pytest.raises(ValueError, match="min_degree=9"):
+        ke.prune_expander(model_with("lstm", units=4, features=8), schedule, min_degree=9)
+    both = ke.prune_expander(model_with("lstm"), schedule, layers=["rnn", "out"])
+    assert all(isinstance(layer, ke.PruneExpander) for layer in both.layers)
+
+
+def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path):
+    schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2)
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    fit(model, epochs=3)
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    restored = ke.load_model(path)
+    original, loaded = model.layers[0], restored.layers[0]
+    assert isinstance(loaded, ke.PruneExpander) and loaded.mask_policy == original.mask_policy
+    assert loaded.pruning_schedule.get_config() == original.pruning_schedule.get_config()
+    assert int(loaded.pruning_step.numpy()) == int(original.pruning_step.numpy()) > 0
+    assert float(loaded.expansion_stopped.numpy()) == float(original.expansion_stopped.numpy()) == 1.0
+    for (_, mask_a, _), (_, mask_b, _) in zip(original.pruning_vars, loaded.pruning_vars):
+        assert np.array_equal(mask_a.numpy(), mask_b.numpy())
+    masks_before = [m.numpy().copy() for _, m, _ in loaded.pruning_vars]
+    step_before = int(loaded.pruning_step.numpy())
+    fit(restored, epochs=1)  # continues: held layer keeps its masks, the step advances
+    assert int(loaded.pruning_step.numpy()) == step_before + 8
+    for before, (_, mask, _) in zip(masks_before, loaded.pruning_vars):
+        assert np.array_equal(before, mask.numpy())
+
+
+def test_stripped_model_outputs_equal_wrapped_model():
+    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
+    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    fit(model)
+    x, _ = data(n=16, seed=3)
+    stripped = ke.strip_pruning(model)
+    assert not any(isinstance(layer, tfmot.sparsity.keras.PrunableLayer) for layer in stripped.layers)
+    assert np.max(np.abs(stripped.predict(x, verbose=0) - model.predict(x, verbose=0))) <= 1e-6
+    kernel = stripped.layers[0].cell.kernel.numpy()
+    assert abs((1 - np.count_nonzero(kernel) / kernel.size) - 0.6) <= 0.005
