@@ -242,14 +242,15 @@ def print_report(reports: AnalysisReport | list[GraphReport], print_fn: Callable
 def report_to_json(reports: AnalysisReport | list[GraphReport]) -> str:
     """JSON text of a report (`nan` written as JSON null)."""
     report = reports if isinstance(reports, AnalysisReport) else AnalysisReport(reports)
-    return json.dumps(_nan_to_none(report.to_dict()), indent=2)
+    return json.dumps(nan_to_none(report.to_dict()), indent=2)
 
 
-def _nan_to_none(value):
+def nan_to_none(value):
+    """Replaces float `nan` by None in nested dicts/lists, so that `json.dumps` writes strict JSON (null)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
+        return {key: nan_to_none(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(item) for item in value]
+        return [nan_to_none(item) for item in value]
     return value

@@ -32,7 +32,7 @@ import scipy.sparse.linalg
 
 METHODS = ("auto", "dense", "sparse")
 # Above this many nodes on the smaller side, and below this density, ARPACK on the sparse Gram matrix beats a
-# dense LAPACK eigensolve (measured with benchmarks/spectral_speed.py on 2 cores).
+# dense LAPACK eigensolve (measured with benchmarks/analyze_speed.py on 2 cores).
 _SPARSE_MIN_NODES = 384
 _SPARSE_MAX_DENSITY = 0.1
 
