@@ -1,0 +1,508 @@
+"""Export a pruned recurrent model to TFLite (float32 or full int8) for TFLite Micro, and verify it.
+
+Steps, each guarding a trap of the stack (docs/STACK.md):
+1. strip the pruning wrappers if present, and rebuild a batch-1 tf_keras copy with the same weights (only a fixed
+   batch converts); for int8, SimpleRNN layers are unrolled (the WHILE-loop form crashes the int8 calibrator);
+2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
+   instead of killing the caller; the `.tflite` is written atomically;
+3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, argmax agreement, output error;
+4. measure for the microcontroller: ops, flatbuffer and gzip -9 bytes, non-zero weights, the smallest TFLM arena
+   that works (binary search over subprocess probes: TFLM aborts the process when the arena is too small), TFLM
+   time per sequence on this host, and a fits / does-not-fit verdict;
+5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
+
+Run as ``python -m keras_expander.export convert|probe ...`` it is its own subprocess worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from keras_expander.io_utils import atomic_path, write_atomic
+from keras_expander.runtime import TFLiteModel
+
+MODES = ("float32", "int8", "dynamic_range")
+TARGETS = ("tflm", "litert")
+DEFAULT_FLASH_KIB = 1024  # Cortex-M4 class board, e.g. STM32F4 / nRF52840: 1 MiB flash
+DEFAULT_RAM_KIB = 256  # and 256 KiB RAM
+_MAX_ARENA = 64 << 20
+
+
+class ExportError(RuntimeError):
+    """A conversion or verification step failed; the message names the model and the mode."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """Verified export of one model in one mode.
+
+    Attributes:
+        model: Model name.
+        mode: "float32", "int8" or "dynamic_range".
+        target: "tflm" or "litert".
+        tflite_path: Where the flatbuffer was written.
+        ops: Builtin operators in the flatbuffer, sorted.
+        flatbuffer_bytes: Size of the `.tflite` (what goes into flash), bytes.
+        gzip_bytes: Size after gzip -9 (storage / over-the-air), bytes.
+        nonzero_weights: Non-zero entries over all weight tensors of the Keras model.
+        total_weights: All entries of those tensors.
+        arena_bytes: Smallest TFLM tensor arena that runs the model (binary search), bytes; None for litert.
+        tflm_ms_per_sequence: Mean TFLM invoke time per sequence on this host, milliseconds; None for litert.
+        samples: Test sequences verified.
+        keras_accuracy, litert_accuracy, tflm_accuracy: Accuracy in [0, 1] on those sequences.
+        argmax_agreement_litert_keras, argmax_agreement_tflm_litert: Fraction of equal predicted classes.
+        max_abs_diff_litert_keras: Max |output difference| LiteRT vs Keras (logit units).
+        max_abs_diff_tflm_litert: Max |output difference| TFLM vs LiteRT (logit units).
+        output_scale: Output quantization step for int8 models, else None.
+        notes: Conversions applied (e.g. SimpleRNN unrolled for int8).
+        flash_kib, ram_kib: The target budget checked.
+        fits: True when flatbuffer_bytes <= flash and arena_bytes <= RAM.
+    """
+
+    model: str
+    mode: str
+    target: str
+    tflite_path: str
+    ops: list
+    flatbuffer_bytes: int
+    gzip_bytes: int
+    nonzero_weights: int
+    total_weights: int
+    arena_bytes: int | None
+    tflm_ms_per_sequence: float | None
+    samples: int
+    keras_accuracy: float
+    litert_accuracy: float
+    tflm_accuracy: float | None
+    argmax_agreement_litert_keras: float
+    argmax_agreement_tflm_litert: float | None
+    max_abs_diff_litert_keras: float
+    max_abs_diff_tflm_litert: float | None
+    output_scale: float | None
+    notes: list
+    flash_kib: float
+    ram_kib: float
+    fits: bool
+
+
+def check_mode(mode: str, target: str) -> None:
+    """Refuses modes the target cannot run.
+
+    Raises:
+        ValueError: unknown `mode` or `target`, or "dynamic_range" for TFLM (its hybrid FULLY_CONNECTED kernels
+            are not in TFLM).
+    """
+    if target not in TARGETS:
+        raise ValueError(f"Argument `target` must be one of {TARGETS}. Received: target={target!r}")
+    if mode not in MODES:
+        raise ValueError(f"Argument `mode` must be one of {MODES}. Received: mode={mode!r}")
+    if mode == "dynamic_range" and target == "tflm":
+        raise ValueError("mode='dynamic_range' produces hybrid kernels (float activations, int8 weights) that TFLite "
+                         "Micro cannot run; use mode='int8' (full integer) or pass target='litert'.")
+
+
+def check_sparsity_encoding(sparsity_encoding: bool, target: str) -> None:
+    """Refuses EXPERIMENTAL_SPARSITY for TFLM (it inserts a DENSIFY op that TFLM does not have).
+
+    Raises:
+        ValueError: `sparsity_encoding` with target "tflm".
+    """
+    if sparsity_encoding and target == "tflm":
+        raise ValueError("sparsity_encoding=True (tf.lite.Optimize.EXPERIMENTAL_SPARSITY) adds a DENSIFY op that "
+                         "TFLite Micro does not implement; pruned weights shrink the gzip size instead. Pass "
+                         "target='litert' to use it anyway.")
+
+
+def batch_one_model(model, unroll_simple_rnn: bool = False):
+    """A copy of a tf_keras Sequential/functional model with batch size 1 and the same weights.
+
+    Args:
+        model: A stripped (unwrapped) tf_keras model.
+        unroll_simple_rnn: Set `unroll=True` on SimpleRNN layers (FULLY_CONNECTED/TANH/ADD per step instead of a
+            WHILE loop, which the int8 converter cannot calibrate).
+
+    Returns:
+        The rebuilt model (new layers, weights copied).
+    """
+    from keras_expander.backend import tf_keras
+
+    config = model.get_config()
+    for layer in config["layers"]:
+        layer_config = layer["config"]
+        if "batch_input_shape" in layer_config:
+            layer_config["batch_input_shape"] = [1, *layer_config["batch_input_shape"][1:]]
+        if unroll_simple_rnn and layer["class_name"] == "SimpleRNN":
+            layer_config["unroll"] = True
+    rebuilt = model.__class__.from_config(config)
+    if not rebuilt.built:
+        rebuilt.build((1, *model.input_shape[1:]))
+    rebuilt.set_weights(model.get_weights())
+    if not isinstance(rebuilt, tf_keras.Model):
+        raise ExportError(f"Model {model.name!r} is not a tf_keras model after rebuilding.")
+    return rebuilt
+
+
+def convert(model, mode: str = "float32", representative_data: np.ndarray | None = None, target: str = "tflm",
+            sparsity_encoding: bool = False, timeout_s: float = 900.0) -> tuple[bytes, list[str]]:
+    """Converts a (stripped) tf_keras recurrent model to a TFLite flatbuffer in a subprocess.
+
+    Args:
+        model: tf_keras model; pruning wrappers are stripped first.
+        mode: "float32", "int8" (full integer: int8 kernels, int8 input and output; needs `representative_data`)
+            or "dynamic_range" (LiteRT only).
+        representative_data: float32 array of shape (N, T, F) from the training data, for int8 calibration.
+        target: "tflm" (default; refuses what TFLM cannot run) or "litert".
+        sparsity_encoding: Add tf.lite.Optimize.EXPERIMENTAL_SPARSITY (LiteRT only).
+        timeout_s: Seconds before the conversion subprocess is killed.
+
+    Returns:
+        (flatbuffer bytes, notes): notes list conversions applied, e.g. SimpleRNN unrolled for int8.
+
+    Raises:
+        ValueError: a mode/target combination TFLM cannot run, or int8 without representative data.
+        ExportError: the converter failed or crashed; the message names the model, the mode and the exit status.
+    """
+    from keras_expander.prune import strip_pruning
+    from keras_expander.backend import PruneLowMagnitude
+
+    check_mode(mode, target)
+    check_sparsity_encoding(sparsity_encoding, target)
+    if mode == "int8" and (representative_data is None or len(representative_data) == 0):
+        raise ValueError("mode='int8' needs `representative_data`: float32 samples of shape (N, T, F) from the "
+                         "training data.")
+    notes = []
+    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+        model = strip_pruning(model)
+        notes.append("pruning wrappers stripped")
+    unroll = mode == "int8" and any(type(layer).__name__ == "SimpleRNN" for layer in model.layers)
+    if unroll:
+        notes.append("SimpleRNN unrolled (unroll=True) for int8: the WHILE-loop form cannot be calibrated")
+    single = batch_one_model(model, unroll_simple_rnn=unroll)
+    with tempfile.TemporaryDirectory(prefix="keras_expander_export_") as folder:
+        model_path = os.path.join(folder, "model.keras")
+        single.save(model_path)
+        command = [sys.executable, "-m", "keras_expander.export", "convert", model_path, mode,
+                   os.path.join(folder, "model.tflite")]
+        if representative_data is not None:
+            np.save(os.path.join(folder, "representative.npy"), np.asarray(representative_data, np.float32))
+            command += ["--representative", os.path.join(folder, "representative.npy")]
+        if sparsity_encoding:
+            command.append("--sparsity-encoding")
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        except subprocess.TimeoutExpired as error:
+            raise ExportError(f"TFLite conversion of model {model.name!r} in mode {mode!r} did not finish in "
+                              f"{timeout_s:.0f} s.") from error
+        if result.returncode != 0:
+            status = f"signal {-result.returncode}" if result.returncode < 0 else f"exit code {result.returncode}"
+            tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+            raise ExportError(f"TFLite conversion of model {model.name!r} in mode {mode!r} failed ({status}):\n"
+                              f"{tail}")
+        with open(os.path.join(folder, "model.tflite"), "rb") as stream:
+            return stream.read(), notes
+
+
+def _convert_worker(model_path: str, mode: str, out_path: str, representative: str | None,
+                    sparsity_encoding: bool) -> None:
+    from keras_expander.backend import tf
+    from keras_expander.prune import load_model
+
+    model = load_model(model_path)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = []
+    if mode in ("int8", "dynamic_range"):
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparsity_encoding:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if mode == "int8":
+        samples = np.load(representative)
+
+        def representative_dataset():
+            for sample in samples:
+                yield [sample[None].astype(np.float32)]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    content = converter.convert()
+    with open(out_path, "wb") as stream:
+        stream.write(content)
+
+
+def _probe_worker(tflite_path: str, arena_size: int) -> None:
+    with open(tflite_path, "rb") as stream:
+        model = TFLiteModel(stream.read(), runtime="tflm", arena_size=arena_size)
+    model.predict_raw(np.zeros(model.input_shape[1:], dtype=model.input_dtype))
+
+
+def _arena_works(tflite_path: str, arena_size: int) -> bool:
+    result = subprocess.run([sys.executable, "-m", "keras_expander.export", "probe", tflite_path, str(arena_size)],
+                            capture_output=True, timeout=300)
+    return result.returncode == 0
+
+
+def find_arena_size(model_content: bytes, granularity: int = 16) -> int:
+    """Smallest TFLM tensor arena (bytes) that loads the model and runs one invoke, by binary search.
+
+    Each probe runs in a subprocess, because TFLM aborts the process when the arena is too small.
+
+    Args:
+        model_content: The flatbuffer.
+        granularity: Search resolution in bytes (TFLM aligns to 16).
+
+    Returns:
+        The arena size in bytes, a multiple of `granularity`.
+
+    Raises:
+        ExportError: no arena up to 64 MiB works (the model cannot run under TFLM).
+    """
+    with tempfile.TemporaryDirectory(prefix="keras_expander_arena_") as folder:
+        path = os.path.join(folder, "model.tflite")
+        with open(path, "wb") as stream:
+            stream.write(model_content)
+        high = 4096
+        while not _arena_works(path, high):
+            high *= 2
+            if high > _MAX_ARENA:
+                raise ExportError(f"The model does not run under TFLite Micro with any arena up to {_MAX_ARENA} "
+                                  f"bytes (unsupported op or tensor type?).")
+        low = 0  # invariant: low fails (or is 0), high works
+        while high - low > granularity:
+            middle = (low + high) // 2 // granularity * granularity
+            if middle <= low:
+                break
+            if _arena_works(path, middle):
+                high = middle
+            else:
+                low = middle
+        return high
+
+
+def tflite_ops(model_content: bytes) -> list[str]:
+    """Builtin operator names of a flatbuffer (read with LiteRT, without delegates), sorted and unique."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=bytes(model_content),
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+def weight_counts(model) -> tuple[int, int]:
+    """(non-zero, total) entries over all weight tensors of a Keras model."""
+    weights = model.get_weights()
+    return int(sum(np.count_nonzero(w) for w in weights)), int(sum(w.size for w in weights))
+
+
+def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray, y_test: np.ndarray,
+                      tflite_path: str, target: str = "tflm", notes: list | None = None,
+                      flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB) -> ExportReport:
+    """Runs the flatbuffer under LiteRT and TFLM on test sequences and measures it for a microcontroller.
+
+    Args:
+        model: The stripped Keras model the flatbuffer came from (any batch size).
+        model_content: The flatbuffer.
+        mode: Its conversion mode (for the report).
+        x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
+        tflite_path: Where it was written (for the report).
+        target: "tflm" also runs TFLM and searches the arena; "litert" skips TFLM.
+        notes: Conversion notes to carry into the report.
+        flash_kib, ram_kib: Target budget in KiB.
+
+    Returns:
+        An `ExportReport`.
+    """
+    keras_out = np.asarray(model.predict(x_test, batch_size=256, verbose=0), np.float32)
+    litert = TFLiteModel(model_content, runtime="litert")
+    litert_out = litert.predict(x_test)
+    arena = tflm_out = tflm_ms = None
+    if target == "tflm":
+        arena = find_arena_size(model_content)
+        tflm = TFLiteModel(model_content, runtime="tflm", arena_size=arena)
+        start = time.perf_counter()
+        tflm_out = tflm.predict(x_test)
+        tflm_ms = 1000 * (time.perf_counter() - start) / len(x_test)
+    nonzero, total = weight_counts(model)
+    size = len(model_content)
+    accuracy = lambda out: float(np.mean(np.argmax(out, axis=1) == y_test))  # noqa: E731
+    agreement = lambda a, b: float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))  # noqa: E731
+    return ExportReport(
+        model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=tflite_ops(model_content),
+        flatbuffer_bytes=size, gzip_bytes=len(gzip.compress(model_content, compresslevel=9)),
+        nonzero_weights=nonzero, total_weights=total, arena_bytes=arena, tflm_ms_per_sequence=tflm_ms,
+        samples=int(len(x_test)), keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
+        tflm_accuracy=accuracy(tflm_out) if tflm_out is not None else None,
+        argmax_agreement_litert_keras=agreement(litert_out, keras_out),
+        argmax_agreement_tflm_litert=agreement(tflm_out, litert_out) if tflm_out is not None else None,
+        max_abs_diff_litert_keras=float(np.max(np.abs(litert_out - keras_out))),
+        max_abs_diff_tflm_litert=float(np.max(np.abs(tflm_out - litert_out))) if tflm_out is not None else None,
+        output_scale=litert.output_scale, notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
+        fits=size <= flash_kib * 1024 and (arena is None or arena <= ram_kib * 1024))
+
+
+def format_report(reports: list[ExportReport]) -> list[str]:
+    """Lines of a table of export reports, with units."""
+    rows = [("mode", "ops", "flatbuffer (B)", "gzip -9 (B)", "non-zero weights", "arena (B)", "TFLM ms/seq",
+             "acc. Keras/LiteRT/TFLM (%)", "argmax agree TFLM-LiteRT", "max |diff| LiteRT-Keras", "fits")]
+    for r in reports:
+        tflm_accuracy = "-" if r.tflm_accuracy is None else f"{100 * r.tflm_accuracy:.2f}"
+        rows.append((r.mode, " ".join(r.ops), str(r.flatbuffer_bytes), str(r.gzip_bytes),
+                     f"{r.nonzero_weights}/{r.total_weights}", str(r.arena_bytes or "-"),
+                     "-" if r.tflm_ms_per_sequence is None else f"{r.tflm_ms_per_sequence:.3f}",
+                     f"{100 * r.keras_accuracy:.2f}/{100 * r.litert_accuracy:.2f}/{tflm_accuracy}",
+                     "-" if r.argmax_agreement_tflm_litert is None else f"{r.argmax_agreement_tflm_litert:.4f}",
+                     f"{r.max_abs_diff_litert_keras:.2e}",
+                     f"{'yes' if r.fits else 'NO'} ({r.flash_kib:g} KiB flash, {r.ram_kib:g} KiB RAM)"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    for r in reports:
+        lines += [f"{r.mode}: {note}" for note in r.notes]
+    return lines
+
+
+_OP_METHOD_EXCEPTIONS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
+
+
+def resolver_method(op_name: str) -> str:
+    """TFLM `MicroMutableOpResolver` method for a builtin op, e.g. FULLY_CONNECTED -> AddFullyConnected."""
+    return _OP_METHOD_EXCEPTIONS.get(op_name, "Add" + "".join(part.capitalize() for part in op_name.split("_")))
+
+
+def write_firmware_files(model_content: bytes, ops: list[str], folder: str, array_name: str = "g_model") -> list:
+    """Writes model_data.h / model_data.cc (a 16-byte aligned const array and its length, as the TFLM examples
+    do) and model_op_resolver.h (the ops the model needs), atomically.
+
+    Args:
+        model_content: The flatbuffer.
+        ops: Builtin op names (from `tflite_ops`).
+        folder: Output folder (created).
+        array_name: C identifier of the array; its length is `<array_name>_len`.
+
+    Returns:
+        The three paths written.
+
+    Raises:
+        ValueError: `array_name` is not a C identifier.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", array_name):
+        raise ValueError(f"Argument `array_name` must be a C identifier. Received: array_name={array_name!r}")
+    guard = "KERAS_EXPANDER_MODEL_DATA_H_"
+    header = (f"// Generated by keras_expander.export: TFLite flatbuffer, {len(model_content)} bytes.\n"
+              f"#ifndef {guard}\n#define {guard}\n\n"
+              f"extern const unsigned char {array_name}[];\nextern const unsigned int {array_name}_len;\n\n"
+              f"#endif  // {guard}\n")
+    body_lines = []
+    for start in range(0, len(model_content), 12):
+        chunk = model_content[start:start + 12]
+        body_lines.append("  " + ", ".join(f"0x{byte:02x}" for byte in chunk) + ",")
+    source = (f"// Generated by keras_expander.export.\n#include \"model_data.h\"\n\n"
+              f"// TFLM needs the flatbuffer aligned to 16 bytes.\n"
+              f"alignas(16) const unsigned char {array_name}[] = {{\n" + "\n".join(body_lines) + "\n};\n"
+              f"const unsigned int {array_name}_len = {len(model_content)};\n")
+    additions = "\n".join(f"  TF_LITE_ENSURE_STATUS(resolver.{resolver_method(op)}());" for op in ops)
+    resolver = (f"// Generated by keras_expander.export: the builtin ops of the model, for TFLite Micro.\n"
+                f"#ifndef KERAS_EXPANDER_MODEL_OP_RESOLVER_H_\n#define KERAS_EXPANDER_MODEL_OP_RESOLVER_H_\n\n"
+                f"#include \"tensorflow/lite/micro/micro_mutable_op_resolver.h\"\n\n"
+                f"constexpr int kModelOpCount = {len(ops)};\n"
+                f"using ModelOpResolver = tflite::MicroMutableOpResolver<kModelOpCount>;\n\n"
+                f"inline TfLiteStatus RegisterModelOps(ModelOpResolver& resolver) {{\n{additions}\n"
+                f"  return kTfLiteOk;\n}}\n\n#endif  // KERAS_EXPANDER_MODEL_OP_RESOLVER_H_\n")
+    paths = []
+    for name, text in (("model_data.h", header), ("model_data.cc", source), ("model_op_resolver.h", resolver)):
+        path = os.path.join(folder, name)
+        write_atomic(path, text)
+        paths.append(path)
+    return paths
+
+
+def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, representative_data=None,
+                 out_dir: str = "export_out", target: str = "tflm", sparsity_encoding: bool = False,
+                 flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
+                 firmware_mode: str | None = None) -> list[ExportReport]:
+    """Converts, verifies and measures a model in each mode; writes `<mode>.tflite`, `report.json` and firmware
+    files (for `firmware_mode`, default: int8 when exported, else the first mode) into `out_dir`.
+
+    Args:
+        model: tf_keras model, pruned (wrappers are stripped) or stripped.
+        modes: Any of "float32", "int8" ("dynamic_range" with target="litert").
+        x_test, y_test: Test sequences (N, T, F) float32 and labels (N,) for verification.
+        representative_data: Training samples (N, T, F) for int8 calibration.
+        out_dir: Output folder (created).
+        target: "tflm" or "litert".
+        sparsity_encoding: tf.lite.Optimize.EXPERIMENTAL_SPARSITY (litert only).
+        flash_kib, ram_kib: Target budget in KiB.
+        firmware_mode: Which mode's flatbuffer becomes model_data.cc.
+
+    Returns:
+        One `ExportReport` per mode.
+
+    Raises:
+        ValueError: bad mode/target combination or missing data.
+        ExportError: conversion or runtime failure (no partial `.tflite` is left behind).
+    """
+    from keras_expander.prune import strip_pruning
+    from keras_expander.backend import PruneLowMagnitude
+
+    for mode in modes:
+        check_mode(mode, target)
+    check_sparsity_encoding(sparsity_encoding, target)
+    if x_test is None or y_test is None:
+        raise ValueError("Arguments `x_test` and `y_test` are required: every export is verified.")
+    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+        model = strip_pruning(model)
+    os.makedirs(out_dir, exist_ok=True)
+    reports, contents = [], {}
+    for mode in modes:
+        content, notes = convert(model, mode, representative_data, target, sparsity_encoding)
+        path = os.path.join(out_dir, f"{mode}.tflite")
+        write_atomic(path, content)
+        contents[mode] = content
+        reports.append(verify_and_report(model, content, mode, x_test, y_test, path, target, notes, flash_kib,
+                                         ram_kib))
+    chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
+    chosen_report = next(r for r in reports if r.mode == chosen)
+    write_firmware_files(contents[chosen], chosen_report.ops, out_dir)
+    write_atomic(os.path.join(out_dir, "report.json"),
+                 json.dumps({"reports": [dataclasses.asdict(r) for r in reports], "firmware_mode": chosen},
+                            indent=2))
+    return reports
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m keras_expander.export", description="subprocess workers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert_parser = commands.add_parser("convert")
+    convert_parser.add_argument("model_path")
+    convert_parser.add_argument("mode", choices=MODES)
+    convert_parser.add_argument("out_path")
+    convert_parser.add_argument("--representative")
+    convert_parser.add_argument("--sparsity-encoding", action="store_true")
+    probe_parser = commands.add_parser("probe")
+    probe_parser.add_argument("tflite_path")
+    probe_parser.add_argument("arena_size", type=int)
+    args = parser.parse_args(argv)
+    if args.command == "convert":
+        with atomic_path(args.out_path) as temporary:
+            _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding)
+    else:
+        _probe_worker(args.tflite_path, args.arena_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
