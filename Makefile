@@ -1,5 +1,6 @@
 # Two set-up commands for a fresh machine (see README.md):
-#   make demo   creates .venv, installs keras-expander, prunes an LSTM on real sequential MNIST
+#   make demo   creates .venv, installs keras-expander, prunes an LSTM on real sequential MNIST, exports it to
+#               TFLite (float32 and int8) and runs it under LiteRT and TFLite Micro
 #   make test   creates .venv, installs the test extras, runs the tests
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,6 +23,7 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/python examples/sequential_mnist.py --out $(DEMO_OUT)
+	$(BIN)/keras-expander export $(DEMO_OUT)/model.keras --mode float32 int8 --out $(DEMO_OUT)/export
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -77,3 +77,23 @@ def test_main_job_on_a_real_subset_writes_every_output(data_dir, tmp_path):
         assert (out / name).stat().st_size > 0
     assert "sparsity/lstm" in (out / "history.csv").read_text().splitlines()[0]
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
+def test_cli_export_on_real_mnist_writes_verified_report(data_dir, tmp_path, capsys):
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((28, 28)), tf_keras.layers.LSTM(8, name="lstm"),
+                                 tf_keras.layers.Dense(10)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    out = tmp_path / "export"
+    code = cli.main(["export", path, "--mode", "int8", "--data-dir", str(data_dir), "--test-samples", "40",
+                     "--representative-samples", "20", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())["reports"][0]
+    assert report["mode"] == "int8" and report["samples"] == 40 and report["arena_bytes"] > 0
+    assert "int8" in capsys.readouterr().out
+
+
+def test_cli_export_refuses_dynamic_range_for_tflm(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "m.keras"), "--mode", "dynamic_range"]) == 2
+    assert "TFLite Micro cannot run" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""TFLite export: Keras vs LiteRT vs TFLM agreement, state reset, conversion failures, firmware files."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from keras_expander import export
+from keras_expander.backend import tf_keras
+from keras_expander.runtime import TFLiteModel
+
+FLOAT_TOL = 1e-5
+
+
+def sequences(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6, 5)).astype("float32"), rng.integers(0, 3, n)
+
+
+def small_model(cell):
+    tf_keras.utils.set_random_seed(1)
+    layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
+    model = tf_keras.Sequential([tf_keras.Input((6, 5)), layer(8, name=cell), tf_keras.layers.Dense(3)])
+    kernel = model.layers[0].cell.kernel.numpy()
+    kernel[np.abs(kernel) < 0.2] = 0.0  # a pruned-looking matrix
+    model.layers[0].cell.kernel.assign(kernel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lstm_export(tmp_path_factory):
+    x, y = sequences()
+    model = small_model("lstm")
+    out = str(tmp_path_factory.mktemp("lstm"))
+    reports = export.export_model(model, modes=("float32", "int8"), x_test=x, y_test=y, representative_data=x,
+                                  out_dir=out)
+    return model, {r.mode: r for r in reports}, out, x
+
+
+@pytest.mark.parametrize("runtime", ["litert", "tflm"])
+def test_float_lstm_matches_keras(lstm_export, runtime):
+    model, reports, out, x = lstm_export
+    with open(reports["float32"].tflite_path, "rb") as stream:
+        outputs = TFLiteModel(stream.read(), runtime=runtime, arena_size=reports["float32"].arena_bytes).predict(x)
+    assert np.max(np.abs(outputs - model.predict(x, verbose=0))) <= FLOAT_TOL
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in reports["float32"].ops
+
+
+def test_float_simple_rnn_matches_keras_on_both_runtimes(tmp_path):
+    x, y = sequences()
+    model = small_model("simple_rnn")
+    content, notes = export.convert(model, "float32")
+    assert notes == []
+    for runtime in ("litert", "tflm"):
+        outputs = TFLiteModel(content, runtime=runtime).predict(x)
+        assert np.max(np.abs(outputs - model.predict(x, verbose=0))) <= FLOAT_TOL, runtime
+
+
+def test_int8_lstm_tflm_agrees_with_litert(lstm_export):
+    _, reports, _, x = lstm_export
+    report = reports["int8"]
+    with open(report.tflite_path, "rb") as stream:
+        content = stream.read()
+    litert = TFLiteModel(content, runtime="litert")
+    tflm = TFLiteModel(content, runtime="tflm", arena_size=report.arena_bytes)
+    assert litert.input_dtype == np.int8 and report.output_scale is not None
+    litert_raw = np.stack([litert.predict_raw(s) for s in x]).astype(int)
+    tflm_raw = np.stack([tflm.predict_raw(s) for s in x]).astype(int)
+    assert np.max(np.abs(litert_raw - tflm_raw)) <= 1  # within one quantization step
+    assert report.argmax_agreement_tflm_litert == 1.0
+    assert np.array_equal(np.argmax(litert_raw, axis=1), np.argmax(tflm_raw, axis=1))
+
+
+def test_reset_makes_identical_sequences_give_identical_outputs(lstm_export):
+    _, reports, _, x = lstm_export
+    with open(reports["float32"].tflite_path, "rb") as stream:
+        content = stream.read()
+    for runtime in ("litert", "tflm"):
+        model = TFLiteModel(content, runtime=runtime)
+        twice = model.predict(np.stack([x[0], x[0]]))
+        assert np.array_equal(twice[0], twice[1]), runtime
+    # Without the reset the fused LSTM carries its state into the next invoke, so the reset is what matters.
+    tflm = TFLiteModel(content, runtime="tflm")
+    first = tflm.predict_raw(x[0])
+    tflm._interpreter.set_input(x[0][None], 0)
+    tflm._interpreter.invoke()
+    assert not np.array_equal(first, np.array(tflm._interpreter.get_output(0)))
+
+
+def test_report_figures(lstm_export):
+    model, reports, out, _ = lstm_export
+    report = reports["int8"]
+    with open(report.tflite_path, "rb") as stream:
+        content = stream.read()
+    assert report.flatbuffer_bytes == len(content) and 0 < report.gzip_bytes < len(content)
+    weights = model.get_weights()
+    assert report.nonzero_weights == sum(np.count_nonzero(w) for w in weights) < report.total_weights
+    assert report.fits and 0 < report.arena_bytes <= 64 * 1024
+    assert report.tflm_ms_per_sequence > 0
+    assert sorted(os.listdir(out)) == ["float32.tflite", "int8.tflite", "model_data.cc", "model_data.h",
+                                       "model_op_resolver.h", "report.json"]
+
+
+def test_arena_search_finds_the_smallest_working_size(lstm_export):
+    _, reports, _, _ = lstm_export
+    arena = reports["int8"].arena_bytes
+    path = reports["int8"].tflite_path
+    assert export._arena_works(path, arena)
+    assert not export._arena_works(path, arena - 16)
+
+
+def test_failing_conversion_raises_export_error_and_leaves_no_file(tmp_path):
+    x, y = sequences()
+    wrong_shape = np.zeros((4, 3, 3), np.float32)  # calibration data that does not fit the model
+    out = tmp_path / "out"
+    with pytest.raises(export.ExportError, match="int8"):
+        export.export_model(small_model("lstm"), modes=("int8",), x_test=x, y_test=y,
+                            representative_data=wrong_shape, out_dir=str(out))
+    assert not [name for name in os.listdir(out) if name.endswith(".tflite") or name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(mode="dynamic_range"), "TFLite Micro cannot run"),
+    (dict(mode="float32", sparsity_encoding=True), "DENSIFY"),
+    (dict(mode="int4"), "mode='int4'"),
+    (dict(mode="float32", target="mcu"), "target='mcu'"),
+    (dict(mode="int8"), "representative_data"),
+])
+def test_options_tflm_cannot_run_are_refused_with_the_reason(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export.convert(small_model("lstm"), **kwargs)
+
+
+def test_dynamic_range_is_allowed_for_litert():
+    content, _ = export.convert(small_model("lstm"), "dynamic_range", target="litert")
+    assert TFLiteModel(content, runtime="litert").predict(sequences(4)[0]).shape == (4, 3)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+def test_c_array_compiles_and_holds_the_flatbuffer(lstm_export, tmp_path):
+    _, reports, out, _ = lstm_export
+    with open(os.path.join(out, "int8.tflite"), "rb") as stream:
+        content = stream.read()
+    (tmp_path / "harness.cc").write_text(
+        '#include <stdio.h>\n#include "model_data.h"\n'
+        'int main() { unsigned long sum = 0; for (unsigned i = 0; i < g_model_len; ++i) sum += g_model[i];\n'
+        '  printf("%u %lu %d\\n", g_model_len, sum, (int)(((unsigned long)g_model) % 16)); return 0; }\n')
+    for source in (os.path.join(out, "model_data.cc"), str(tmp_path / "harness.cc")):
+        subprocess.run(["gcc", "-c", "-I", out, source, "-o", str(tmp_path / (os.path.basename(source) + ".o"))],
+                       check=True, cwd=tmp_path)
+    subprocess.run(["gcc", str(tmp_path / "model_data.cc.o"), str(tmp_path / "harness.cc.o"), "-o",
+                    str(tmp_path / "harness")], check=True)
+    length, checksum, misalignment = subprocess.run([str(tmp_path / "harness")], capture_output=True, text=True,
+                                                    check=True).stdout.split()
+    assert int(length) == len(content) and int(checksum) == sum(content) and int(misalignment) == 0
+    resolver = open(os.path.join(out, "model_op_resolver.h")).read()
+    assert "AddUnidirectionalSequenceLSTM()" in resolver and "AddFullyConnected()" in resolver
