@@ -295,11 +295,8 @@ def edge_expansion_exact(biadjacency, max_nodes: int = 16) -> float:
     Raises:
         ValueError: more than `max_nodes` non-isolated nodes.
     """
-    core = _core(np.abs(_check_matrix(biadjacency, "graph")))
+    core = _enumerable_core(biadjacency, max_nodes)
     nodes = sum(core.shape)
-    if nodes > max_nodes:
-        raise ValueError(f"Argument `biadjacency` has {nodes} non-isolated nodes; enumeration allows max_nodes="
-                         f"{max_nodes}.")
     if nodes == 0:
         return float("nan")
     best = math.inf
@@ -325,11 +322,8 @@ def conductance_exact(biadjacency, max_nodes: int = 16) -> float:
     Raises:
         ValueError: more than `max_nodes` non-isolated nodes.
     """
-    core = _core(np.abs(_check_matrix(biadjacency, "graph")))
+    core = _enumerable_core(biadjacency, max_nodes)
     nodes = sum(core.shape)
-    if nodes > max_nodes:
-        raise ValueError(f"Argument `biadjacency` has {nodes} non-isolated nodes; enumeration allows max_nodes="
-                         f"{max_nodes}.")
     if nodes == 0:
         return float("nan")
     left_volume, right_volume = core.sum(axis=1), core.sum(axis=0)
@@ -346,6 +340,15 @@ def _core(matrix: np.ndarray) -> np.ndarray:
     """The biadjacency matrix without isolated rows and columns."""
     edges = matrix != 0
     return matrix[edges.any(axis=1)][:, edges.any(axis=0)]
+
+
+def _enumerable_core(biadjacency, max_nodes: int) -> np.ndarray:
+    """|B| without isolated nodes, refused when 2^nodes subsets would be too many to enumerate."""
+    core = _core(np.abs(_check_matrix(biadjacency, "graph")))
+    if sum(core.shape) > max_nodes:
+        raise ValueError(f"Argument `biadjacency` has {sum(core.shape)} non-isolated nodes; enumeration allows "
+                         f"max_nodes={max_nodes}.")
+    return core
 
 
 def first_zero_crossing(remaining_edges, deltas) -> float | None:
