@@ -113,6 +113,11 @@ def analyze_layer(layer, gate_views: Iterable[str] = ("per_gate",), method: str 
         ValueError: unknown gate view; NaN/inf weights (the message names the graph).
     """
     matrices = graph_lib.layer_matrices(layer)
+    with spectral.single_threaded_blas():
+        return _measure(matrices, gate_views, method)
+
+
+def _measure(matrices: graph_lib.LayerMatrices, gate_views: Iterable[str], method: str) -> list[GraphReport]:
     reports, seen = [], set()
     for view in gate_views:
         for g in graph_lib.graphs_from_matrices(matrices, view):

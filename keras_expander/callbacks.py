@@ -111,6 +111,8 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         self.events: list[PruningEvent] = []
         self._writer = None
         self._schedule_fns = {}
+        self._expanders = []
+        self._step = 0
         self._warned_graphs: set[str] = set()
 
     def set_model(self, model):
@@ -138,16 +140,24 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         if self._writer is not None:
             self._writer.flush()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # The step counter is kept in Python (a variable read per batch costs about 1 ms); resynchronise it with
+        # the layers' pruning_step once per epoch.
+        self._expanders = [layer for layer in self.prunable_layers if isinstance(layer, PruneExpander)]
+        self._step = int(self._expanders[0].pruning_step.numpy()) if self._expanders else 0
+
     def on_train_batch_begin(self, batch, logs=None):
-        expanders = [layer for layer in self.prunable_layers if isinstance(layer, PruneExpander)]
-        if not expanders:
+        if not self._expanders:
             return
         # The wrapper increments pruning_step before the forward pass, so this batch runs at step + 1.
-        step = int(expanders[0].pruning_step.numpy()) + 1
-        for layer in expanders:
-            should_prune, target = self._schedule_fns[id(layer)](tf.constant(step, tf.int64))
+        self._step += 1
+        for layer in self._expanders:
+            if not layer.pruning_schedule.is_pruning_turn(self._step):
+                continue
+            should_prune, target = self._schedule_fns[id(layer)](tf.constant(self._step, tf.int64))
             if bool(should_prune):
-                self._prune_layer(layer, float(target), step)
+                with spectral.single_threaded_blas():
+                    self._prune_layer(layer, float(target), self._step)
 
     def _prune_layer(self, layer: PruneExpander, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
@@ -209,6 +219,10 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
 
     def layer_logs(self) -> dict[str, float]:
         """Current sparsity, stop state and per-graph Delta of every pruned layer, as written into `logs`."""
+        with spectral.single_threaded_blas():
+            return self._layer_logs()
+
+    def _layer_logs(self) -> dict[str, float]:
         logs = {}
         for layer in self.prunable_layers:
             schedule = layer.pruning_schedule

@@ -149,6 +149,15 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
         should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
         return should_prune, tf.minimum(sparsity, self._sparsity_cap)
 
+    def is_pruning_turn(self, step: int) -> bool:
+        """Python twin of tfmot's `_should_prune_in_step` (begin <= step <= end, every `frequency` steps).
+
+        Lets the callback skip the TensorFlow call on the batches where nothing can happen; `__call__` stays the
+        authority (tests check that both agree).
+        """
+        in_range = step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
+        return in_range and (step - self.begin_step) % self.frequency == 0
+
     def get_config(self) -> dict:
         """Returns {"class_name": ..., "config": {...}} in tfmot's schedule format; `config` mirrors `__init__`."""
         return {"class_name": self.__class__.__name__, "config": {

@@ -29,12 +29,23 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 import scipy.sparse.linalg
+import threadpoolctl
 
 METHODS = ("auto", "dense", "sparse")
 # Above this many nodes on the smaller side, and below this density, ARPACK on the sparse Gram matrix beats a
 # dense LAPACK eigensolve (measured with benchmarks/analyze_speed.py on 2 cores).
 _SPARSE_MIN_NODES = 384
 _SPARSE_MAX_DENSITY = 0.1
+
+
+def single_threaded_blas():
+    """Context manager that limits BLAS to one thread (threadpoolctl) around many small eigenproblems.
+
+    Multi-threaded BLAS on 128 x 128 Gram matrices competes with TensorFlow's thread pools during training: a pruning
+    step of an LSTM(128) took 117 ms with two BLAS threads and 16 ms with one (2 cores). Entering the context costs
+    about 2 ms, so wrap whole analyses, not single calls.
+    """
+    return threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -89,6 +89,13 @@ def test_schedule_matches_tfmot_polynomial_decay_and_is_capped_in_graph():
     assert not bool(in_graph(tf.constant(50, tf.int64))[0])
 
 
+@pytest.mark.parametrize("base,end_step", [("polynomial_decay", 95), ("constant_sparsity", -1)])
+def test_python_pruning_turn_agrees_with_tfmot_in_graph_rule(base, end_step):
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=5, end_step=end_step, frequency=7, base=base)
+    for step in range(0, 130):
+        assert schedule.is_pruning_turn(step) == bool(schedule(tf.constant(step, tf.int64))[0]), step
+
+
 # -- prune_expander and the callback --------------------------------------------------------------------------
 
 

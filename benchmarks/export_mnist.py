@@ -1,0 +1,82 @@
+"""Benchmark: export of a real sequential-MNIST LSTM(128), pruned to 90 % and dense, to int8 TFLite for TFLM.
+
+Trains both with the main job (examples/sequential_mnist.py: same seed, epochs and data; the pruned one with
+stop_rule="monitor" so that it reaches 90 %), exports each to float32 and int8 with keras_expander.export, runs
+every test sequence under LiteRT and TFLM, and writes results/export_mnist_lstm.json with the acceptance checks:
+  int8 TFLM accuracy within 0.5 points of the Keras float accuracy;
+  gzip bytes of the pruned int8 model <= 0.30 x those of the dense int8 model;
+  TFLM arena <= 16 KiB.
+
+  python benchmarks/export_mnist.py --epochs 6 --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from examples import sequential_mnist  # noqa: E402
+from keras_expander import datasets, export  # noqa: E402
+from keras_expander.io_utils import write_atomic  # noqa: E402
+from keras_expander.prune import load_model  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--test-samples", type=int, default=0, help="0 = all 10,000 test sequences")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--work-dir", default="runs/export_mnist")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    (x_train, _), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
+    if args.test_samples:
+        x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    representative = x_train[:: len(x_train) // 500][:500]
+    runs = {}
+    for name, sparsity, stop_rule in (("pruned", args.sparsity, "monitor"), ("dense", 0.0, "hold")):
+        folder = os.path.join(args.work_dir, name)
+        train_argv = ["--cell", "lstm", "--units", "128", "--final-sparsity", str(sparsity), "--epochs",
+                      str(args.epochs), "--stop-rule", stop_rule, "--seed", str(args.seed), "--out", folder,
+                      "--verbose", "2"] + (["--data-dir", args.data_dir] if args.data_dir else [])
+        summary = sequential_mnist.run(sequential_mnist.parse_args(train_argv))
+        model = load_model(os.path.join(folder, "model.keras"))
+        reports = export.export_model(model, modes=("float32", "int8"), x_test=x_test, y_test=y_test,
+                                      representative_data=representative, out_dir=os.path.join(folder, "export"))
+        print("\n".join(export.format_report(reports)))
+        runs[name] = {"train_command": "python examples/sequential_mnist.py " + " ".join(train_argv),
+                      "test_accuracy_keras_training_run": summary["test_accuracy"],
+                      "layer_sparsity": summary["layers"][0]["sparsity"],
+                      "reports": {r.mode: dataclasses.asdict(r) for r in reports}}
+
+    pruned_int8, dense_int8 = runs["pruned"]["reports"]["int8"], runs["dense"]["reports"]["int8"]
+    pruned_float = runs["pruned"]["reports"]["float32"]
+    checks = {
+        "int8_tflm_accuracy_minus_keras_float_points": 100 * (pruned_int8["tflm_accuracy"]
+                                                              - pruned_float["keras_accuracy"]),
+        "int8_tflm_within_0.5_points_of_keras_float": abs(pruned_int8["tflm_accuracy"]
+                                                          - pruned_float["keras_accuracy"]) <= 0.005,
+        "gzip_ratio_pruned_to_dense_int8": pruned_int8["gzip_bytes"] / dense_int8["gzip_bytes"],
+        "gzip_ratio_at_most_0.30": pruned_int8["gzip_bytes"] <= 0.30 * dense_int8["gzip_bytes"],
+        "int8_arena_bytes": pruned_int8["arena_bytes"],
+        "arena_at_most_16_KiB": pruned_int8["arena_bytes"] <= 16 * 1024,
+    }
+    payload = {"command": "python benchmarks/export_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "hardware": f"{os.cpu_count()} CPU cores (TFLM timings are this host, not a microcontroller)",
+               "test_sequences": int(len(x_test)), "checks": checks, "runs": runs}
+    write_atomic(os.path.join(args.out, "export_mnist_lstm.json"), json.dumps(payload, indent=2))
+    print(json.dumps(checks, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
