@@ -14,9 +14,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
-# tfmot's wrapper class is not exported publicly; isinstance checks and our subclass need it.
+# tfmot's wrapper class and its masking object are not exported publicly; isinstance checks and our subclass
+# need them.
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_impl import Pruning  # noqa: E402
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
     PruneLowMagnitude,
 )
 
-__all__ = ["tf", "tf_keras", "tfmot", "PruneLowMagnitude"]
+__all__ = ["tf", "tf_keras", "tfmot", "PruneLowMagnitude", "Pruning"]

@@ -165,6 +165,15 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         raw = {key: np.asarray(weight.numpy(), dtype=np.float64)
                for key, weight in graph_lib.matrix_variables(layer).items()}
         num_gates = len(current.gates)
+        raw_matrices = graph_lib.LayerMatrices(layer=current.layer, gates=current.gates, kernels=raw,
+                                               masks={key: np.ones(value.shape, bool) for key, value in raw.items()})
+        broken = [g.name for g in graph_lib.graphs_from_matrices(raw_matrices, "per_gate")
+                  if not np.all(np.isfinite(g.weights))]
+        if broken:  # masks chosen from NaN weights would be arbitrary: stop pruning this layer, keep training
+            reason = f"NaN or infinite weights in graph(s) {', '.join(broken)}"
+            warnings.warn(f"Pruning of layer {current.layer!r} stopped at step {step}: {reason}.", stacklevel=2)
+            self._hold(layer, step, target, mask_sparsity(layer), float("nan"), broken[0], reason)
+            return
         candidate_masks = {key: masks_lib.compute_mask(raw[key], target, layer.mask_policy, num_gates=num_gates,
                                                        min_degree=layer.min_degree, seed=layer.seed)
                            for key in current.kernels}
@@ -172,13 +181,8 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
             layer=current.layer, gates=current.gates, masks=candidate_masks,
             kernels={key: np.where(candidate_masks[key], raw[key], 0.0) for key in raw})
         old_sparsity = mask_sparsity(layer)
-        try:
-            values = criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
-                                      self.method)
-        except ValueError as error:  # NaN/inf weights: stop pruning this layer, keep training
-            warnings.warn(f"Pruning of layer {current.layer!r} stopped at step {step}: {error}", stacklevel=2)
-            self._hold(layer, step, target, old_sparsity, float("nan"), "", str(error))
-            return
+        values = criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
+                                  self.method)
         worst_value, worst_graph = _worst(values)
         below = {name: v["criterion"] for name, v in values.items()
                  if not v["criterion"] >= schedule.margin}  # nan counts as below

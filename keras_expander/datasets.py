@@ -125,3 +125,102 @@ def sequential_mnist(data_dir: str | os.PathLike | None = None):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         out.append((images.astype(np.float32) / 255.0, labels.astype(np.int64)))
     return tuple(out)
+
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_ARCHIVE = "cifar10_jpeg.tar.gz"
+
+
+def default_cache_dir() -> Path:
+    """Where decoded arrays are cached: $KERAS_EXPANDER_CACHE, else ~/.cache/keras_expander."""
+    return Path(os.environ.get("KERAS_EXPANDER_CACHE") or Path.home() / ".cache" / "keras_expander")
+
+
+def _cached(path: Path, build):
+    """Loads arrays from an .npz cache file, or builds them with `build()` and writes the cache atomically."""
+    from keras_expander.io_utils import atomic_path
+
+    if path.is_file():
+        with np.load(path) as cached:
+            return {key: cached[key] for key in cached.files}
+    arrays = build()
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, **arrays)
+    return arrays
+
+
+def _decode_cifar_archive(archive: Path) -> dict[str, np.ndarray]:
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    images = {"train": [], "test": []}
+    labels = {"train": [], "test": []}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 3 or not parts[2].endswith(".jpg"):
+                continue
+            split, label, _ = parts
+            if split not in images or label not in CIFAR10_CLASSES:
+                continue
+            with Image.open(io.BytesIO(tar.extractfile(member).read())) as image:
+                images[split].append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+            labels[split].append(CIFAR10_CLASSES.index(label))
+    return {f"{split}_{kind}": np.asarray(values[split], dtype=np.uint8 if kind == "images" else np.int64)
+            for split in ("train", "test") for kind, values in (("images", images), ("labels", labels))}
+
+
+def _cifar_online() -> dict[str, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    arrays = {}
+    for split in ("train", "test"):
+        images, labels = tfds.as_numpy(tfds.load("cifar10", split=split, as_supervised=True, batch_size=-1))
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.int64)
+    return arrays
+
+
+def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None):
+    """Sequential CIFAR-10: 32 steps (image rows) x 96 features (32 RGB pixels of the row), pixels / 255.
+
+    Offline, the JPEG archive ``cifar10/cifar10_jpeg.tar.gz`` (layout ``train|test/<class>/NNNN.jpg``) is decoded
+    once and cached as an .npz in `cache_dir`. That copy is JPEG quality 75: per-channel means match the original
+    to 1e-4, standard deviations are about 0.002 lower, so results are close to, not identical with, results on
+    the original pickles.
+
+    Args:
+        data_dir: Folder holding ``cifar10/`` (default $KERAS_EXPANDER_DATA); without it, TensorFlow Datasets.
+        cache_dir: Folder for the decoded arrays (default `default_cache_dir()`).
+
+    Returns:
+        ((x_train, y_train), (x_test, y_test)): x float32 of shape (N, 32, 96) in [0, 1], y int64 in 0..9 in the
+        standard class order (airplane ... truck); N = 50,000 and 10,000.
+
+    Raises:
+        DataNotFoundError: no archive and the online route failed.
+    """
+    root = resolve_data_dir(data_dir)
+    archive = None
+    if root is not None:
+        archive = next((path for path in (root / "cifar10" / CIFAR10_ARCHIVE, root / CIFAR10_ARCHIVE)
+                        if path.is_file()), None)
+    if archive is not None:
+        stamp = f"{archive.stat().st_size}_{int(archive.stat().st_mtime)}"
+        cache = Path(cache_dir) if cache_dir else default_cache_dir()
+        arrays = _cached(cache / f"cifar10_{stamp}.npz", lambda: _decode_cifar_archive(archive))
+    else:
+        looked = f"no {CIFAR10_ARCHIVE} in {root} or {root}/cifar10" if root else \
+            f"no data folder given (--data-dir or ${DATA_ENV})"
+        try:
+            arrays = _cifar_online()
+        except Exception as error:
+            raise DataNotFoundError(f"CIFAR-10 is not available: {looked}, and the online route "
+                                    f"(tensorflow_datasets) failed: {type(error).__name__}: {error}") from error
+    out = []
+    for split in ("train", "test"):
+        images = arrays[f"{split}_images"]
+        out.append((images.reshape(len(images), 32, 96).astype(np.float32) / 255.0, arrays[f"{split}_labels"]))
+    return tuple(out)

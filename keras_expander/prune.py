@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_expander import graph as graph_lib
 from keras_expander import masks as masks_lib
-from keras_expander.backend import PruneLowMagnitude, tf, tf_keras, tfmot
+from keras_expander.backend import PruneLowMagnitude, Pruning, tf, tf_keras, tfmot
 from keras_expander.schedule import ExpanderPruningSchedule
 
 CALLBACK_MISSING = ("Layer {name!r} is pruned by keras_expander but is training without ExpanderPruningCallback, "
@@ -62,7 +62,25 @@ class PruneExpander(PruneLowMagnitude):
         self.callback_attached = False
 
     def build(self, input_shape):
-        super().build(input_shape)
+        # tfmot's build, except that mask and threshold variables are named after their matrix: tfmot names them
+        # all "mask" / "threshold", which breaks `.h5` saving of layers with two prunable matrices (RNNs).
+        tf_keras.layers.Wrapper.build(self, input_shape)
+        self.prunable_weights = self.layer.get_prunable_weights()
+        pruning_vars = []
+        for weight in self.prunable_weights:
+            dtype = getattr(weight, "true_dtype", weight.dtype)
+            matrix = weight.name.split("/")[-1].split(":")[0]
+            mask = self.add_weight(f"{matrix}_mask", shape=weight.shape, initializer=tf_keras.initializers.Ones(),
+                                   dtype=dtype, trainable=False, aggregation=tf.VariableAggregation.MEAN)
+            threshold = self.add_weight(f"{matrix}_threshold", shape=[], initializer=tf_keras.initializers.Zeros(),
+                                        dtype=dtype, trainable=False, aggregation=tf.VariableAggregation.MEAN)
+            pruning_vars.append((weight, mask, threshold))
+        self.pruning_vars = pruning_vars
+        self.pruning_step = self.add_weight("pruning_step", shape=[], initializer=tf_keras.initializers.Constant(-1),
+                                            dtype=tf.int64, trainable=False)
+        self.pruning_obj = Pruning(training_step_fn=lambda: self.pruning_step, pruning_vars=self.pruning_vars,
+                                   pruning_schedule=self.pruning_schedule, block_size=self.block_size,
+                                   sparsity_m_by_n=self.sparsity_m_by_n, block_pooling_type=self.block_pooling_type)
         matrices = graph_lib.layer_matrices(self)
         smallest_side = min(min(m.shape[0], m.shape[1] // len(matrices.gates)) for m in matrices.kernels.values())
         if self.mask_policy == "degree_floor_magnitude" and self.min_degree > smallest_side:
