@@ -1,4 +1,4 @@
-"""Data loaders for the paper's sequence tasks, offline first.
+"""Data loaders for the paper's sequence tasks (sequential MNIST, sequential CIFAR-10, Speech Commands), offline first.
 
 Each loader looks for the original files in a data folder (the `data_dir` argument, else the
 ``KERAS_EXPANDER_DATA`` environment variable) and, when they are absent, takes the normal online route
@@ -12,7 +12,9 @@ sequence of 28 time steps of 28 features (one pixel row per step), pixels / 255.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +226,144 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
         images = arrays[f"{split}_images"]
         out.append((images.reshape(len(images), 32, 96).astype(np.float32) / 255.0, arrays[f"{split}_labels"]))
     return tuple(out)
+
+
+SPEECH_LABELS = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SPEECH_FOLDER = "speech_commands_v0.02_test"
+SAMPLE_RATE = 16000
+SPLITS = ("train", "validation", "test")
+
+
+def speaker_of(file_name: str) -> str:
+    """Speaker id of a Speech Commands clip: the hash before ``_nohash_``; the file name itself for clips without
+    one (the ``_silence_`` background-noise snippets)."""
+    match = re.search(r"([0-9a-f]{8})_nohash_", file_name)
+    return match.group(1) if match else file_name
+
+
+def split_of(speaker: str, validation_percent: float = 10.0, test_percent: float = 10.0) -> str:
+    """Stable speaker-disjoint split: SHA-1 of the speaker id mod 100, as the official `which_set` does.
+
+    Args:
+        speaker: Speaker id from `speaker_of`.
+        validation_percent, test_percent: Shares of speakers (%), the rest trains.
+
+    Returns:
+        "train", "validation" or "test"; every clip of a speaker gets the same answer.
+    """
+    bucket = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % 100
+    if bucket < validation_percent:
+        return "validation"
+    if bucket < validation_percent + test_percent:
+        return "test"
+    return "train"
+
+
+def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """clean + g * noise with g chosen so that 10 log10(P_clean / P_(g noise)) = snr_db (power = mean square).
+
+    Args:
+        clean, noise: float arrays of the same shape (waveforms).
+        snr_db: Signal-to-noise ratio in dB.
+
+    Returns:
+        The mixture, float32 (not clipped, so the SNR is exact).
+
+    Raises:
+        ValueError: shapes differ, or the noise is silent (its power is 0).
+    """
+    clean = np.asarray(clean, np.float64)
+    noise = np.asarray(noise, np.float64)
+    if clean.shape != noise.shape:
+        raise ValueError(f"Arguments `clean` and `noise` must have the same shape. Received {clean.shape} and "
+                         f"{noise.shape}.")
+    noise_power = np.mean(noise ** 2)
+    if noise_power == 0:
+        raise ValueError("Argument `noise` is silent (power 0); it cannot set an SNR.")
+    gain = np.sqrt(np.mean(clean ** 2) / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return (clean + gain * noise).astype(np.float32)
+
+
+def _read_wav(path: Path) -> np.ndarray:
+    import scipy.io.wavfile
+
+    rate, samples = scipy.io.wavfile.read(path)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}.")
+    audio = samples.astype(np.float32) / 32768.0
+    return np.pad(audio, (0, max(0, SAMPLE_RATE - len(audio))))[:SAMPLE_RATE]
+
+
+def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 640, frame_step: int = 320):
+    """Log-mel spectrogram frames with tf.signal: 40 ms windows every 20 ms -> 49 frames x 40 bins for 1 s.
+
+    Args:
+        waveforms: float32 array of shape (N, 16000), in [-1, 1].
+        num_mel_bins: Mel bands (20 Hz to 7.6 kHz).
+        frame_length, frame_step: STFT window and hop in samples.
+
+    Returns:
+        float32 array of shape (N, 49, num_mel_bins): log(mel magnitude + 1e-6).
+    """
+    from keras_expander.backend import tf
+
+    stft = tf.signal.stft(tf.convert_to_tensor(waveforms, tf.float32), frame_length=frame_length,
+                          frame_step=frame_step, fft_length=1024)
+    mel_matrix = tf.signal.linear_to_mel_weight_matrix(num_mel_bins, stft.shape[-1], SAMPLE_RATE, 20.0, 7600.0)
+    return tf.math.log(tf.tensordot(tf.abs(stft), mel_matrix, 1) + 1e-6).numpy().astype(np.float32)
+
+
+def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | None = None, seed: int = 0):
+    """Speech Commands v0.02, 12 classes, as log-mel sequences, split by speaker, optionally with background noise.
+
+    The only audio here is the official v0.02 *test* set (4,890 clips); it is split by speaker into
+    train / validation / test (80 / 10 / 10 % of speakers, `split_of`), so no speaker appears in two splits.
+    ``_silence_`` clips (background noise, no speaker) are split by file name and serve both as the silence class
+    and as the noise source: with `snr_db`, every other clip gets a seeded random ``_silence_`` clip of its own
+    split mixed in at that SNR (`mix_at_snr`). Features are standardised with the training split's per-bin mean and
+    standard deviation.
+
+    Args:
+        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA).
+        snr_db: Signal-to-noise ratio in dB of the added noise, or None for clean audio.
+        seed: Seed of the noise choice.
+
+    Returns:
+        Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
+        `SPEECH_LABELS`), and "speakers" -> dict split -> array of speaker ids (one per clip).
+
+    Raises:
+        DataNotFoundError: the folder is missing (there is no online route for this test-set-only protocol).
+    """
+    root = resolve_data_dir(data_dir)
+    folder = None
+    if root is not None:
+        folder = next((path for path in (root / SPEECH_FOLDER, root) if (path / "yes").is_dir()), None)
+    if folder is None:
+        raise DataNotFoundError(f"Speech Commands is not available: no {SPEECH_FOLDER}/<label>/*.wav under "
+                                f"{root or 'a data folder (--data-dir or $' + DATA_ENV + ')'}. This protocol splits "
+                                f"the official v0.02 test set by speaker, so it needs those files.")
+    clips = {split: {"audio": [], "label": [], "speaker": [], "silence": []} for split in SPLITS}
+    for label_index, label in enumerate(SPEECH_LABELS):
+        for path in sorted((folder / label).glob("*.wav")):
+            speaker = speaker_of(path.name)
+            target = clips[split_of(speaker)]
+            target["audio"].append(_read_wav(path))
+            target["label"].append(label_index)
+            target["speaker"].append(speaker)
+            target["silence"].append(label == "_silence_")
+    rng = np.random.default_rng(seed)
+    features = {}
+    for split in SPLITS:
+        audio = np.stack(clips[split]["audio"])
+        silence = np.asarray(clips[split]["silence"])
+        if snr_db is not None:
+            noise_pool = audio[silence]
+            for index in np.flatnonzero(~silence):
+                audio[index] = mix_at_snr(audio[index], noise_pool[rng.integers(len(noise_pool))], snr_db)
+        features[split] = log_mel(audio)
+    mean = features["train"].mean(axis=(0, 1))
+    std = features["train"].std(axis=(0, 1)) + 1e-6
+    out = {split: ((features[split] - mean) / std, np.asarray(clips[split]["label"], np.int64)) for split in SPLITS}
+    out["speakers"] = {split: np.asarray(clips[split]["speaker"]) for split in SPLITS}
+    return out

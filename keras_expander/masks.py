@@ -8,6 +8,8 @@ Policies (docs/METHOD.md section 3):
 - ``random_biregular``: within each gate's graph, a seeded random mask whose left and right degrees differ by at
   most one (near-Ramanujan with high probability, Marcus, Spielman, Srivastava 2015); structure only, the weights
   are ignored.
+- ``random``: within each gate's graph, a seeded uniformly random (unstructured) mask: the random-pruning baseline
+  of docs/METHOD.md section 3.
 
 Every policy keeps exactly round((1 - sparsity) * size) entries of each graph (of the matrix for ``magnitude``),
 so all policies reach the same sparsity.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MASK_POLICIES = ("magnitude", "degree_floor_magnitude", "random_biregular")
+MASK_POLICIES = ("magnitude", "degree_floor_magnitude", "random_biregular", "random")
 
 
 def kept_edges(size: int, sparsity: float) -> int:
@@ -189,6 +191,26 @@ def random_biregular_mask(shape: tuple[int, int], sparsity: float, seed: int = 0
     return ~mask if complement else mask
 
 
+def random_mask(shape: tuple[int, int], sparsity: float, seed: int = 0) -> np.ndarray:
+    """A uniformly random mask with exactly round((1 - sparsity) * size) kept entries.
+
+    Args:
+        shape: (left, right).
+        sparsity: Fraction of entries to zero, in [0, 1).
+        seed: Seed of the numpy Generator.
+
+    Returns:
+        Bool array of shape `shape`, True = kept.
+
+    Raises:
+        ValueError: `sparsity` outside [0, 1).
+    """
+    size = int(shape[0]) * int(shape[1])
+    mask = np.zeros(size, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(size)[: kept_edges(size, _check_sparsity(sparsity))]] = True
+    return mask.reshape(shape)
+
+
 def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: int = 1, min_degree: int = 1,
                  seed: int = 0) -> np.ndarray:
     """Mask of one layer matrix under a policy; per-graph policies act on each gate's column block.
@@ -199,7 +221,7 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
         policy: One of `MASK_POLICIES`.
         num_gates: Column blocks of the matrix (4 for LSTM, 1 for SimpleRNN and Dense).
         min_degree: Degree floor of ``degree_floor_magnitude``.
-        seed: Seed of ``random_biregular`` (each gate gets seed + gate index).
+        seed: Seed of ``random_biregular`` and ``random`` (each gate gets seed + gate index).
 
     Returns:
         Bool array of the shape of `weights`, True = kept.
@@ -219,5 +241,5 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
     blocks = np.split(weights, num_gates, axis=1)
     if policy == "degree_floor_magnitude":
         return np.concatenate([degree_floor_mask(block, sparsity, min_degree) for block in blocks], axis=1)
-    return np.concatenate([random_biregular_mask(block.shape, sparsity, seed + gate)
-                           for gate, block in enumerate(blocks)], axis=1)
+    draw = random_biregular_mask if policy == "random_biregular" else random_mask
+    return np.concatenate([draw(block.shape, sparsity, seed + gate) for gate, block in enumerate(blocks)], axis=1)

@@ -30,9 +30,10 @@ class PruneExpander(PruneLowMagnitude):
     Args:
         layer: The tf_keras layer to prune (SimpleRNN, LSTM; Dense when asked for).
         pruning_schedule: An `ExpanderPruningSchedule`; the wrapper keeps its own copy (one stop state per layer).
-        mask_policy: "degree_floor_magnitude" (default), "magnitude" or "random_biregular" (keras_expander.masks).
+        mask_policy: "degree_floor_magnitude" (default), "magnitude", "random_biregular" or "random"
+            (keras_expander.masks).
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
-        seed: Seed of "random_biregular".
+        seed: Seed of "random_biregular" and "random".
         **kwargs: Passed to tfmot's `PruneLowMagnitude` (e.g. `name`).
 
     Raises:
@@ -146,9 +147,9 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     Args:
         model_or_layer: A tf_keras Sequential or functional model, or a single tf_keras layer.
         pruning_schedule: An `ExpanderPruningSchedule`; every wrapped layer gets its own copy.
-        mask_policy: "degree_floor_magnitude" (default), "magnitude" or "random_biregular".
+        mask_policy: "degree_floor_magnitude" (default), "magnitude", "random_biregular" or "random".
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
-        seed: Seed of "random_biregular" (each layer adds its position in the model).
+        seed: Seed of the random policies (each layer adds its position in the model).
         layers: Names of the layers to wrap; None wraps every SimpleRNN and LSTM layer.
 
     Returns:

@@ -1,0 +1,92 @@
+"""Loaders of the paper's data sets and the reproduce_paper sweep (smoke runs are marked slow)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_expander import datasets
+
+
+def test_speaker_of_and_split_are_stable():
+    assert datasets.speaker_of("022cd682_nohash_0.wav") == "022cd682"
+    assert datasets.speaker_of("backward_0c540988_nohash_0.wav.wav") == "0c540988"
+    assert datasets.speaker_of("1024.wav") == "1024.wav"
+    assert datasets.split_of("022cd682") == datasets.split_of("022cd682")
+    shares = [datasets.split_of(f"{i:08x}") for i in range(2000)]
+    assert abs(shares.count("train") / 2000 - 0.8) <= 0.05 and abs(shares.count("test") / 2000 - 0.1) <= 0.03
+
+
+@pytest.mark.parametrize("snr_db", [20.0, 10.0, 5.0, 0.0, -3.0])
+def test_mix_at_snr_hits_the_requested_snr(snr_db):
+    rng = np.random.default_rng(0)
+    clean = np.sin(np.linspace(0, 400, 16000)) * 0.3
+    noise = rng.normal(size=16000) * 0.01
+    mixed = datasets.mix_at_snr(clean, noise, snr_db)
+    measured = 10 * np.log10(np.mean(clean ** 2) / np.mean((mixed - clean) ** 2))
+    assert abs(measured - snr_db) <= 0.5
+
+
+def test_mix_at_snr_refuses_silent_noise_and_shape_mismatch():
+    with pytest.raises(ValueError, match="silent"):
+        datasets.mix_at_snr(np.ones(4), np.zeros(4), 10)
+    with pytest.raises(ValueError, match="same shape"):
+        datasets.mix_at_snr(np.ones(4), np.ones(5), 10)
+
+
+def test_speech_commands_splits_are_speaker_disjoint_and_balanced(data_dir):
+    splits = datasets.speech_commands(data_dir)
+    speakers = {split: set(splits["speakers"][split]) for split in datasets.SPLITS}
+    assert not speakers["train"] & speakers["test"] and not speakers["train"] & speakers["validation"]
+    assert not speakers["validation"] & speakers["test"]
+    total = sum(len(splits[split][1]) for split in datasets.SPLITS)
+    assert total == 4890
+    x, y = splits["train"]
+    assert x.shape[1:] == (49, 40) and x.dtype == np.float32 and y.dtype == np.int64
+    assert set(np.unique(y)) == set(range(12))
+    counts = np.bincount(y, minlength=12)
+    assert counts.min() >= 0.5 * counts.mean()  # 12 classes of about 400 clips each, 80 % of speakers
+    assert abs(float(x.mean())) <= 1e-3 and abs(float(x.std()) - 1.0) <= 1e-2  # standardised on train
+
+
+def test_speech_noise_changes_features_reproducibly(data_dir):
+    clean = datasets.speech_commands(data_dir)["test"][0]
+    noisy = datasets.speech_commands(data_dir, snr_db=5.0, seed=1)["test"][0]
+    again = datasets.speech_commands(data_dir, snr_db=5.0, seed=1)["test"][0]
+    assert np.array_equal(noisy, again) and not np.allclose(noisy, clean)
+
+
+def test_speech_without_files_is_a_clear_error(tmp_path):
+    with pytest.raises(datasets.DataNotFoundError, match="split.*by speaker"):
+        datasets.speech_commands(tmp_path)
+
+
+@pytest.mark.slow
+def test_sequential_cifar10_shapes_and_balance(data_dir, tmp_path):
+    (x_train, y_train), (x_test, y_test) = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)
+    assert x_train.shape == (50000, 32, 96) and x_test.shape == (10000, 32, 96) and x_train.dtype == np.float32
+    assert np.array_equal(np.bincount(y_train), np.full(10, 5000)) and np.array_equal(np.bincount(y_test),
+                                                                                      np.full(10, 1000))
+    channel_means = x_train.reshape(-1, 32, 32, 3).mean(axis=(0, 1, 2))
+    assert np.allclose(channel_means, [0.4914, 0.4822, 0.4465], atol=2e-3)  # published CIFAR-10 means
+    cached = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)  # second call reads the cache
+    assert np.array_equal(cached[1][0], x_test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["mnist_rnn", "mnist_lstm", "cifar10_lstm", "speech_lstm"])
+def test_reproduce_paper_smoke_one_q_point(experiment, data_dir, tmp_path, monkeypatch):
+    from examples import reproduce_paper
+
+    monkeypatch.setenv("KERAS_EXPANDER_CACHE", str(tmp_path / "cache"))
+    argv = ["--experiment", experiment, "--q", "20", "--epochs", "1", "--units", "8", "--train-samples", "256",
+            "--data-dir", str(data_dir), "--out", str(tmp_path), "--verbose", "0"]
+    assert reproduce_paper.main(argv) == 0
+    result = json.loads((tmp_path / f"{experiment}.json").read_text())
+    assert {(p["method"], p["q"]) for p in result["points"]} == {("dense", 100.0), ("tfmot", 20.0),
+                                                                  ("expander", 20.0), ("random", 20.0)}
+    for point in result["points"]:
+        assert abs(point["measured_sparsity"] - (1 - point["q"] / 100)) <= 0.005
+    assert (tmp_path / f"{experiment}.png").stat().st_size > 0 and (tmp_path / "README.md").exists()
+    assert reproduce_paper.main(argv) == 0  # resumable: nothing recomputed
+    assert len(json.loads((tmp_path / f"{experiment}.json").read_text())["points"]) == 4
