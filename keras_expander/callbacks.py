@@ -165,10 +165,9 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         raw = {key: np.asarray(weight.numpy(), dtype=np.float64)
                for key, weight in graph_lib.matrix_variables(layer).items()}
         num_gates = len(current.gates)
-        raw_matrices = graph_lib.LayerMatrices(layer=current.layer, gates=current.gates, kernels=raw,
-                                               masks={key: np.ones(value.shape, bool) for key, value in raw.items()})
-        broken = [g.name for g in graph_lib.graphs_from_matrices(raw_matrices, "per_gate")
-                  if not np.all(np.isfinite(g.weights))]
+        broken = [f"{current.layer}/{key}/{gate}" for key, matrix in raw.items()
+                  for gate, block in zip(current.gates, np.split(matrix, num_gates, axis=1))
+                  if not np.isfinite(block).all()]
         if broken:  # masks chosen from NaN weights would be arbitrary: stop pruning this layer, keep training
             reason = f"NaN or infinite weights in graph(s) {', '.join(broken)}"
             warnings.warn(f"Pruning of layer {current.layer!r} stopped at step {step}: {reason}.", stacklevel=2)
