@@ -67,7 +67,7 @@ def test_sequential_cifar10_shapes_and_balance(data_dir, tmp_path):
     assert x_train.shape == (50000, 32, 96) and x_test.shape == (10000, 32, 96) and x_train.dtype == np.float32
     assert np.array_equal(np.bincount(y_train), np.full(10, 5000)) and np.array_equal(np.bincount(y_test),
                                                                                       np.full(10, 1000))
-    channel_means = x_train.reshape(-1, 32, 32, 3).mean(axis=(0, 1, 2))
+    channel_means = x_train.reshape(-1, 32, 32, 3).mean(axis=(0, 1, 2), dtype=np.float64)
     assert np.allclose(channel_means, [0.4914, 0.4822, 0.4465], atol=2e-3)  # published CIFAR-10 means
     cached = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)  # second call reads the cache
     assert np.array_equal(cached[1][0], x_test)
