@@ -127,7 +127,7 @@ def plot_training(history: dict, events: list, steps_per_epoch: int, path: str, 
     delta_axis.set_ylabel("worst Delta over graphs (dimensionless)", color="tab:red")
     lines = accuracy_axis.get_legend_handles_labels()
     more = delta_axis.get_legend_handles_labels()
-    accuracy_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="lower left", fontsize=8)
+    accuracy_axis.legend(lines[0] + more[0], lines[1] + more[1], loc="best", fontsize=8)
     accuracy_axis.set_title(title)
     fig.tight_layout()
     with atomic_path(path) as temporary:
