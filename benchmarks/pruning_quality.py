@@ -16,7 +16,6 @@ Delta_R / Delta_S per layer and per graph, seconds per epoch, expander/tfmot tim
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
