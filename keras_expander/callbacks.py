@@ -1,8 +1,8 @@
 """`ExpanderPruningCallback`: the step clock of expansion-aware pruning.
 
 At every pruning step of every `PruneExpander` layer it computes the candidate mask (mask policy), measures the
-criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits or
-holds. At epoch end it writes sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
+criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits,
+corrects (``stop_rule="correct"``: blends the failing graphs with random edges) or holds. At epoch end it writes sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
 replaces tfmot's `UpdatePruningStep` (it is one) and also monitors plain tfmot-pruned layers.
 """
 
@@ -34,7 +34,9 @@ class PruningEvent:
         committed: False when the stop rule held the layer instead.
         worst_value: Minimum criterion over the candidate's graphs (`nan` when undefined).
         worst_graph: The graph where it is.
-        reason: Why the layer was held ("" when committed).
+        reason: Why the layer was held, or which graphs were corrected ("" when committed as proposed).
+        kept_share: Under ``stop_rule="correct"``, the fraction of the failing graphs' magnitude edges that the
+            committed blend kept (1.0 when no correction was needed).
     """
 
     step: int
@@ -45,6 +47,11 @@ class PruningEvent:
     worst_value: float
     worst_graph: str
     reason: str = ""
+    kept_share: float = 1.0
+
+
+# Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first.
+CORRECTION_SHARES = (0.9, 0.75, 0.5, 0.25, 0.0)
 
 
 def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
@@ -71,6 +78,11 @@ def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, represen
         values[g.name] = {"delta_r": m.delta_r, "delta_s": m.delta_s, "spectral_gap": m.spectral_gap,
                           "criterion": getattr(m, criterion)}
     return values
+
+
+def _below(values: dict[str, dict[str, float]], margin: float) -> dict[str, float]:
+    # nan (undefined, e.g. an empty graph) counts as below: it never passes the margin.
+    return {name: v["criterion"] for name, v in values.items() if not v["criterion"] >= margin}
 
 
 def _worst(values: dict[str, dict[str, float]]) -> tuple[float, str]:
@@ -176,18 +188,23 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         candidate_masks = {key: masks_lib.compute_mask(raw[key], target, layer.mask_policy, num_gates=num_gates,
                                                        min_degree=layer.min_degree, seed=layer.seed)
                            for key in current.kernels}
-        candidate = graph_lib.LayerMatrices(
-            layer=current.layer, gates=current.gates, masks=candidate_masks,
-            kernels={key: np.where(candidate_masks[key], raw[key], 0.0) for key in raw})
         old_sparsity = mask_sparsity(layer)
-        values = criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
-                                  self.method)
+        values = self._measure(current, raw, candidate_masks, schedule)
         worst_value, worst_graph = _worst(values)
-        below = {name: v["criterion"] for name, v in values.items()
-                 if not v["criterion"] >= schedule.margin}  # nan counts as below
-        if below and schedule.stop_rule == "hold":
+        below = _below(values, schedule.margin)
+        kept_share, correction = 1.0, ""
+        if below and schedule.stop_rule == "correct":
+            corrected = self._correct(current, raw, candidate_masks, below, schedule, seed=layer.seed + step)
+            if corrected is not None:
+                kept_share, candidate_masks, values = corrected
+                correction = (f"corrected {', '.join(sorted(below))}: kept {kept_share:.0%} of their magnitude "
+                              f"edges, moved the rest to random entries")
+                worst_value, worst_graph = _worst(values)
+                below = {}
+        if below and schedule.stop_rule in ("hold", "correct"):
             self._hold(layer, step, target, old_sparsity, worst_value, worst_graph,
-                       f"{schedule.criterion} of {worst_graph} would be {worst_value:.4g} < margin {schedule.margin}")
+                       f"{schedule.criterion} of {worst_graph} would be {worst_value:.4g} < margin {schedule.margin}"
+                       + (" and no blend with random edges repaired it" if schedule.stop_rule == "correct" else ""))
             return
         for name in sorted(set(below) - self._warned_graphs):
             self._warned_graphs.add(name)
@@ -196,10 +213,43 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         for key, mask in graph_lib.mask_variables(layer).items():
             mask.assign(candidate_masks[key].astype(mask.dtype.as_numpy_dtype))
         sparsity = mask_sparsity(layer)
-        self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph), values)
+        self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph, correction,
+                                  kept_share), values)
         if self.verbose:
             print(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
-                  f"{schedule.criterion} {worst_value:.4g} at {worst_graph}")
+                  f"{schedule.criterion} {worst_value:.4g} at {worst_graph}" + (f"; {correction}" if correction else ""))
+
+    def _measure(self, current: graph_lib.LayerMatrices, raw: dict, masks: dict,
+                 schedule: ExpanderPruningSchedule) -> dict[str, dict[str, float]]:
+        candidate = graph_lib.LayerMatrices(layer=current.layer, gates=current.gates, masks=masks,
+                                            kernels={key: np.where(masks[key], raw[key], 0.0) for key in raw})
+        return criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
+                                self.method)
+
+    def _correct(self, current: graph_lib.LayerMatrices, raw: dict, masks: dict, below: dict,
+                 schedule: ExpanderPruningSchedule, seed: int):
+        """Blends the failing graphs' masks with random edges (`CORRECTION_SHARES`, largest share first).
+
+        Returns (kept_share, masks, values) of the first blend whose graphs all stay >= margin, or None.
+        """
+        num_gates = len(current.gates)
+        blocks = set()  # (matrix, gate index) column blocks behind the failing graphs
+        for name in below:
+            matrix, gate = name[len(current.layer) + 1:].split("/")
+            indices = [current.gates.index(gate)] if gate in current.gates else range(num_gates)
+            blocks.update((matrix, index) for index in indices)
+        for share in CORRECTION_SHARES:
+            blended = {}
+            for key, mask in masks.items():
+                mask_blocks = np.split(mask, num_gates, axis=1)
+                weight_blocks = np.split(raw[key], num_gates, axis=1)
+                blended[key] = np.concatenate([
+                    masks_lib.blend_with_random(m, w, share, seed=seed + index) if (key, index) in blocks else m
+                    for index, (m, w) in enumerate(zip(mask_blocks, weight_blocks))], axis=1)
+            values = self._measure(current, raw, blended, schedule)
+            if not _below(values, schedule.margin):
+                return share, blended, values
+        return None
 
     def _hold(self, layer: PruneExpander, step, target, sparsity, worst_value, worst_graph, reason) -> None:
         layer.expansion_stopped.assign(1.0)
@@ -216,6 +266,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         with self._writer.as_default(step=event.step):
             tf.summary.scalar(f"sparsity/{event.layer}", event.sparsity)
             tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed))
+            tf.summary.scalar(f"kept_share/{event.layer}", event.kept_share)
             for name, value in values.items():
                 for key in ("delta_r", "delta_s", "spectral_gap"):
                     tf.summary.scalar(f"{key}/{name}", value[key])

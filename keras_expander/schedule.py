@@ -17,7 +17,7 @@ from keras_expander.graph import GATE_VIEWS
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
 REPRESENTATIONS = ("unweighted", "weighted")
-STOP_RULES = ("hold", "monitor")
+STOP_RULES = ("hold", "correct", "monitor")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -33,8 +33,11 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
     a pruning step is committed the callback measures `criterion` on every graph of the layer (in `gate_view`) for
     the candidate mask. With ``stop_rule="hold"`` a step that would bring any graph below `margin` is not
     committed: the layer is held at its last sparsity with all graphs >= margin and never pruned further. With
-    ``stop_rule="monitor"`` the base schedule's target is reached and a warning is issued once per graph that
-    crosses.
+    ``stop_rule="correct"`` the callback first tries to repair the failing graphs at the same sparsity: it keeps
+    the largest 90, 75, 50, 25 or 0 % of their magnitude edges and moves the rest to random entries
+    (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
+    holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
+    warning is issued once per graph that crosses.
 
     Use it through `keras_expander.prune_expander` and train with `keras_expander.ExpanderPruningCallback`:
 
@@ -57,10 +60,12 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
         representation: "unweighted" (0/1 graph) or "weighted" (|W * mask| with mean non-zero entry 1).
         margin: The stop threshold on the criterion (dimensionless, default 0.0).
         gate_view: LSTM graphs monitored: "per_gate" (default), "union" or "stacked" (see `keras_expander.graph`).
-        stop_rule: "hold" (default) or "monitor".
+        stop_rule: "hold" (default), "correct" or "monitor".
 
     Raises:
-        ValueError: any argument out of range or not among the allowed values; the message names it and the value.
+        ValueError: any argument out of range or not among the allowed values, or ``stop_rule="correct"`` with
+            ``representation="weighted"`` (moved edges start at weight 0, so a weighted graph cannot see them); the
+            message names the argument and the value.
     """
 
     def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
@@ -72,6 +77,10 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
         _choice("representation", representation, REPRESENTATIONS)
         _choice("gate_view", gate_view, GATE_VIEWS)
         _choice("stop_rule", stop_rule, STOP_RULES)
+        if stop_rule == "correct" and representation == "weighted":
+            raise ValueError("Argument `stop_rule='correct'` needs representation='unweighted': the edges it moves "
+                             "start at weight 0, so the weighted graph would not contain them. Received: "
+                             "representation='weighted'")
         for name, value in (("final_sparsity", final_sparsity), ("initial_sparsity", initial_sparsity)):
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f"Argument `{name}` must be in [0, 1). Received: {name}={value!r}")

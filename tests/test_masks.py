@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_expander import masks
+from keras_expander import masks, spectral
 
 
 @pytest.mark.parametrize("policy", masks.MASK_POLICIES)
@@ -83,3 +83,45 @@ def test_lstm_policies_act_per_gate():
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         masks.compute_mask(np.ones((8, 8)), **kwargs)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.75, 1.0])
+def test_blend_keeps_edge_count_and_the_largest_share_of_edges(share):
+    weights = np.random.default_rng(2).normal(size=(32, 64))
+    mask = masks.degree_floor_mask(weights, 0.8)
+    blended = masks.blend_with_random(mask, weights, share, seed=1)
+    assert blended.sum() == mask.sum()
+    ranked = np.argsort(-np.abs(weights[mask]), kind="stable")
+    top = np.flatnonzero(mask.ravel())[ranked[: round(share * mask.sum())]]
+    assert blended.ravel()[top].all()  # the largest share of the candidate's edges survives
+    if share == 1.0:
+        assert np.array_equal(blended, mask)
+    assert blended.any(axis=0).all() and blended.any(axis=1).all()  # the degree floor's promise survives
+
+
+@pytest.mark.parametrize("shape,sparsity", [((28, 128), 0.9), ((128, 128), 0.97), ((28, 128), 0.96)])
+def test_blend_reconnects_every_node_it_cut_off(shape, sparsity):
+    weights = np.random.default_rng(4).normal(size=shape)
+    mask = masks.degree_floor_mask(weights, sparsity)
+    assert mask.any(axis=0).all() and mask.any(axis=1).all()
+    for seed in range(5):
+        blended = masks.blend_with_random(mask, weights, 0.25, seed=seed)
+        assert blended.sum() == mask.sum()
+        assert blended.any(axis=0).all() and blended.any(axis=1).all()
+
+
+def test_blend_with_random_breaks_the_block_structure_of_rank_one_weights():
+    # |w| = a_i b_j makes magnitude masks pair large rows with large columns; random edges lower mu_1.
+    rng = np.random.default_rng(0)
+    weights = np.outer(rng.lognormal(0, 1, 16), rng.lognormal(0, 1, 32))
+    mask = masks.degree_floor_mask(weights, 0.5)
+    before = spectral.spectral_metrics(mask).delta_r
+    after = spectral.spectral_metrics(masks.blend_with_random(mask, weights, 0.75, seed=3)).delta_r
+    assert after >= before + 0.5
+
+
+def test_blend_refuses_bad_share_and_shape_mismatch():
+    with pytest.raises(ValueError, match="kept_share=1.5"):
+        masks.blend_with_random(np.ones((2, 2), bool), np.ones((2, 2)), 1.5)
+    with pytest.raises(ValueError, match=r"\(2, 2\) and \(2, 3\)"):
+        masks.blend_with_random(np.ones((2, 2), bool), np.ones((2, 3)), 0.5)

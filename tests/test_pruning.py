@@ -146,6 +146,50 @@ def test_stop_rule_holds_before_delta_crosses_zero():
     assert abs(float(model.layers[0].expansion_sparsity_cap.numpy()) - final) <= 1e-6
 
 
+def rank_one_rnn(stop_rule):
+    """SimpleRNN(32) over 16 features whose kernel has |w| = a_i b_j, pruned once to 50 % with a margin just above
+    the Delta_R of its magnitude mask: the candidate fails only through its block structure."""
+    rng = np.random.default_rng(0)
+    kernel = np.outer(rng.lognormal(0, 1, 16), rng.lognormal(0, 1, 32)) * 0.05
+    recurrent = rng.normal(size=(32, 32)) * 0.1
+    magnitude = ke.compute_mask(kernel, 0.5, "degree_floor_magnitude")
+    margin = ke.spectral_metrics(magnitude).delta_r + 0.05
+    recurrent_delta = ke.spectral_metrics(ke.compute_mask(recurrent, 0.5, "degree_floor_magnitude")).delta_r
+    assert recurrent_delta >= margin  # only the kernel graph fails
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, frequency=1, base="constant_sparsity",
+                                       margin=margin, stop_rule=stop_rule)
+    model = ke.prune_expander(model_with("simple_rnn", units=32, features=16), schedule)
+    model.layers[0].layer.cell.kernel.assign(kernel)
+    model.layers[0].layer.cell.recurrent_kernel.assign(recurrent)
+    x, y = data(n=32, features=16)  # one batch: one pruning event, on the weights set above
+    callback = ke.ExpanderPruningCallback()
+    compile_(model).fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    return model, callback, margin, kernel, recurrent
+
+
+def test_hold_holds_where_correct_repairs_the_failing_graph():
+    _, held_callback, *_ = rank_one_rnn("hold")
+    assert [e.committed for e in held_callback.events] == [False]
+
+    model, callback, margin, kernel, recurrent = rank_one_rnn("correct")
+    [event] = callback.events
+    assert event.committed and 0.0 <= event.kept_share < 1.0
+    assert "rnn/kernel/all" in event.reason and "rnn/recurrent_kernel" not in event.reason
+    assert abs(event.sparsity - 0.5) <= 0.005
+    report = ke.analysis.analyze_layer(model.layers[0])
+    assert min(r.unweighted.delta_r for r in report) >= margin
+    (_, kernel_mask, _), (_, recurrent_mask, _) = model.layers[0].pruning_vars
+    # the event ran before the optimizer step: only the failing graph departs from its magnitude mask
+    assert np.array_equal(recurrent_mask.numpy() != 0, ke.compute_mask(recurrent, 0.5, "degree_floor_magnitude"))
+    assert not np.array_equal(kernel_mask.numpy() != 0, ke.compute_mask(kernel, 0.5, "degree_floor_magnitude"))
+    assert float(model.layers[0].expansion_stopped.numpy()) == 0.0
+
+
+def test_correct_rule_needs_the_unweighted_graph():
+    with pytest.raises(ValueError, match="representation='weighted'"):
+        ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, stop_rule="correct", representation="weighted")
+
+
 def test_monitor_reaches_target_and_warns_once_per_graph():
     schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
                                        stop_rule="monitor")
