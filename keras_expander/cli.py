@@ -11,6 +11,7 @@ import os
 import sys
 
 from keras_expander import analysis
+from keras_expander.datasets import DATASETS
 from keras_expander.graph import GATE_VIEWS
 from keras_expander.io_utils import write_atomic
 
@@ -32,8 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tflm (default) refuses what TFLite Micro cannot run")
     export.add_argument("--sparsity-encoding", action="store_true",
                         help="tf.lite.Optimize.EXPERIMENTAL_SPARSITY (needs --target litert)")
-    export.add_argument("--dataset", choices=("sequential_mnist",), default="sequential_mnist",
+    export.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
                         help="the model's data set: test split verifies, training split calibrates int8")
+    export.add_argument("--snr-db", type=float, default=None,
+                        help="speech_commands: background noise SNR in dB of the verification data")
     export.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
     export.add_argument("--test-samples", type=int, default=2000,
                         help="test sequences to verify (0 = the whole test split; default 2000)")
@@ -55,7 +58,10 @@ def run_export(args) -> int:
         for mode in args.mode:
             export.check_mode(mode, args.target)
         model = load_model(args.model_path)
-        (x_train, _), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
+        (x_train, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
+        if tuple(model.input_shape[1:]) != x_test.shape[1:]:
+            raise ValueError(f"Model {args.model_path!r} takes inputs of shape {tuple(model.input_shape[1:])}, but "
+                             f"--dataset {args.dataset} gives sequences of shape {x_test.shape[1:]}.")
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"keras-expander export: {error}", file=sys.stderr)
         return 2

@@ -367,3 +367,35 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
     out = {split: ((features[split] - mean) / std, np.asarray(clips[split]["label"], np.int64)) for split in SPLITS}
     out["speakers"] = {split: np.asarray(clips[split]["speaker"]) for split in SPLITS}
     return out
+
+
+DATASETS = ("sequential_mnist", "sequential_cifar10", "speech_commands")
+
+
+def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db: float | None = None,
+                    seed: int = 0):
+    """One of the project's data sets by name, as training and test splits.
+
+    Args:
+        name: "sequential_mnist", "sequential_cifar10" or "speech_commands".
+        data_dir: Offline data folder (default $KERAS_EXPANDER_DATA), see each loader.
+        snr_db: Background noise SNR in dB (speech_commands only; None = clean).
+        seed: Seed of the noise choice (speech_commands only).
+
+    Returns:
+        ((x_train, y_train), (x_test, y_test)) as the loaders return them: x float32 of shape (N, T, F), y int64.
+        For speech_commands these are the speaker-disjoint train and test splits (`speech_commands`).
+
+    Raises:
+        ValueError: unknown `name`, or `snr_db` given for a data set without noise mixing.
+        DataNotFoundError: the data set is not available (see each loader).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"Argument `name` must be one of {DATASETS}. Received: name={name!r}")
+    if name == "speech_commands":
+        splits = speech_commands(data_dir, snr_db=snr_db, seed=seed)
+        return splits["train"], splits["test"]
+    if snr_db is not None:
+        raise ValueError(f"Argument `snr_db` applies to speech_commands only. Received: snr_db={snr_db} for "
+                         f"name={name!r}")
+    return (sequential_mnist if name == "sequential_mnist" else sequential_cifar10)(data_dir)

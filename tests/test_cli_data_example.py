@@ -97,3 +97,32 @@ def test_cli_export_on_real_mnist_writes_verified_report(data_dir, tmp_path, cap
 def test_cli_export_refuses_dynamic_range_for_tflm(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "m.keras"), "--mode", "dynamic_range"]) == 2
     assert "TFLite Micro cannot run" in capsys.readouterr().err
+
+
+def test_cli_export_refuses_a_model_that_does_not_fit_the_dataset(data_dir, tmp_path, capsys):
+    model = tf_keras.Sequential([tf_keras.Input((49, 40)), tf_keras.layers.LSTM(4), tf_keras.layers.Dense(12)])
+    path = str(tmp_path / "speech.keras")
+    model.save(path)
+    assert cli.main(["export", path, "--data-dir", str(data_dir), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "(49, 40)" in error and "sequential_mnist" in error and "(28, 28)" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_of_a_speech_commands_model(data_dir, tmp_path):
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((49, 40)), tf_keras.layers.LSTM(8), tf_keras.layers.Dense(12)])
+    path = str(tmp_path / "speech.keras")
+    model.save(path)
+    code = cli.main(["export", path, "--mode", "float32", "--dataset", "speech_commands", "--snr-db", "10",
+                     "--data-dir", str(data_dir), "--test-samples", "30", "--out", str(tmp_path / "out")])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["reports"][0]
+    assert report["samples"] == 30 and report["max_abs_diff_tflm_litert"] <= 1e-5
+
+
+def test_load_train_test_refuses_unknown_names_and_misplaced_noise():
+    with pytest.raises(ValueError, match="name='imagenet'"):
+        datasets.load_train_test("imagenet")
+    with pytest.raises(ValueError, match="snr_db=10"):
+        datasets.load_train_test("sequential_mnist", snr_db=10)
