@@ -284,14 +284,69 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
     return (clean + gain * noise).astype(np.float32)
 
 
+def _fit_one_second(samples: np.ndarray) -> np.ndarray:
+    """int16 samples zero-padded or cut to exactly one second (16,000 samples)."""
+    samples = np.asarray(samples, dtype=np.int16).ravel()
+    return np.pad(samples, (0, max(0, SAMPLE_RATE - len(samples))))[:SAMPLE_RATE]
+
+
 def _read_wav(path: Path) -> np.ndarray:
     import scipy.io.wavfile
 
     rate, samples = scipy.io.wavfile.read(path)
     if rate != SAMPLE_RATE:
         raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}.")
-    audio = samples.astype(np.float32) / 32768.0
-    return np.pad(audio, (0, max(0, SAMPLE_RATE - len(audio))))[:SAMPLE_RATE]
+    return _fit_one_second(samples)
+
+
+def _speech_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Clips of the wav folders, split by speaker: split -> {"audio" int16 (N, 16000), "label", "speaker"}."""
+    clips = {split: {"audio": [], "label": [], "speaker": []} for split in SPLITS}
+    for label_index, label in enumerate(SPEECH_LABELS):
+        for path in sorted((folder / label).glob("*.wav")):
+            speaker = speaker_of(path.name)
+            target = clips[split_of(speaker)]
+            target["audio"].append(_read_wav(path))
+            target["label"].append(label_index)
+            target["speaker"].append(speaker)
+    return {split: {"audio": np.stack(c["audio"]), "label": np.asarray(c["label"], np.int64),
+                    "speaker": np.asarray(c["speaker"])} for split, c in clips.items()}
+
+
+# Label order of the TensorFlow Datasets `speech_commands` builder (its ClassLabel names).
+TFDS_SPEECH_LABELS = ("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "_silence_",
+                      "_unknown_")
+
+
+def from_tfds_labels(labels) -> np.ndarray:
+    """Maps TensorFlow Datasets `speech_commands` label ids to indices into `SPEECH_LABELS`.
+
+    Args:
+        labels: int array of shape (N,) in 0..11, in `TFDS_SPEECH_LABELS` order.
+
+    Returns:
+        int64 array of shape (N,) in 0..11, in `SPEECH_LABELS` order.
+    """
+    mapping = np.asarray([SPEECH_LABELS.index(name) for name in TFDS_SPEECH_LABELS], np.int64)
+    return mapping[np.asarray(labels, np.int64)]
+
+
+def _speech_online() -> dict[str, dict[str, np.ndarray]]:
+    """The official v0.02 train / validation / test splits from TensorFlow Datasets (2.4 GB download; needs pydub).
+
+    Those splits are speaker-disjoint by the dataset's own hashing; tfds does not expose speaker ids ("speaker" is
+    None).
+    """
+    import tensorflow_datasets as tfds
+
+    clips = {}
+    for split in SPLITS:
+        audio, labels = [], []
+        for waveform, label in tfds.as_numpy(tfds.load("speech_commands", split=split, as_supervised=True)):
+            audio.append(_fit_one_second(waveform))
+            labels.append(label)
+        clips[split] = {"audio": np.stack(audio), "label": from_tfds_labels(labels), "speaker": None}
+    return clips
 
 
 def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 640, frame_step: int = 320):
@@ -316,56 +371,64 @@ def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 6
 def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | None = None, seed: int = 0):
     """Speech Commands v0.02, 12 classes, as log-mel sequences, split by speaker, optionally with background noise.
 
-    The only audio here is the official v0.02 *test* set (4,890 clips); it is split by speaker into
-    train / validation / test (80 / 10 / 10 % of speakers, `split_of`), so no speaker appears in two splits.
-    ``_silence_`` clips (background noise, no speaker) are split by file name and serve both as the silence class
-    and as the noise source: with `snr_db`, every other clip gets a seeded random ``_silence_`` clip of its own
-    split mixed in at that SNR (`mix_at_snr`). Features are standardised with the training split's per-bin mean and
-    standard deviation.
+    Offline, the only audio is the official v0.02 *test* set (4,890 clips in ``speech_commands_v0.02_test/``); it
+    is split by speaker into train / validation / test (80 / 10 / 10 % of speakers, `split_of`), so no speaker
+    appears in two splits. ``_silence_`` clips (background noise, no speaker) are split by file name. Without the
+    folder, the online route loads the official train / validation / test splits with TensorFlow Datasets
+    (speaker-disjoint by the dataset's own hashing; a 2.4 GB download that needs the `pydub` package).
+
+    In every split the ``_silence_`` clips serve both as the silence class and as the noise source: with `snr_db`,
+    every other clip gets a seeded random ``_silence_`` clip of its own split mixed in at that SNR (`mix_at_snr`).
+    Features are standardised with the training split's per-bin mean and standard deviation.
 
     Args:
-        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA).
+        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA); without it,
+            TensorFlow Datasets.
         snr_db: Signal-to-noise ratio in dB of the added noise, or None for clean audio.
         seed: Seed of the noise choice.
 
     Returns:
         Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
-        `SPEECH_LABELS`), and "speakers" -> dict split -> array of speaker ids (one per clip).
+        `SPEECH_LABELS`), and "speakers" -> dict split -> array of speaker ids (one per clip; None on the online
+        route, whose source does not name speakers).
 
     Raises:
-        DataNotFoundError: the folder is missing (there is no online route for this test-set-only protocol).
+        DataNotFoundError: no wav folder and the online route failed (the message says both).
     """
     root = resolve_data_dir(data_dir)
     folder = None
     if root is not None:
         folder = next((path for path in (root / SPEECH_FOLDER, root) if (path / "yes").is_dir()), None)
-    if folder is None:
-        raise DataNotFoundError(f"Speech Commands is not available: no {SPEECH_FOLDER}/<label>/*.wav under "
-                                f"{root or 'a data folder (--data-dir or $' + DATA_ENV + ')'}. This protocol splits "
-                                f"the official v0.02 test set by speaker, so it needs those files.")
-    clips = {split: {"audio": [], "label": [], "speaker": [], "silence": []} for split in SPLITS}
-    for label_index, label in enumerate(SPEECH_LABELS):
-        for path in sorted((folder / label).glob("*.wav")):
-            speaker = speaker_of(path.name)
-            target = clips[split_of(speaker)]
-            target["audio"].append(_read_wav(path))
-            target["label"].append(label_index)
-            target["speaker"].append(speaker)
-            target["silence"].append(label == "_silence_")
+    if folder is not None:
+        clips = _speech_files(folder)
+    else:
+        looked = f"no {SPEECH_FOLDER}/<label>/*.wav under {root}" if root else \
+            f"no data folder given (--data-dir or ${DATA_ENV})"
+        try:
+            clips = _speech_online()
+        except Exception as error:
+            raise DataNotFoundError(f"Speech Commands is not available: {looked}, and the online route "
+                                    f"(tensorflow_datasets 'speech_commands', needs pydub) failed: "
+                                    f"{type(error).__name__}: {error}") from error
+    silence_label = SPEECH_LABELS.index("_silence_")
     rng = np.random.default_rng(seed)
     features = {}
     for split in SPLITS:
-        audio = np.stack(clips[split]["audio"])
-        silence = np.asarray(clips[split]["silence"])
-        if snr_db is not None:
-            noise_pool = audio[silence]
-            for index in np.flatnonzero(~silence):
-                audio[index] = mix_at_snr(audio[index], noise_pool[rng.integers(len(noise_pool))], snr_db)
-        features[split] = log_mel(audio)
+        silence = clips[split]["label"] == silence_label
+        noise_pool = clips[split]["audio"][silence]
+        chunks = []
+        for begin in range(0, len(silence), 4096):  # bounded memory on the 85,000-clip online training split
+            audio = clips[split]["audio"][begin: begin + 4096].astype(np.float32) / 32768.0
+            if snr_db is not None:
+                for index in np.flatnonzero(~silence[begin: begin + 4096]):
+                    noise = noise_pool[rng.integers(len(noise_pool))].astype(np.float32) / 32768.0
+                    audio[index] = mix_at_snr(audio[index], noise, snr_db)
+            chunks.append(log_mel(audio))
+        features[split] = np.concatenate(chunks)
     mean = features["train"].mean(axis=(0, 1))
     std = features["train"].std(axis=(0, 1)) + 1e-6
-    out = {split: ((features[split] - mean) / std, np.asarray(clips[split]["label"], np.int64)) for split in SPLITS}
-    out["speakers"] = {split: np.asarray(clips[split]["speaker"]) for split in SPLITS}
+    out = {split: ((features[split] - mean) / std, clips[split]["label"]) for split in SPLITS}
+    out["speakers"] = {split: clips[split]["speaker"] for split in SPLITS}
     return out
 
 

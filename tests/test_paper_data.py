@@ -56,12 +56,26 @@ def test_speech_noise_changes_features_reproducibly(data_dir):
     assert np.array_equal(noisy, again) and not np.allclose(noisy, clean)
 
 
-def test_speech_without_files_is_a_clear_error(tmp_path):
-    with pytest.raises(datasets.DataNotFoundError, match="split.*by speaker"):
+def test_speech_without_files_tries_tfds_and_says_both(tmp_path, monkeypatch):
+    def offline():
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "_speech_online", offline)  # the real route would download 2.4 GB
+    with pytest.raises(datasets.DataNotFoundError, match=r"no speech_commands_v0.02_test.*online route.*no network"):
         datasets.speech_commands(tmp_path)
 
 
-@pytest.mark.slow
+def test_tfds_speech_labels_map_onto_our_label_order(tmp_path):
+    import tensorflow_datasets as tfds
+
+    # the installed builder's own label names (read from its code, no download)
+    builder = tfds.builder("speech_commands", data_dir=str(tmp_path))
+    assert tuple(builder.info.features["label"].names) == datasets.TFDS_SPEECH_LABELS
+    mapped = datasets.from_tfds_labels(np.arange(12))
+    assert [datasets.SPEECH_LABELS[i] for i in mapped] == list(datasets.TFDS_SPEECH_LABELS)
+    assert sorted(mapped.tolist()) == list(range(12))
+
+
 def test_sequential_cifar10_shapes_and_balance(data_dir, tmp_path):
     (x_train, y_train), (x_test, y_test) = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)
     assert x_train.shape == (50000, 32, 96) and x_test.shape == (10000, 32, 96) and x_train.dtype == np.float32
