@@ -5,6 +5,8 @@
                                                               a TF checkpoint prefix)
   python tests/pruning_worker.py resume CHECKPOINT OUT.npz    fresh model from the checkpoint, second half
   python tests/pruning_worker.py mirrored OUT.npz             full run under MirroredStrategy on 2 logical CPUs
+  python tests/pruning_worker.py multiworker OUT.npz          full run as one worker of MultiWorkerMirroredStrategy
+                                                              (TF_CONFIG set by the caller)
 """
 
 import os
@@ -70,8 +72,14 @@ class TFCheckpoint(tf_keras.callbacks.Callback):
 
 
 def main(argv):
-    tf.config.experimental.enable_op_determinism()
     command = argv[0]
+    if command == "multiworker":  # the strategy must exist before any other TensorFlow call
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        with strategy.scope():
+            model = build()
+        save_state(model, fit(model, 0, EPOCHS), argv[1])
+        return
+    tf.config.experimental.enable_op_determinism()
     if command == "full":
         model = build()
         save_state(model, fit(model, 0, EPOCHS), argv[1])

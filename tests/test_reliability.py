@@ -1,6 +1,8 @@
 """Reliability: resume in a fresh process, MirroredStrategy, .h5, NaN weights, atomic writes, spectral properties."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -56,6 +58,39 @@ def test_mirrored_strategy_keeps_replica_masks_identical(uninterrupted, tmp_path
     assert mirrored["stopped"] == uninterrupted["stopped"] and mirrored["step"] == uninterrupted["step"]
     # Same data and seed; the gradient all-reduce changes rounding only, so Delta agrees closely.
     assert abs(float(mirrored["delta_r"]) - float(uninterrupted["delta_r"])) <= 0.05
+
+
+def free_loopback_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_multi_worker_strategy_on_loopback_gives_every_worker_the_same_masks(uninterrupted, tmp_path):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_loopback_ports(2)]}
+    workers = []
+    for index in (0, 1):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(subprocess.Popen([sys.executable, WORKER, "multiworker", tmp_path / f"worker{index}.npz"],
+                                        env=dict(os.environ, TF_CONFIG=config), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True))
+    try:
+        errors = [worker.communicate(timeout=600)[1] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert [worker.returncode for worker in workers] == [0, 0], errors
+    first, second = state(tmp_path / "worker0.npz"), state(tmp_path / "worker1.npz")
+    for key in ("mask0", "mask1", "step", "stopped", "cap", "sparsity"):
+        assert np.array_equal(first[key], second[key]), key
+    # Each global batch is split over the workers; sparsity, step and stop state follow the single-process run.
+    for key in ("sparsity", "stopped", "step"):
+        assert first[key] == uninterrupted[key], key
+    assert abs(float(first["delta_r"]) - float(uninterrupted["delta_r"])) <= 0.05
 
 
 def small_pruned_model(final_sparsity=0.5):
