@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from examples.sequential_mnist import VALIDATION_SIZE, build_model  # noqa: E402
+from examples.sequential_mnist import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.backend import tf_keras, tfmot  # noqa: E402
 from keras_expander.io_utils import write_atomic  # noqa: E402
@@ -72,12 +72,8 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, validation_data=(x_val, y_val),
               callbacks=callbacks + [timer], verbose=2)
-    if method != "dense":
-        model = ke.strip_pruning(model)
-        model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    report = ke.analyze(model, gate_views=("per_gate",))
-    summary = ke.summarize_layers(report)[0]
+    _, accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
+    summary = summaries[0]
     row = {
         "cell": cell, "method": method, "target_sparsity": sparsity if method != "dense" else 0.0,
         "stop_rule": stop_rule if method == "expander" else "", "test_accuracy": float(accuracy),

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from examples.sequential_mnist import VALIDATION_SIZE, build_model  # noqa: E402
+from examples.sequential_mnist import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.analysis import nan_to_none  # noqa: E402
 from keras_expander.io_utils import atomic_path, write_atomic  # noqa: E402
@@ -102,12 +102,8 @@ def train_point(experiment: dict, data, method: str, q: float, args) -> dict:
         history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
                             validation_data=validation, verbose=args.verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    if method != "dense":
-        model = ke.strip_pruning(model)
-        model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    report = ke.analyze(model, gate_views=("per_gate",))
-    summary = ke.summarize_layers(report)[0]
+    _, accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
+    summary = summaries[0]
     return {
         "method": method, "q": q, "test_accuracy": float(accuracy),
         "validation_accuracy": float(history.history["val_accuracy"][-1]),

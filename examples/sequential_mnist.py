@@ -62,6 +62,26 @@ def build_model(cell: str, units: int, timesteps: int = 28, features: int = 28, 
     return tf_keras.Model(inputs, outputs, name=f"seq_mnist_{cell}{units}")
 
 
+def measure_trained_model(model, x_test, y_test):
+    """Strips a trained model if it is pruned, then measures its test accuracy and the spectra of its graphs.
+
+    Args:
+        model: A trained tf_keras model, with or without pruning wrappers.
+        x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
+
+    Returns:
+        (stripped model, test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
+    """
+    from keras_expander.backend import PruneLowMagnitude, tf_keras
+
+    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+        model = ke.strip_pruning(model)
+    model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    report = ke.analyze(model, gate_views=("per_gate",))
+    return model, float(accuracy), report, ke.summarize_layers(report)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", choices=("lstm", "simple_rnn"), default="lstm")
@@ -173,10 +193,7 @@ def run(args: argparse.Namespace) -> dict:
     model_path = os.path.join(args.out, "model.keras")
     with atomic_path(model_path) as temporary:
         stripped.save(temporary)  # saved before compiling: the file carries no optimizer state
-    stripped.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, test_accuracy = stripped.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    report = ke.analyze(stripped, gate_views=("per_gate",))
-    layer_summary = ke.summarize_layers(report)
+    _, test_accuracy, report, layer_summary = measure_trained_model(stripped, x_test, y_test)
 
     held = [event for event in pruning.events if not event.committed]
     summary = {

@@ -54,6 +54,30 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return path
 
 
+def _online_route(title: str, missing: str, root: Path | None, load, route: str = "tensorflow_datasets"):
+    """Runs an online loader; when it fails, raises one error that says where the files were looked for and why.
+
+    Args:
+        title: Data set name for the message, e.g. "MNIST".
+        missing: What was not found in the data folder, e.g. "no MNIST IDX files in /data or /data/mnist".
+        root: The data folder, or None when none was given.
+        load: Callable taking no argument: the online route.
+        route: Its name for the message.
+
+    Returns:
+        What `load()` returns.
+
+    Raises:
+        DataNotFoundError: `load()` raised; the message names both routes.
+    """
+    looked = missing if root is not None else f"no data folder given (--data-dir or ${DATA_ENV})"
+    try:
+        return load()
+    except Exception as error:  # any download or preparation failure ends in the same advice
+        raise DataNotFoundError(f"{title} is not available: {looked}, and the online route ({route}) failed: "
+                                f"{type(error).__name__}: {error}") from error
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads a (gzipped) IDX file: big-endian header with magic 0x0000080N (uint8 data, N dimensions).
 
@@ -115,13 +139,8 @@ def sequential_mnist(data_dir: str | os.PathLike | None = None):
     if folder is not None:
         arrays = {key: read_idx(folder / name) for key, name in MNIST_FILES.items()}
     else:
-        looked = f"no MNIST IDX files ({', '.join(MNIST_FILES.values())}) in {root} or {root}/mnist" if root else \
-            f"no data folder given (--data-dir or ${DATA_ENV})"
-        try:
-            arrays = _mnist_online()
-        except Exception as error:  # any download/preparation failure ends in the same advice
-            raise DataNotFoundError(f"MNIST is not available: {looked}, and the online route (tensorflow_datasets) "
-                                    f"failed: {type(error).__name__}: {error}") from error
+        arrays = _online_route("MNIST", f"no MNIST IDX files ({', '.join(MNIST_FILES.values())}) in {root} or "
+                               f"{root}/mnist", root, _mnist_online)
     out = []
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -214,13 +233,7 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         arrays = _cached(cache / f"cifar10_{stamp}.npz", lambda: _decode_cifar_archive(archive))
     else:
-        looked = f"no {CIFAR10_ARCHIVE} in {root} or {root}/cifar10" if root else \
-            f"no data folder given (--data-dir or ${DATA_ENV})"
-        try:
-            arrays = _cifar_online()
-        except Exception as error:
-            raise DataNotFoundError(f"CIFAR-10 is not available: {looked}, and the online route "
-                                    f"(tensorflow_datasets) failed: {type(error).__name__}: {error}") from error
+        arrays = _online_route("CIFAR-10", f"no {CIFAR10_ARCHIVE} in {root} or {root}/cifar10", root, _cifar_online)
     out = []
     for split in ("train", "test"):
         images = arrays[f"{split}_images"]
@@ -402,14 +415,8 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
     if folder is not None:
         clips = _speech_files(folder)
     else:
-        looked = f"no {SPEECH_FOLDER}/<label>/*.wav under {root}" if root else \
-            f"no data folder given (--data-dir or ${DATA_ENV})"
-        try:
-            clips = _speech_online()
-        except Exception as error:
-            raise DataNotFoundError(f"Speech Commands is not available: {looked}, and the online route "
-                                    f"(tensorflow_datasets 'speech_commands', needs pydub) failed: "
-                                    f"{type(error).__name__}: {error}") from error
+        clips = _online_route("Speech Commands", f"no {SPEECH_FOLDER}/<label>/*.wav under {root}", root,
+                              _speech_online, route="tensorflow_datasets 'speech_commands', needs pydub")
     silence_label = SPEECH_LABELS.index("_silence_")
     rng = np.random.default_rng(seed)
     features = {}
