@@ -15,6 +15,7 @@ first zero crossings, like the paper's Figures 1-8) and rewrites <out>/README.md
 
   python examples/reproduce_paper.py --experiment mnist_lstm --epochs 3
   python examples/reproduce_paper.py --experiment speech_lstm --snr-db 10 --epochs 20
+  python examples/reproduce_paper.py --experiment mnist_lstm --redraw   # figures and README from the JSONs
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def plot(points: list[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.8))
     colours = {"tfmot": "tab:blue", "expander": "tab:green", "random": "tab:grey"}
     result = findings(points)
     for axis, weighted in zip(axes, (False, True)):
@@ -182,7 +183,8 @@ def plot(points: list[dict], path: str, title: str) -> None:
         delta_axis.set_ylabel(("weighted " if weighted else "unweighted ") + "Delta (dimensionless)")
         handles = axis.get_legend_handles_labels()
         more = delta_axis.get_legend_handles_labels()
-        axis.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+        axis.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper center",
+                    bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)  # below the axes: never over a curve
         axis.set_title(f"{title}: {'weighted' if weighted else 'unweighted'} graphs", fontsize=10)
     figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -241,7 +243,7 @@ def write_summary(out_dir: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), required=True)
+    parser.add_argument("--experiment", choices=sorted(EXPERIMENTS), help="required unless --redraw")
     parser.add_argument("--snr-db", type=float, default=None, help="speech_lstm: background noise SNR in dB")
     parser.add_argument("--q", type=float, nargs="+", default=list(DEFAULT_Q), help="remaining edges (%%) to sweep")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -254,7 +256,18 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    parser.add_argument("--redraw", action="store_true",
+                        help="only redraw every figure and README.md in --out from its JSON files (no training)")
     args = parser.parse_args(argv)
+    if args.redraw:
+        for name in sorted(f for f in os.listdir(args.out) if f.endswith(".json")):
+            with open(os.path.join(args.out, name)) as stream:
+                result = json.load(stream)
+            plot(result["points"], os.path.join(args.out, name[:-5] + ".png"), result["title"])
+        print(f"wrote {write_summary(args.out)}")
+        return 0
+    if args.experiment is None:
+        parser.error("--experiment is required (unless --redraw)")
     if args.snr_db is not None and args.experiment != "speech_lstm":
         parser.error("--snr-db applies to --experiment speech_lstm only")
     if any(not 0 < q <= 100 for q in args.q):
