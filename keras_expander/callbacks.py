@@ -50,8 +50,9 @@ class PruningEvent:
     kept_share: float = 1.0
 
 
-# Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first.
-CORRECTION_SHARES = (0.9, 0.75, 0.5, 0.25, 0.0)
+# Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first. None below one half:
+# mostly random gates cost accuracy (docs/METHOD.md, "Correct rule").
+CORRECTION_SHARES = (0.9, 0.75, 0.5)
 
 
 def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,

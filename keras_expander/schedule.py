@@ -34,7 +34,7 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
     the candidate mask. With ``stop_rule="hold"`` a step that would bring any graph below `margin` is not
     committed: the layer is held at its last sparsity with all graphs >= margin and never pruned further. With
     ``stop_rule="correct"`` the callback first tries to repair the failing graphs at the same sparsity: it keeps
-    the largest 90, 75, 50, 25 or 0 % of their magnitude edges and moves the rest to random entries
+    the largest 90, 75 or 50 % of their magnitude edges and moves the rest to random entries
     (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
     warning is issued once per graph that crosses.
