@@ -72,7 +72,7 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, validation_data=(x_val, y_val),
               callbacks=callbacks + [timer], verbose=2)
-    _, accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
+    accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
     summary = summaries[0]
     row = {
         "cell": cell, "method": method, "target_sparsity": sparsity if method != "dense" else 0.0,

@@ -103,7 +103,7 @@ def train_point(experiment: dict, data, method: str, q: float, args) -> dict:
         history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
                             validation_data=validation, verbose=args.verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    _, accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
+    accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
     summary = summaries[0]
     return {
         "method": method, "q": q, "test_accuracy": float(accuracy),

@@ -70,7 +70,7 @@ def measure_trained_model(model, x_test, y_test):
         x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
 
     Returns:
-        (stripped model, test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
+        (test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
     """
     from keras_expander.backend import PruneLowMagnitude, tf_keras
 
@@ -79,7 +79,7 @@ def measure_trained_model(model, x_test, y_test):
     model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     report = ke.analyze(model, gate_views=("per_gate",))
-    return model, float(accuracy), report, ke.summarize_layers(report)
+    return float(accuracy), report, ke.summarize_layers(report)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> dict:
     model_path = os.path.join(args.out, "model.keras")
     with atomic_path(model_path) as temporary:
         stripped.save(temporary)  # saved before compiling: the file carries no optimizer state
-    _, test_accuracy, report, layer_summary = measure_trained_model(stripped, x_test, y_test)
+    test_accuracy, report, layer_summary = measure_trained_model(stripped, x_test, y_test)
 
     held = [event for event in pruning.events if not event.committed]
     summary = {

@@ -2,7 +2,8 @@
 
 At every pruning step of every `PruneExpander` layer it computes the candidate mask (mask policy), measures the
 criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits,
-corrects (``stop_rule="correct"``: blends the failing graphs with random edges) or holds. At epoch end it writes sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
+corrects (``stop_rule="correct"``: blends the failing graphs with random edges) or holds. At epoch end it writes
+sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
 replaces tfmot's `UpdatePruningStep` (it is one) and also monitors plain tfmot-pruned layers.
 """
 
@@ -234,19 +235,18 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         Returns (kept_share, masks, values) of the first blend whose graphs all stay >= margin, or None.
         """
         num_gates = len(current.gates)
-        blocks = set()  # (matrix, gate index) column blocks behind the failing graphs
-        for name in below:
-            matrix, gate = name[len(current.layer) + 1:].split("/")
-            indices = [current.gates.index(gate)] if gate in current.gates else range(num_gates)
-            blocks.update((matrix, index) for index in indices)
+        blocks: dict[str, set[int]] = {}  # matrix -> gate-block indices behind the failing graphs
+        for g in graph_lib.graphs_from_matrices(current, schedule.gate_view):
+            if g.name in below:  # union / stacked / ungated graphs span every block of their matrix
+                indices = [current.gates.index(g.gate)] if g.gate in current.gates else range(num_gates)
+                blocks.setdefault(g.matrix, set()).update(indices)
         for share in CORRECTION_SHARES:
-            blended = {}
-            for key, mask in masks.items():
-                mask_blocks = np.split(mask, num_gates, axis=1)
-                weight_blocks = np.split(raw[key], num_gates, axis=1)
+            blended = dict(masks)
+            for key, failing in blocks.items():
+                pairs = zip(np.split(masks[key], num_gates, axis=1), np.split(raw[key], num_gates, axis=1))
                 blended[key] = np.concatenate([
-                    masks_lib.blend_with_random(m, w, share, seed=seed + index) if (key, index) in blocks else m
-                    for index, (m, w) in enumerate(zip(mask_blocks, weight_blocks))], axis=1)
+                    masks_lib.blend_with_random(m, w, share, seed=seed + index) if index in failing else m
+                    for index, (m, w) in enumerate(pairs)], axis=1)
             values = self._measure(current, raw, blended, schedule)
             if not _below(values, schedule.margin):
                 return share, blended, values

@@ -245,6 +245,8 @@ SPEECH_LABELS = ("_silence_", "_unknown_", "yes", "no", "up", "down", "left", "r
 SPEECH_FOLDER = "speech_commands_v0.02_test"
 SAMPLE_RATE = 16000
 SPLITS = ("train", "validation", "test")
+# Clips turned into features at a time: bounds memory on the 85,000-clip online training split.
+_FEATURE_CHUNK = 4096
 
 
 def speaker_of(file_name: str) -> str:
@@ -424,10 +426,11 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
         silence = clips[split]["label"] == silence_label
         noise_pool = clips[split]["audio"][silence]
         chunks = []
-        for begin in range(0, len(silence), 4096):  # bounded memory on the 85,000-clip online training split
-            audio = clips[split]["audio"][begin: begin + 4096].astype(np.float32) / 32768.0
+        for begin in range(0, len(silence), _FEATURE_CHUNK):
+            chunk = slice(begin, begin + _FEATURE_CHUNK)
+            audio = clips[split]["audio"][chunk].astype(np.float32) / 32768.0
             if snr_db is not None:
-                for index in np.flatnonzero(~silence[begin: begin + 4096]):
+                for index in np.flatnonzero(~silence[chunk]):
                     noise = noise_pool[rng.integers(len(noise_pool))].astype(np.float32) / 32768.0
                     audio[index] = mix_at_snr(audio[index], noise, snr_db)
             chunks.append(log_mel(audio))

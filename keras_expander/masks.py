@@ -225,7 +225,7 @@ def blend_with_random(mask: np.ndarray, weights: np.ndarray, kept_share: float, 
         mask: Bool array of shape (left, right): the candidate mask, True = kept.
         weights: Float array of the same shape: the layer weights that ranked `mask`.
         kept_share: Fraction of the mask's edges to keep by magnitude, in [0, 1]; 1 returns `mask` unchanged, 0
-            gives a uniformly random mask of the same density.
+            gives a random mask of the same density.
         seed: Seed of the numpy Generator that draws the new edges.
 
     Returns:
