@@ -1,0 +1,225 @@
+"""Link a firmware project, run it (host executable or Cortex-M4 under QEMU), and measure the image.
+
+QEMU runs the mps2-an386 board (Cortex-M4, 4 MiB code memory, 4 MiB RAM) with `-icount shift=0`, so one
+instruction takes one virtual nanosecond and the harness counts instructions exactly with SysTick (40
+instructions per tick). Instruction counts are not cycle counts: QEMU does not model the pipeline or memory wait
+states. Flash and RAM come from the linker map of the Cortex-M4 image.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from keras_expander.firmware.project import KERNELS_DIR, CustomKernel
+from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
+                                               kernel_sources, startup_sources)
+
+QEMU_BOARD = "mps2-an386"
+QEMU_FLASH_BYTES = 4 << 20  # mps2-an386: 4 MiB at 0x00000000
+QEMU_RAM_BYTES = 4 << 20  # and 4 MiB at 0x20000000
+STACK_BYTES = 64 << 10  # reserved; the harness measures the high-water mark
+HEAP_BYTES = 64 << 10  # newlib's stdio buffers (harness only)
+PROBE_ARENA_BYTES = {"host": 16 << 20, "cortex-m4": 3 << 20}
+
+
+def _die_with_parent() -> None:
+    # Linux: the child gets SIGKILL when the Python process that started it dies, even by kill -9.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_command(command: list[str], timeout_s: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs a command that dies with its parent; a time-out is a `FirmwareError` naming the command."""
+    try:
+        return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+                              preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired as error:
+        raise FirmwareError(f"{Path(command[0]).name} did not finish within {timeout_s:.0f} s.") from error
+
+
+def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: int) -> Path:
+    """Compiles the project's harness and model, the kernels it registers, and links them with the cached core.
+
+    Args:
+        toolchain: Target compilers and TFLM tree.
+        project: Folder from `write_project` (and `link.ld` for Cortex-M4).
+        registrations: From `write_project`.
+        arena_bytes: Size of the harness's static tensor arena (`KE_ARENA_BYTES`), bytes.
+
+    Returns:
+        The executable (host) or ELF image (Cortex-M4); a linker map `app.map` is written beside it.
+
+    Raises:
+        FirmwareError: a compile or link failure, with the tool's last lines.
+    """
+    build = project / "build"
+    functions = sorted({f for r in registrations.values() if not isinstance(r, CustomKernel) for f in r.functions})
+    ours = sorted({project / source for r in registrations.values() if isinstance(r, CustomKernel)
+                   for source in r.sources})
+    kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build,
+                              extra_flags=(f"-I{project}",) if ours else ())
+    harness = compile_objects(toolchain, [project / "main.cc", project / "model_data.cc", *startup_sources(toolchain)],
+                              build, extra_flags=(f"-I{project}", f"-DKE_ARENA_BYTES={int(arena_bytes)}"))
+    core = core_archive(toolchain)
+    image = build / ("app.elf" if toolchain.target == "cortex-m4" else "app")
+    command = [toolchain.cxx, *map(str, harness + kernels), str(core), "-Wl,--gc-sections",
+               f"-Wl,-Map={build / 'app.map'}", "-o", str(image)]
+    if toolchain.target == "cortex-m4":
+        command[1:1] = [flag for flag in toolchain.flags if flag.startswith("-m")]
+        command += [f"-T{project / 'link.ld'}", "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles",
+                    "-lm"]
+    else:
+        command += ["-lm"]
+    result = run_command(command, timeout_s=300)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-12:])
+        raise FirmwareError(f"Linking the {toolchain.target} firmware failed:\n{tail}")
+    return image
+
+
+def write_inputs(path: Path, inputs: np.ndarray) -> None:
+    """Writes inputs.bin for the harness: b"KEIN", uint32 count, uint32 bytes per input, then the raw tensors.
+
+    Args:
+        inputs: Array of shape (N, ...) in the model's input dtype (already quantized for int8 models).
+    """
+    inputs = np.ascontiguousarray(inputs)
+    header = b"KEIN" + np.array([len(inputs), inputs[0].nbytes if len(inputs) else 0], "<u4").tobytes()
+    with open(path, "wb") as stream:
+        stream.write(header)
+        stream.write(inputs.tobytes())
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What one harness run printed and wrote.
+
+    Attributes:
+        outputs: Raw output tensors, array of shape (N, output bytes) as uint8 (reinterpret with the dtype).
+        values: The harness's "KE key value" lines, e.g. {"arena_used_bytes": 7476, "instructions_total": ...}.
+        log: Its whole stdout (TFLM's messages included).
+    """
+
+    outputs: np.ndarray
+    values: dict
+    log: str
+
+
+def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, timeout_s: float) -> RunResult:
+    """Runs the image on `inputs` (host: directly; Cortex-M4: under QEMU with -icount shift=0).
+
+    Args:
+        toolchain: Gives the target and QEMU.
+        image: From `link`.
+        inputs: (N, ...) raw input tensors in the model's input dtype.
+        workdir: Folder for inputs.bin / outputs.bin (the harness opens them relative to its working folder).
+        timeout_s: Wall-clock limit, seconds.
+
+    Returns:
+        A `RunResult`.
+
+    Raises:
+        FirmwareError: the harness failed (with TFLM's messages) or did not finish in time.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_inputs(workdir / "inputs.bin", inputs)
+    if toolchain.target == "cortex-m4":
+        command = [toolchain.qemu, "-M", QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
+                   "-serial", "none", "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
+                   "-kernel", str(image)]
+    else:
+        command = [str(image)]
+    result = run_command(command, timeout_s, cwd=workdir)
+    log = result.stdout + result.stderr
+    values = {key: float(value) if "." in value else int(value)
+              for key, value in re.findall(r"^KE (\w+) ([-0-9.]+)\s*$", log, re.M)}
+    if result.returncode != 0 or "done" not in re.findall(r"^KE (\w+)", log, re.M):
+        errors = "\n".join(line for line in log.splitlines()[-15:])
+        raise FirmwareError(f"The {toolchain.target} firmware failed (exit status {result.returncode}):\n{errors}")
+    raw = np.fromfile(workdir / "outputs.bin", np.uint8)
+    return RunResult(outputs=raw.reshape(len(inputs), -1), values=values, log=log)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSizes:
+    """Flash and static RAM of a Cortex-M4 image, from its linker map.
+
+    Attributes:
+        model_flash_bytes: The flatbuffer array.
+        runtime_flash_bytes: TFLM core and kernels (and CMSIS-NN, and our kernels), code and constants.
+        library_flash_bytes: C/C++ runtime (newlib-nano printf, libm, semihosting, libgcc).
+        harness_flash_bytes: Harness, startup and vector table.
+        image_flash_bytes: Everything that goes into flash: code, constants, .data load image.
+        data_bytes, bss_bytes: Static RAM (.bss includes the tensor arena).
+    """
+
+    model_flash_bytes: int
+    runtime_flash_bytes: int
+    library_flash_bytes: int
+    harness_flash_bytes: int
+    image_flash_bytes: int
+    data_bytes: int
+    bss_bytes: int
+
+
+_FLASH_SECTIONS = (".text", ".ARM.extab", ".ARM.exidx", ".copy.table", ".zero.table", ".data")
+_LIBRARIES = re.compile(r"(libc_nano|libc|libm|libg_nano|librdimon|libgcc|libstdc\+\+|libsupc\+\+|crt\w*\.o)")
+
+
+def image_sizes(map_path: Path) -> ImageSizes:
+    """Splits the image by origin from a GNU ld map file.
+
+    Flash = every input section placed in the flash output sections (.text with constants, exception tables,
+    copy/zero tables) plus the .data load image; RAM = .data + .bss (the arena is in .bss).
+    """
+    sizes = {"model": 0, "runtime": 0, "library": 0, "harness": 0}
+    totals = {}
+    output_section = None
+    text = map_path.read_text()
+    body = text[text.index("Linker script and memory map"):]
+    for line in body.splitlines():
+        header = re.match(r"^(\.[\w.]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
+        if header:
+            output_section = header.group(1)
+            totals[output_section] = int(header.group(3), 16)
+            continue
+        if re.match(r"^\.[\w.]+\s*$", line):  # a long output-section name, address on the next line
+            output_section = line.strip()
+            continue
+        entry = re.match(r"^ (?:[\w.$*]+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", line)
+        if not entry or output_section not in _FLASH_SECTIONS:
+            continue
+        size, origin = int(entry.group(2), 16), entry.group(3)
+        if "model_data.o" in origin:
+            sizes["model"] += size
+        elif _LIBRARIES.search(Path(origin).name) or "/arm-none-eabi/" in origin:
+            sizes["library"] += size
+        elif any(name in origin for name in ("main.o", "startup_ARMCM4", "system_ARMCM4")):
+            sizes["harness"] += size
+        else:
+            sizes["runtime"] += size
+    flash = sum(totals.get(section, 0) for section in _FLASH_SECTIONS)
+    return ImageSizes(model_flash_bytes=sizes["model"], runtime_flash_bytes=sizes["runtime"],
+                      library_flash_bytes=sizes["library"], harness_flash_bytes=sizes["harness"],
+                      image_flash_bytes=flash, data_bytes=totals.get(".data", 0), bss_bytes=totals.get(".bss", 0))
+
+
+def kernels_dir() -> Path:
+    """Folder of keras_expander's own kernel sources (package data)."""
+    return KERNELS_DIR
+
+
+def ensure_deleted(path: Path) -> None:
+    """Removes a file if present (a stale outputs.bin must never pass for a new run's)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

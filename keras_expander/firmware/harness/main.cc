@@ -1,0 +1,183 @@
+// keras-expander firmware harness: runs a TFLite Micro model on a file of input sequences and reports
+// measurements. The same source builds for the host (g++) and for Cortex-M4 (bare metal, semihosting I/O, QEMU).
+//
+// inputs.bin:  "KEIN", uint32 count, uint32 bytes per input, then count raw input tensors (already quantized).
+// outputs.bin: count raw output tensors, in order.
+// stdout:      "KE <key> <value>" lines that keras_expander.firmware parses, and TFLM's own error messages.
+//
+// Every sequence starts from reset variable tensors (the LSTM state), as keras_expander.runtime does.
+// On Cortex-M4 the instruction count of each Invoke comes from SysTick under `qemu -icount shift=0` (one
+// instruction per virtual nanosecond; SysTick counts the 25 MHz processor clock, so one tick is 40 instructions).
+// These are instructions, not cycles: QEMU is not cycle-accurate.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+
+#include "model_data.h"
+#include "model_op_resolver.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+
+#ifndef KE_ARENA_BYTES
+#define KE_ARENA_BYTES (1024 * 1024)
+#endif
+
+namespace {
+
+alignas(16) uint8_t g_tensor_arena[KE_ARENA_BYTES];
+
+}  // namespace
+
+#if defined(KE_CORTEX_M)
+#include CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE
+#include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
+
+extern "C" void initialise_monitor_handles(void);
+extern "C" uint32_t __StackLimit;  // NOLINT: linker symbols of the CMSIS gcc linker script
+extern "C" uint32_t __StackTop;    // NOLINT
+
+namespace {
+
+constexpr uint32_t kSysTickReload = 0xFFFFFFu;
+constexpr uint32_t kInstructionsPerTick = 40;  // mps2-an386: 25 MHz SysTick under 1 instruction/ns
+constexpr uint32_t kStackPaint = 0xA5A5A5A5u;
+volatile uint32_t g_systick_wraps = 0;
+
+void LogToStdout(const char* message) { fputs(message, stdout); }
+
+void StartInstructionCounter() {
+  SysTick->LOAD = kSysTickReload;
+  SysTick->VAL = 0;
+  SysTick->CTRL = SysTick_CTRL_CLKSOURCE_Msk | SysTick_CTRL_TICKINT_Msk | SysTick_CTRL_ENABLE_Msk;
+}
+
+// Ticks since StartInstructionCounter, robust to a wrap between the two reads.
+uint64_t Ticks() {
+  uint32_t wraps, value;
+  do {
+    wraps = g_systick_wraps;
+    value = SysTick->VAL;
+  } while (wraps != g_systick_wraps);
+  return static_cast<uint64_t>(wraps) * (kSysTickReload + 1) + (kSysTickReload - value);
+}
+
+uint64_t Instructions() { return Ticks() * kInstructionsPerTick; }
+
+// Fills the unused stack below the current frame with a pattern; StackBytesUsed finds the deepest overwrite.
+__attribute__((noinline)) void PaintStack() {
+  uint32_t* limit = &__StackLimit;
+  uint32_t* here = reinterpret_cast<uint32_t*>(__get_MSP()) - 64;  // leave this call's own frame alone
+  for (uint32_t* word = limit; word < here; ++word) *word = kStackPaint;
+}
+
+uint32_t StackBytesUsed() {
+  uint32_t* word = &__StackLimit;
+  while (word < &__StackTop && *word == kStackPaint) ++word;
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(&__StackTop) - reinterpret_cast<uintptr_t>(word));
+}
+
+}  // namespace
+
+extern "C" void SysTick_Handler(void) { g_systick_wraps = g_systick_wraps + 1; }
+
+// CMSIS' reset handler ends in __cmsis_start (it copies .data), which calls _start: clear .bss, run the C++
+// constructors, main, and leave through semihosting exit so that QEMU ends with main's status.
+// -nostartfiles leaves out crti/crtbegin: provide the empty _init that __libc_init_array calls, and the handle
+// that static objects' destructor registration refers to (they are never destroyed: main exits the program).
+extern "C" void _init(void) {}
+extern "C" {
+void* __dso_handle = &__dso_handle;
+}
+extern "C" void __libc_init_array(void);
+extern "C" __attribute__((noreturn)) void _start(void) {
+  extern uint32_t __bss_start__, __bss_end__;
+  for (uint32_t* word = &__bss_start__; word < &__bss_end__; ++word) *word = 0;
+  __libc_init_array();
+  extern int main(void);
+  exit(main());
+}
+#else
+namespace {
+uint64_t Instructions() { return 0; }
+}  // namespace
+#endif
+
+namespace {
+
+// newlib-nano's printf has no %llu: print 64-bit counts digit by digit.
+void PrintValue(const char* key, uint64_t value) {
+  char digits[21];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  printf("KE %s ", key);
+  while (n > 0) putchar(digits[--n]);
+  putchar('\n');
+}
+
+int Fail(const char* what) {
+  printf("KE error %s\n", what);
+  return 3;
+}
+
+}  // namespace
+
+int main(void) {
+#if defined(KE_CORTEX_M)
+  initialise_monitor_handles();
+  RegisterDebugLogCallback(LogToStdout);
+  StartInstructionCounter();
+#endif
+  const tflite::Model* model = tflite::GetModel(g_model);
+  if (model->version() != TFLITE_SCHEMA_VERSION) return Fail("model schema version differs from the runtime's");
+  static ModelOpResolver resolver;
+  if (RegisterModelOps(resolver) != kTfLiteOk) return Fail("op registration failed");
+  static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, KE_ARENA_BYTES);
+  if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors failed");
+  printf("KE arena_used_bytes %u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
+  printf("KE arena_bytes %u\n", static_cast<unsigned>(KE_ARENA_BYTES));
+
+  TfLiteTensor* input = interpreter.input(0);
+  TfLiteTensor* output = interpreter.output(0);
+  FILE* inputs = fopen("inputs.bin", "rb");
+  FILE* outputs = fopen("outputs.bin", "wb");
+  if (inputs == nullptr || outputs == nullptr) return Fail("cannot open inputs.bin or outputs.bin");
+  char magic[4];
+  uint32_t count = 0, bytes = 0;
+  if (fread(magic, 1, 4, inputs) != 4 || memcmp(magic, "KEIN", 4) != 0 || fread(&count, 4, 1, inputs) != 1 ||
+      fread(&bytes, 4, 1, inputs) != 1) {
+    return Fail("inputs.bin has no KEIN header");
+  }
+  if (bytes != input->bytes) return Fail("input size in inputs.bin differs from the model's input tensor");
+
+  uint64_t total = 0, first = 0, least = UINT64_MAX, most = 0;
+  for (uint32_t n = 0; n < count; ++n) {
+    if (fread(input->data.raw, 1, bytes, inputs) != bytes) return Fail("inputs.bin is shorter than its header");
+    if (interpreter.Reset() != kTfLiteOk) return Fail("Reset failed");
+#if defined(KE_CORTEX_M)
+    if (n == 0) PaintStack();
+#endif
+    const uint64_t start = Instructions();
+    if (interpreter.Invoke() != kTfLiteOk) return Fail("Invoke failed");
+    const uint64_t used = Instructions() - start;
+#if defined(KE_CORTEX_M)
+    if (n == 0) printf("KE stack_bytes %u\n", static_cast<unsigned>(StackBytesUsed()));
+#endif
+    if (n == 0) first = used;
+    total += used;
+    least = used < least ? used : least;
+    most = used > most ? used : most;
+    if (fwrite(output->data.raw, 1, output->bytes, outputs) != output->bytes) return Fail("cannot write outputs");
+  }
+  fclose(inputs);
+  fclose(outputs);
+  PrintValue("inferences", count);
+  PrintValue("instructions_total", total);
+  PrintValue("instructions_first", first);
+  PrintValue("instructions_min", count ? least : 0);
+  PrintValue("instructions_max", most);
+  printf("KE done\n");
+  return 0;
+}

@@ -1,0 +1,375 @@
+"""Compilers, TFLite Micro source trees, and compiling only what a model needs.
+
+A TFLM tree made by TFLM's `create_tflm_tree.py` has no build system. We compile its core (interpreter, allocator,
+schema, quantization helpers) once per (tree, target, compiler, flags) into a cached static archive, and per
+firmware only the kernels that the model's op resolver registers, found from TFLM's own
+`micro_mutable_op_resolver.h` (which `Add...` method registers an op, and with which `Register_...` function) and
+the `#include` closure of the file that defines that function. Flags are TFLM's own (`../shared/docs/FIRMWARE.md`):
+core at -Os, kernels at -O2.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+TARGETS = ("host", "cortex-m4")
+KERNEL_SETS = ("reference", "cmsis_nn")
+APT_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm"
+# Default tree folder names under $KERAS_EXPANDER_TFLM (the names in ../shared/tflm).
+TREE_NAMES = {("host", "reference"): "host", ("cortex-m4", "reference"): "cortex_m4",
+              ("cortex-m4", "cmsis_nn"): "cortex_m4_cmsis_nn"}
+_SHARED_TFLM = Path(__file__).resolve().parents[3] / "shared" / "tflm"
+
+_COMMON_FLAGS = ["-std=c++17", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics", "-fno-unwind-tables",
+                 "-DTF_LITE_STATIC_MEMORY", "-ffunction-sections", "-fdata-sections", "-Wno-psabi"]
+_CORTEX_M4_FLAGS = ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb", "-DTF_LITE_MCU_DEBUG_LOG",
+                    "-DARMCM4", "-DARMCM4_FP", '-DCMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE="ARMCM4.h"',
+                    "-DKE_CORTEX_M"]
+_HOST_FLAGS = ["-DTF_LITE_USE_CTIME", "-DTF_LITE_DISABLE_X86_NEON"]
+_CMSIS_NN_FLAGS = ["-DCMSIS_NN", "-DARM_NN_ENABLE_F16=0", "-DARM_NN_ENABLE_F32=0"]
+# TFLM sources that are tests or test doubles, never part of firmware.
+_NOT_FIRMWARE = re.compile(r"(_test\.cc$|test_helper|mock_micro_graph|fake_micro_context|recording_micro|"
+                           r"kernel_runner|/testing/|/benchmarks/|/examples/)")
+
+
+class FirmwareError(RuntimeError):
+    """A firmware step failed: missing tool or tree, unsupported op, build, run or verification failure."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """The tools and flags for one (target, kernel set).
+
+    Attributes:
+        target: "host" or "cortex-m4".
+        kernels: "reference" or "cmsis_nn".
+        tree: The TFLM source tree (absolute path).
+        cxx, cc, ar, size: Compiler and binutils commands.
+        qemu: `qemu-system-arm` for Cortex-M4, else None.
+    """
+
+    target: str
+    kernels: str
+    tree: Path
+    cxx: str
+    cc: str
+    ar: str
+    size: str | None
+    qemu: str | None
+
+    @property
+    def include_flags(self) -> list[str]:
+        """-I flags: the tree root and its third-party folders (CMSIS for Cortex-M, CMSIS-NN when used)."""
+        folders = ["", "third_party/gemmlowp", "third_party/flatbuffers/include", "third_party/kissfft",
+                   "third_party/ruy"]
+        if self.target == "cortex-m4":
+            folders += ["third_party/cmsis/CMSIS/Core/Include",
+                        "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Include"]
+        if self.kernels == "cmsis_nn":
+            folders += ["third_party/cmsis", "third_party/cmsis_nn", "third_party/cmsis_nn/Include"]
+        return [f"-I{self.tree / folder}" for folder in folders]
+
+    @property
+    def flags(self) -> list[str]:
+        """Compile flags without optimisation level; the tree path is mapped to "." so images reproduce."""
+        flags = [*_COMMON_FLAGS, f"-ffile-prefix-map={self.tree}=."]
+        flags += _CORTEX_M4_FLAGS if self.target == "cortex-m4" else _HOST_FLAGS
+        if self.kernels == "cmsis_nn":
+            flags += _CMSIS_NN_FLAGS
+        return flags + self.include_flags
+
+    @property
+    def c_flags(self) -> list[str]:
+        """Flags for C sources (CMSIS-NN, CMSIS startup): the C++-only flags dropped."""
+        cxx_only = {"-std=c++17", "-fno-rtti", "-fno-threadsafe-statics"}
+        return ["-std=c11", *(flag for flag in self.flags if flag not in cxx_only)]
+
+
+def default_tree(target: str, kernels: str) -> Path | None:
+    """The default TFLM tree for (target, kernels): `$KERAS_EXPANDER_TFLM/<name>`, else `../shared/tflm/<name>`
+    beside the project checkout; None when neither exists. Names: host, cortex_m4, cortex_m4_cmsis_nn."""
+    name = TREE_NAMES[(target, kernels)]
+    for parent in (os.environ.get("KERAS_EXPANDER_TFLM"), _SHARED_TFLM):
+        if parent and (Path(parent) / name).is_dir():
+            return (Path(parent) / name).resolve()
+    return None
+
+
+def check_target(target: str, kernels: str) -> None:
+    """Refuses unknown targets and kernel sets, and CMSIS-NN on the host.
+
+    Raises:
+        ValueError: the argument, the value received and the accepted values.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"Argument `target` must be one of {TARGETS}. Received: target={target!r}")
+    if kernels not in KERNEL_SETS:
+        raise ValueError(f"Argument `kernels` must be one of {KERNEL_SETS}. Received: kernels={kernels!r}")
+    if (target, kernels) not in TREE_NAMES:
+        raise ValueError(f"kernels={kernels!r} runs on Cortex-M only; use target='cortex-m4' or "
+                         f"kernels='reference'. Received: target={target!r}")
+
+
+def find_toolchain(target: str, kernels: str = "reference", tree: str | os.PathLike | None = None) -> Toolchain:
+    """Finds the compilers, QEMU and the TFLM tree for a target, or says what to install or pass.
+
+    Args:
+        target: "host" (g++) or "cortex-m4" (arm-none-eabi-gcc, run under qemu-system-arm).
+        kernels: "reference" or "cmsis_nn" (Cortex-M4 only).
+        tree: TFLM source tree made by `create_tflm_tree.py`; default `default_tree(target, kernels)`.
+
+    Returns:
+        A `Toolchain`.
+
+    Raises:
+        ValueError: unknown target or kernel set.
+        FirmwareError: a missing tool (naming the Debian packages to install) or tree (naming how to get one).
+    """
+    check_target(target, kernels)
+    if target == "host":
+        tools = {"cxx": "g++", "cc": "gcc", "ar": "ar"}
+        size = qemu = None
+        install = "g++ (apt-get install g++)"
+    else:
+        tools = {"cxx": "arm-none-eabi-g++", "cc": "arm-none-eabi-gcc", "ar": "arm-none-eabi-ar",
+                 "size": "arm-none-eabi-size", "qemu": "qemu-system-arm"}
+        install = f"the Arm toolchain and QEMU: as root, `apt-get install {APT_PACKAGES}`"
+    found = {}
+    for role, command in tools.items():
+        path = shutil.which(command)
+        if path is None:
+            raise FirmwareError(f"{command} not found on PATH; the {target} firmware build needs {install}.")
+        found[role] = path
+    size, qemu = found.pop("size", None), found.pop("qemu", None)
+    chosen = Path(tree).resolve() if tree else default_tree(target, kernels)
+    name = TREE_NAMES[(target, kernels)]
+    if chosen is None:
+        raise FirmwareError(
+            f"No TFLite Micro source tree for target={target!r}, kernels={kernels!r}: pass --tflm-tree, or set "
+            f"KERAS_EXPANDER_TFLM to a folder holding '{name}/' (README: 'TFLite Micro source trees').")
+    if not (chosen / "tensorflow/lite/micro/micro_interpreter.h").is_file():
+        raise FirmwareError(f"--tflm-tree {str(chosen)!r} is not a TFLite Micro tree (no "
+                            f"tensorflow/lite/micro/micro_interpreter.h); make one with create_tflm_tree.py.")
+    if kernels == "cmsis_nn" and not (chosen / "third_party/cmsis_nn").is_dir():
+        raise FirmwareError(f"--tflm-tree {str(chosen)!r} has no third_party/cmsis_nn; kernels='cmsis_nn' needs a "
+                            f"tree made with OPTIMIZED_KERNEL_DIR=cmsis_nn.")
+    if target == "cortex-m4" and not (chosen / "third_party/cmsis/Cortex_DFP/Device/ARMCM4").is_dir():
+        raise FirmwareError(f"--tflm-tree {str(chosen)!r} has no third_party/cmsis/Cortex_DFP/Device/ARMCM4 "
+                            f"(startup, linker template); use a tree made for TARGET=cortex_m_generic.")
+    return Toolchain(target=target, kernels=kernels, tree=chosen, size=size, qemu=qemu, **found)
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """How TFLM's `MicroMutableOpResolver` registers one op.
+
+    Attributes:
+        method: The resolver method, e.g. "AddFullyConnected".
+        functions: The `Register_...` functions it calls, e.g. ("Register_FULLY_CONNECTED",).
+    """
+
+    method: str
+    functions: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=None)
+def resolver_registrations(tree: Path) -> dict[str, Registration]:
+    """Every op the tree's `MicroMutableOpResolver` can register: builtin names (e.g. "FULLY_CONNECTED") and
+    custom codes (e.g. "TFLM_DECODE") -> `Registration`, parsed from `micro_mutable_op_resolver.h`."""
+    text = (tree / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
+    registrations = {}
+    for match in re.finditer(r"TfLiteStatus (Add\w+)\((.*?)\n  \}", text, re.S):
+        method, body = match.groups()
+        functions = tuple(dict.fromkeys(re.findall(r"\b(Register_\w+)\(", body)))
+        names = re.findall(r"BuiltinOperator_(\w+)", body) + re.findall(r'AddCustom\("(\w+)"', body)
+        for name in names:
+            registrations.setdefault(name, Registration(method, functions))
+    return registrations
+
+
+def _source_files(tree: Path, folder: str, suffixes=(".cc", ".c")) -> list[Path]:
+    root = tree / folder
+    if not root.is_dir():
+        return []
+    return sorted(path for path in root.rglob("*") if path.suffix in suffixes
+                  and not _NOT_FIRMWARE.search(path.relative_to(tree).as_posix()))
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_files(tree: Path) -> tuple[Path, ...]:
+    return tuple(_source_files(tree, "tensorflow/lite/micro/kernels") + _source_files(tree, "signal/micro/kernels"))
+
+
+def _defining_file(tree: Path, function: str) -> Path:
+    pattern = re.compile(rf"TFLMRegistration\*?\s+{function}\s*\([^)]*\)\s*\{{")
+    for path in _kernel_files(tree):
+        if function in path.read_text(errors="replace") and pattern.search(path.read_text(errors="replace")):
+            return path
+    raise FirmwareError(f"No source in {tree} defines {function}(); the tree lacks this kernel.")
+
+
+def _include_closure(tree: Path, start: list[Path], extra_roots: tuple[Path, ...] = ()) -> list[Path]:
+    """Sources reachable from `start` through quoted includes: for every included header `x.h` of a kernel
+    folder, the implementation files `x.cc`/`x_common.cc` beside it (TFLM's convention) join the set."""
+    roots = (tree, *extra_roots)
+    sources, seen_headers, queue = list(dict.fromkeys(start)), set(), list(start)
+    while queue:
+        path = queue.pop()
+        for include in re.findall(r'^#include "([^"]+)"', path.read_text(errors="replace"), re.M):
+            header = next((root / include for root in roots if (root / include).is_file()),
+                          path.parent / include if (path.parent / include).is_file() else None)
+            if header is None or header in seen_headers:
+                continue
+            seen_headers.add(header)
+            queue.append(header)
+            if "kernels" not in header.parts:
+                continue  # the core archive holds everything outside the kernel folders
+            stem = header.with_suffix("")
+            for candidate in (stem.with_suffix(".cc"), Path(f"{stem}_common.cc")):
+                if candidate.is_file() and candidate not in sources:
+                    sources.append(candidate)
+                    queue.append(candidate)
+    return sources
+
+
+def kernel_sources(toolchain: Toolchain, functions: list[str], extra_sources: list[Path] = ()) -> list[Path]:
+    """The kernel sources that define the given `Register_...` functions, with their helper sources.
+
+    Args:
+        toolchain: Gives the tree.
+        functions: `Register_...` names from `resolver_registrations`.
+        extra_sources: Our own kernel sources (compiled with the tree's kernels, same flags).
+
+    Returns:
+        Absolute source paths, each once.
+
+    Raises:
+        FirmwareError: a function no source in the tree defines.
+    """
+    start = [_defining_file(toolchain.tree, function) for function in functions] + list(extra_sources)
+    extra_roots = tuple({Path(p).parent for p in extra_sources})
+    return [path for path in _include_closure(toolchain.tree, start, extra_roots)
+            if path.suffix in (".cc", ".c")]
+
+
+def core_sources(toolchain: Toolchain) -> list[Path]:
+    """The TFLM core of the tree: everything outside the kernel folders that firmware needs, and CMSIS-NN's
+    library when the tree has it (both go into one static archive, so the linker takes only what is used)."""
+    tree = toolchain.tree
+    micro = [path for path in _source_files(tree, "tensorflow/lite/micro", (".cc",))
+             if "kernels" not in path.relative_to(tree / "tensorflow/lite/micro").parts
+             and "cortex_m_generic" not in path.parts]
+    if toolchain.target == "cortex-m4":
+        # The generic Cortex-M port replaces the host's debug_log.cc and micro_time.cc.
+        micro = [path for path in micro if path.name not in ("debug_log.cc", "micro_time.cc")]
+        micro += _source_files(tree, "tensorflow/lite/micro/cortex_m_generic")
+    sources = micro + [path for folder in ("tensorflow/lite/core", "tensorflow/lite/kernels", "tensorflow/compiler")
+                       for path in _source_files(tree, folder) if "micro" not in path.parts]
+    sources += [tree / "tensorflow/lite/micro/kernels/kernel_util.cc"]
+    if toolchain.kernels == "cmsis_nn":
+        sources += _source_files(tree, "third_party/cmsis_nn/Source", (".c",))
+    return sources
+
+
+def startup_sources(toolchain: Toolchain) -> list[Path]:
+    """CMSIS startup and system files for Cortex-M4 (vector table, FPU enable); none for the host."""
+    if toolchain.target != "cortex-m4":
+        return []
+    folder = toolchain.tree / "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Source"
+    return [folder / "startup_ARMCM4.c", folder / "system_ARMCM4.c"]
+
+
+def cache_root() -> Path:
+    """Object cache folder: $KERAS_EXPANDER_CACHE, else ~/.cache/keras_expander."""
+    return Path(os.environ.get("KERAS_EXPANDER_CACHE") or Path.home() / ".cache" / "keras_expander")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_identity(compiler: str) -> str:
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def _object_folder(toolchain: Toolchain) -> Path:
+    key = "\n".join([str(toolchain.tree), _compiler_identity(toolchain.cxx), *toolchain.flags])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "tflm-objects" / f"{toolchain.target}-{toolchain.kernels}-{digest}"
+
+
+def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
+    relative = source.relative_to(toolchain.tree).as_posix() if source.is_relative_to(toolchain.tree) else None
+    return relative is None or "/kernels/" in relative or relative.startswith("third_party/cmsis_nn")
+
+
+def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path | None = None,
+                    extra_flags: tuple[str, ...] = ()) -> list[Path]:
+    """Compiles sources to objects in parallel, reusing cached objects whose source has not changed.
+
+    Tree sources go to the shared object cache (keyed by tree, compiler and flags); sources outside the tree go
+    to `out_folder`. Kernels and CMSIS-NN compile at -O2, the core at -Os (TFLM's own choice).
+
+    Args:
+        toolchain: Compilers and flags.
+        sources: Absolute paths of .cc / .c files.
+        out_folder: Where objects of sources outside the tree go (required if there are any).
+        extra_flags: Added to every compile (e.g. -D flags of the harness).
+
+    Returns:
+        Object paths, in the order of `sources`.
+
+    Raises:
+        FirmwareError: a compile failed; the message holds the command's last error lines.
+    """
+    cache = _object_folder(toolchain)
+    jobs = []
+    for source in sources:
+        if source.is_relative_to(toolchain.tree):
+            target = cache / source.relative_to(toolchain.tree).with_suffix(".o")
+        else:
+            target = Path(out_folder) / (source.stem + ".o")
+        jobs.append((source, target))
+
+    def build(source: Path, target: Path) -> Path:
+        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not extra_flags:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        optimisation = "-O2" if _is_kernel(toolchain, source) else "-Os"
+        compiler, flags = ((toolchain.cc, toolchain.c_flags) if source.suffix == ".c"
+                           else (toolchain.cxx, toolchain.flags))
+        handle, temporary = tempfile.mkstemp(suffix=".o", dir=target.parent)
+        os.close(handle)
+        command = [compiler, optimisation, *flags, *extra_flags, "-c", str(source), "-o", temporary]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            os.unlink(temporary)
+            tail = "\n".join(result.stderr.strip().splitlines()[-12:])
+            raise FirmwareError(f"Compiling {source} for {toolchain.target} failed:\n{tail}")
+        os.replace(temporary, target)
+        return target
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda job: build(*job), jobs))
+
+
+def core_archive(toolchain: Toolchain) -> Path:
+    """The cached static archive of the TFLM core (and CMSIS-NN) for this toolchain, built on first use."""
+    objects = compile_objects(toolchain, core_sources(toolchain))
+    archive = _object_folder(toolchain) / "libtflm_core.a"
+    if archive.exists() and all(archive.stat().st_mtime >= obj.stat().st_mtime for obj in objects):
+        return archive
+    handle, temporary = tempfile.mkstemp(suffix=".a", dir=archive.parent)
+    os.close(handle)
+    os.unlink(temporary)
+    result = subprocess.run([toolchain.ar, "rcs", temporary, *map(str, objects)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FirmwareError(f"Archiving the TFLM core failed: {result.stderr.strip()}")
+    os.replace(temporary, archive)
+    return archive
