@@ -2,6 +2,8 @@
 
   keras-expander analyze MODEL_PATH [--json PATH]        spectral report of every SimpleRNN/LSTM layer
   keras-expander export MODEL_PATH [--mode float32 int8]  TFLite export verified under LiteRT and TFLite Micro
+  keras-expander firmware MODEL.tflite [--target ...]     build into firmware, run on the host / Cortex-M4 (QEMU),
+                                                          verify against TFLite Micro, measure flash/RAM/instructions
 """
 
 from __future__ import annotations
@@ -45,7 +47,42 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--flash-kib", type=float, default=1024.0, help="target flash in KiB (default 1024)")
     export.add_argument("--ram-kib", type=float, default=256.0, help="target RAM in KiB (default 256)")
     export.add_argument("--out", default="export_out", help="output folder")
+    add_firmware_parser(commands)
     return parser
+
+
+def add_firmware_parser(commands) -> None:
+    """The `keras-expander firmware` subcommand's arguments."""
+    from keras_expander.compression import ENCODINGS
+    from keras_expander.firmware.deploy import BOARDS, DEFAULT_BOARD
+    from keras_expander.firmware.toolchain import KERNEL_SETS, TARGETS
+
+    firmware = commands.add_parser(
+        "firmware", help="build an exported .tflite into firmware, run it on the host and on Cortex-M4 under QEMU, "
+                         "verify against the TFLite Micro interpreter, measure flash, RAM and instructions")
+    firmware.add_argument("tflite_path", help="an exported .tflite (e.g. int8.tflite from `keras-expander export`)")
+    firmware.add_argument("--target", nargs="+", choices=TARGETS, default=["host", "cortex-m4"],
+                          help="where to build and run (default: host cortex-m4)")
+    firmware.add_argument("--kernels", nargs="+", choices=KERNEL_SETS, default=["reference", "cmsis_nn"],
+                          help="TFLM kernel sets for Cortex-M4 (the host uses reference; default: reference cmsis_nn)")
+    firmware.add_argument("--compression", choices=ENCODINGS, default="plain",
+                          help="plain: the weights as exported; tflm_prune: TFLM DECODE pruning encoding (bitmask + "
+                               "non-zero values; smaller flash, larger arena)")
+    firmware.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
+                          help="the model's data set; its test split gives the test sequences")
+    firmware.add_argument("--snr-db", type=float, default=None, help="speech_commands: background noise SNR in dB")
+    firmware.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
+    firmware.add_argument("--test-samples", type=int, default=1000,
+                          help="test sequences run on every build (0 = the whole test split; default 1000)")
+    firmware.add_argument("--board", choices=sorted(BOARDS), default=DEFAULT_BOARD,
+                          help=f"board profile for the fits verdict (default {DEFAULT_BOARD})")
+    firmware.add_argument("--flash-kib", type=float, default=None, help="override the board's flash, KiB")
+    firmware.add_argument("--ram-kib", type=float, default=None, help="override the board's RAM, KiB")
+    firmware.add_argument("--tflm-tree", default=None,
+                          help="TFLM source tree (create_tflm_tree.py output) for a single target and kernel set; "
+                               "default: $KERAS_EXPANDER_TFLM/{host,cortex_m4,cortex_m4_cmsis_nn}")
+    firmware.add_argument("--out", default="firmware_out",
+                          help="output folder: one project per build, report.json (default firmware_out)")
 
 
 def run_export(args) -> int:
@@ -84,11 +121,75 @@ def run_export(args) -> int:
     return 0
 
 
+def run_firmware(args) -> int:
+    """`keras-expander firmware`: optional DECODE encoding, then build, run, verify and measure every build."""
+    import dataclasses
+    import json
+
+    from keras_expander import compression, datasets
+    from keras_expander.firmware import deploy
+    from keras_expander.firmware.toolchain import FirmwareError
+
+    builds = [(target, kernels) for target in args.target for kernels in args.kernels
+              if target == "cortex-m4" or kernels == "reference"]
+    try:
+        if args.test_samples < 0:
+            raise ValueError(f"Argument `--test-samples` must be >= 0. Received: {args.test_samples}")
+        if args.tflm_tree and len(builds) > 1:
+            raise ValueError(f"--tflm-tree names one tree, but {len(builds)} builds were asked for; pass one "
+                             f"--target and one --kernels with it.")
+        deploy.board_budget(args.board, args.flash_kib, args.ram_kib)
+        with open(args.tflite_path, "rb") as stream:
+            plain = stream.read()
+        (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
+    except (OSError, ValueError) as error:
+        print(f"keras-expander firmware: {error}", file=sys.stderr)
+        return 2
+    if args.test_samples:
+        x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
+    content, summary = plain, {"compression": args.compression}
+    try:
+        if args.compression == "tflm_prune":
+            print("encoding the weights in TFLM's DECODE pruning format ...", flush=True)
+            content, encoded = compression.decode_prune(plain)
+            mismatches = deploy.encoding_mismatches(plain, content, x_test)
+            summary.update(plain_bytes=len(plain), encoded_bytes=len(content),
+                           encoded_tensors=[dataclasses.asdict(t) for t in encoded],
+                           bitexact_vs_plain_tflm_python=mismatches == 0)
+            print(f"DECODE pruning: {len(plain):,} -> {len(content):,} bytes ({len(encoded)} tensors); outputs "
+                  f"{'identical to' if mismatches == 0 else 'DIFFERENT from'} the plain model under the TFLite "
+                  f"Micro interpreter on {len(x_test)} sequences", flush=True)
+            if mismatches:
+                raise FirmwareError(f"DECODE pruning changed the outputs of {mismatches} sequences; not deployed.")
+        reports = []
+        for target, kernels in builds:
+            print(f"building and running on {target} with {kernels} kernels ({len(x_test)} sequences) ...",
+                  flush=True)
+            reports.append(deploy.deploy(content, x_test, y_test, target=target, kernels=kernels,
+                                         tree=args.tflm_tree, out_dir=os.path.join(args.out, f"{target}-{kernels}"),
+                                         board=args.board, flash_kib=args.flash_kib, ram_kib=args.ram_kib))
+    except (compression.CompressionError, FirmwareError) as error:
+        print(f"keras-expander firmware: {error}", file=sys.stderr)
+        return 1
+    for line in deploy.format_reports(reports):
+        print(line)
+    if args.compression == "tflm_prune":
+        print("tflm_prune: flash falls by the encoded weights, but each Invoke expands the weights of the op it runs "
+              "into the arena: RAM grows by about their dense bytes.")
+    write_atomic(os.path.join(args.out, "report.json"),
+                 json.dumps({**summary, "tflite_path": args.tflite_path, "dataset": args.dataset,
+                             "builds": [dataclasses.asdict(r) for r in reports]}, indent=2))
+    print(f"wrote {os.path.join(args.out, 'report.json')}")
+    return 0 if all(r.bitexact_vs_tflm_python for r in reports) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns the process exit code (0 on success, 2 on a bad model or argument)."""
     args = build_parser().parse_args(argv)
     if args.command == "export":
         return run_export(args)
+    if args.command == "firmware":
+        return run_firmware(args)
     from keras_expander.prune import load_model  # TensorFlow is loaded only once the arguments are valid
 
     try:

@@ -1,0 +1,277 @@
+"""Deploy a `.tflite` model as firmware: generate the project, build it, run it, verify it, measure it.
+
+One call builds the model for the host (g++) or a Cortex-M4F (arm-none-eabi-gcc, run under QEMU's mps2-an386),
+with TFLM's reference or CMSIS-NN kernels (or keras_expander's sparse kernels, which the model's ops select), and
+returns a `FirmwareReport`: outputs compared byte for byte with the pip TFLite Micro interpreter on the same
+inputs, accuracy, and, on Cortex-M4, flash, RAM, stack and instructions per inference from the device build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_expander.firmware import device, project
+from keras_expander.firmware.toolchain import FirmwareError, find_toolchain
+from keras_expander.runtime import TFLiteModel, quantize
+
+
+@dataclasses.dataclass(frozen=True)
+class Board:
+    """A board's memory budget for the fits verdict.
+
+    Attributes:
+        name: Profile name.
+        flash_kib, ram_kib: On-chip flash and RAM, KiB.
+        description: The part, for reports.
+    """
+
+    name: str
+    flash_kib: float
+    ram_kib: float
+    description: str
+
+
+BOARDS = {board.name: board for board in (
+    Board("nrf52840", 1024, 256, "Nordic nRF52840, Cortex-M4F 64 MHz"),
+    Board("stm32f407", 1024, 192, "ST STM32F407, Cortex-M4F 168 MHz (128 KiB SRAM + 64 KiB CCM)"),
+    Board("stm32f411", 512, 128, "ST STM32F411, Cortex-M4F 100 MHz"),
+    Board("stm32l476", 1024, 128, "ST STM32L476, Cortex-M4F 80 MHz (96 + 32 KiB SRAM)"),
+    Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 (the board QEMU emulates)"),
+)}
+DEFAULT_BOARD = "nrf52840"
+
+
+def board_budget(board: str, flash_kib: float | None = None, ram_kib: float | None = None) -> Board:
+    """The board profile, with `flash_kib` / `ram_kib` overriding its sizes when given.
+
+    Raises:
+        ValueError: unknown board name, or a size that is not a positive number.
+    """
+    if board not in BOARDS:
+        raise ValueError(f"Argument `board` must be one of {sorted(BOARDS)}. Received: board={board!r}")
+    chosen = BOARDS[board]
+    for name, value in (("flash_kib", flash_kib), ("ram_kib", ram_kib)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"Argument `{name}` must be a positive number of KiB. Received: {name}={value!r}")
+    if flash_kib is None and ram_kib is None:
+        return chosen
+    return dataclasses.replace(chosen, flash_kib=flash_kib or chosen.flash_kib, ram_kib=ram_kib or chosen.ram_kib,
+                               name=f"{chosen.name} (custom sizes)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FirmwareReport:
+    """One firmware build of one model, run on test sequences.
+
+    Attributes:
+        target: "host" or "cortex-m4".
+        kernels: "reference" or "cmsis_nn" (TFLM kernel set of the tree built against).
+        ops: The model's ops as the op resolver registers them.
+        tree: TFLM source tree.
+        project_dir: The generated firmware project (sources, build/, run/).
+        samples: Test sequences run.
+        bitexact_vs_tflm_python: Every output byte equals the pip TFLite Micro interpreter's.
+        mismatched_sequences: Sequences whose output differs from it.
+        accuracy: Top-1 accuracy in [0, 1] of the firmware's outputs, None without labels.
+        arena_bytes: Tight tensor arena (`arena_used_bytes()` after AllocateTensors), bytes; the measured run
+            uses exactly this arena.
+        model_flash_bytes, runtime_flash_bytes, library_flash_bytes, harness_flash_bytes, image_flash_bytes:
+            Flash by origin (model array; TFLM core and kernels; C library; harness and startup) and in all,
+            bytes (Cortex-M4 only, else None).
+        data_bytes, bss_bytes: Static RAM, bytes (.bss holds the arena).
+        stack_bytes: Stack high-water mark during the first Reset + Invoke, bytes.
+        ram_bytes: .data + .bss + stack high-water mark, bytes.
+        instructions_per_inference: Mean instructions per Invoke over all sequences but the first (QEMU
+            -icount; instructions, not cycles; resolution 40 instructions per Invoke).
+        instructions_first_inference: Instructions of the first Invoke (it also initialises kernel state).
+        board, flash_kib, ram_kib: The budget checked.
+        fits: image_flash_bytes <= flash and ram_bytes <= RAM (Cortex-M4 only, else None).
+        build_seconds, run_seconds: Wall time of the build and of the measured run, seconds.
+    """
+
+    target: str
+    kernels: str
+    ops: list
+    tree: str
+    project_dir: str
+    samples: int
+    bitexact_vs_tflm_python: bool
+    mismatched_sequences: int
+    accuracy: float | None
+    arena_bytes: int
+    model_flash_bytes: int | None
+    runtime_flash_bytes: int | None
+    library_flash_bytes: int | None
+    harness_flash_bytes: int | None
+    image_flash_bytes: int | None
+    data_bytes: int | None
+    bss_bytes: int | None
+    stack_bytes: int | None
+    ram_bytes: int | None
+    instructions_per_inference: float | None
+    instructions_first_inference: int | None
+    board: str
+    flash_kib: float
+    ram_kib: float
+    fits: bool | None
+    build_seconds: float
+    run_seconds: float
+
+
+def device_inputs(model_content: bytes, x: np.ndarray) -> np.ndarray:
+    """Test sequences as the firmware's input tensors: float x quantized with round and clip for int8 models
+    (as `keras_expander.runtime` does), unchanged for float models.
+
+    Args:
+        x: float32 array of shape (N, T, F) (or the model's input dtype already).
+
+    Returns:
+        Array of shape (N, T, F) in the model's input dtype.
+    """
+    reference = TFLiteModel(model_content, runtime="tflm")
+    x = np.asarray(x)
+    if reference.input_dtype == np.float32 or x.dtype == reference.input_dtype:
+        return x.astype(reference.input_dtype)
+    return quantize(x, *reference._input_quantization, reference.input_dtype)
+
+
+def tflm_python_outputs(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Raw outputs of the pip TFLite Micro interpreter, state reset before each sequence.
+
+    Returns:
+        uint8 array of shape (N, output bytes): each row is the output tensor's bytes.
+    """
+    reference = TFLiteModel(model_content, runtime="tflm")
+    return np.stack([np.ascontiguousarray(reference.predict_raw(sequence)).view(np.uint8).reshape(-1)
+                     for sequence in inputs])
+
+
+def encoding_mismatches(plain_content: bytes, encoded_content: bytes, x: np.ndarray) -> int:
+    """Sequences whose output differs, byte for byte, between a plain model and its encoded twin under the pip
+    TFLite Micro interpreter (an encoding must change no output bit).
+
+    Args:
+        plain_content, encoded_content: The two flatbuffers.
+        x: Test sequences, float32 array of shape (N, T, F).
+
+    Returns:
+        The number of differing sequences (0 when the encoding is exact).
+    """
+    inputs = device_inputs(plain_content, x)
+    plain, encoded = tflm_python_outputs(plain_content, inputs), tflm_python_outputs(encoded_content, inputs)
+    return int(np.sum(np.any(plain != encoded, axis=1)))
+
+
+def _check_cmsis_nn_decode(ops: list[str], kernels: str) -> None:
+    if kernels == "cmsis_nn" and "TFLM_DECODE" in ops and "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops:
+        raise FirmwareError(
+            "CMSIS-NN's UNIDIRECTIONAL_SEQUENCE_LSTM precomputes kernel sums from constant weights in Prepare, so "
+            "it cannot take the weights that TFLM_DECODE expands into the arena; build DECODE-compressed LSTMs with "
+            "kernels='reference', or use the sparse kernels (export --kernels sparse).")
+
+
+def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, target: str = "cortex-m4",
+           kernels: str = "reference", tree=None, out_dir="firmware_out", board: str = DEFAULT_BOARD,
+           flash_kib: float | None = None, ram_kib: float | None = None) -> FirmwareReport:
+    """Builds the model into firmware, runs it on every test sequence, verifies and measures it.
+
+    Args:
+        model_content: The `.tflite` flatbuffer (batch size 1).
+        x: Test sequences, float32 array of shape (N, T, F) (quantized for int8 models like `runtime` does).
+        y: Labels, int array of shape (N,), for the accuracy; None to skip it.
+        target: "host" or "cortex-m4".
+        kernels: "reference" or "cmsis_nn".
+        tree: TFLM source tree; default `toolchain.default_tree(target, kernels)`.
+        out_dir: Folder for the project (sources, build/, run/); replaced if it exists.
+        board: Board profile for the fits verdict (`BOARDS`).
+        flash_kib, ram_kib: Override the board's sizes, KiB.
+
+    Returns:
+        A `FirmwareReport`.
+
+    Raises:
+        ValueError: bad target, kernels, board or sizes; empty `x`; labels of another length.
+        FirmwareError: missing tool or tree, an op TFLM lacks, a build or run failure.
+    """
+    budget = board_budget(board, flash_kib, ram_kib)
+    x = np.asarray(x)
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"Argument `x` must hold at least one sequence of shape (N, T, F). Received shape "
+                         f"{x.shape}.")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"Arguments `x` and `y` must have the same length. Received {len(x)} and {len(y)}.")
+    toolchain = find_toolchain(target, kernels, tree)
+    folder = Path(out_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+    start = time.perf_counter()
+    registrations = project.write_project(model_content, folder, toolchain.tree)
+    _check_cmsis_nn_decode(list(registrations), kernels)
+    if target == "cortex-m4":
+        project.write_linker_script(toolchain.tree, folder, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES,
+                                    device.STACK_BYTES, device.HEAP_BYTES)
+    inputs = device_inputs(model_content, x)
+    expected = tflm_python_outputs(model_content, inputs)
+    # First run with a large arena to learn what the model needs, then link the tight arena and run everything.
+    image = device.link(toolchain, folder, registrations, device.PROBE_ARENA_BYTES[target])
+    probe = device.run(toolchain, image, inputs[:1], folder / "run", timeout_s=300)
+    arena = -(-int(probe.values["arena_used_bytes"]) // 16) * 16
+    image = device.link(toolchain, folder, registrations, arena)
+    build_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    per_sequence_s = 0.25 if target == "cortex-m4" else 0.02
+    result = device.run(toolchain, image, inputs, folder / "run", timeout_s=120 + per_sequence_s * len(inputs))
+    run_seconds = time.perf_counter() - start
+    mismatched = int(np.sum(np.any(result.outputs != expected, axis=1)))
+    accuracy = None
+    if y is not None:
+        dtype = np.dtype(TFLiteModel(model_content, runtime="tflm").output_details["dtype"])
+        logits = result.outputs.view(dtype)
+        accuracy = float(np.mean(np.argmax(logits, axis=1) == np.asarray(y)))
+    sizes = stack = instructions = first = ram = fits = None
+    if target == "cortex-m4":
+        sizes = device.image_sizes(folder / "build" / "app.map")
+        stack = int(result.values["stack_bytes"])
+        ram = sizes.data_bytes + sizes.bss_bytes + stack
+        count = int(result.values["inferences"])
+        first = int(result.values["instructions_first"])
+        total = int(result.values["instructions_total"])
+        instructions = (total - first) / (count - 1) if count > 1 else float(first)
+        fits = sizes.image_flash_bytes <= budget.flash_kib * 1024 and ram <= budget.ram_kib * 1024
+    size_fields = dataclasses.asdict(sizes) if sizes else dict.fromkeys(
+        ("model_flash_bytes", "runtime_flash_bytes", "library_flash_bytes", "harness_flash_bytes",
+         "image_flash_bytes", "data_bytes", "bss_bytes"))
+    return FirmwareReport(
+        target=target, kernels=kernels, ops=sorted(registrations), tree=str(toolchain.tree),
+        project_dir=str(folder), samples=len(inputs), bitexact_vs_tflm_python=mismatched == 0,
+        mismatched_sequences=mismatched, accuracy=accuracy, arena_bytes=arena, **size_fields, stack_bytes=stack,
+        ram_bytes=ram, instructions_per_inference=instructions, instructions_first_inference=first,
+        board=budget.name, flash_kib=budget.flash_kib, ram_kib=budget.ram_kib, fits=fits,
+        build_seconds=build_seconds, run_seconds=run_seconds)
+
+
+def format_reports(reports: list[FirmwareReport], labels: list[str] | None = None) -> list[str]:
+    """Lines of a table of firmware reports, with units; `labels` name the rows (e.g. the encoding)."""
+    header = ("build", "bit-exact vs TFLM Python", "accuracy (%)", "model flash (B)", "image flash (B)",
+              "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "fits")
+    rows = [header]
+    for index, r in enumerate(reports):
+        name = f"{r.target} {r.kernels}" + (f" {labels[index]}" if labels else "")
+        show = lambda value: "-" if value is None else f"{value:,}"  # noqa: E731
+        rows.append((name, f"{'yes' if r.bitexact_vs_tflm_python else 'NO'} ({r.samples} seq.)",
+                     "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}", show(r.model_flash_bytes),
+                     show(r.image_flash_bytes), f"{r.arena_bytes:,}", show(r.stack_bytes), show(r.ram_bytes),
+                     "-" if r.instructions_per_inference is None else f"{r.instructions_per_inference:,.0f}",
+                     "-" if r.fits is None else f"{'yes' if r.fits else 'NO'} ({r.board}: {r.flash_kib:g} KiB "
+                                                f"flash, {r.ram_kib:g} KiB RAM)"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines.append("instructions: counted by QEMU -icount on the emulated Cortex-M4 (mps2-an386), not cycles; RAM = "
+                 ".data + .bss (with the tight arena) + stack high-water mark.")
+    return lines
