@@ -175,6 +175,45 @@ def _check_cmsis_nn_decode(ops: list[str], kernels: str) -> None:
             "kernels='reference', or use the sparse kernels (export --kernels sparse).")
 
 
+def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs: np.ndarray,
+                      granularity: int = 16) -> tuple[Path, int]:
+    """Links the firmware with the smallest arena that runs the model, and returns (image, arena bytes).
+
+    `arena_used_bytes()` after AllocateTensors leaves out the memory planner's temporary space, which TFLM needs
+    during AllocateTensors, so the arena is found by bisection: probe runs of one sequence with an arena limit
+    (no relink), from `arena_used_bytes()` upwards; then the image is linked with exactly that arena.
+
+    Raises:
+        FirmwareError: the model does not run even with the whole probe arena.
+    """
+    image = device.link(toolchain, folder, registrations, device.PROBE_ARENA_BYTES[toolchain.target])
+    probe_dir = folder / "arena_search"
+
+    def works(size: int) -> bool:
+        try:
+            device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=300, arena_limit=size)
+            return True
+        except FirmwareError as error:
+            if "AllocateTensors failed" not in str(error):
+                raise
+            return False
+
+    used = device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=300).values["arena_used_bytes"]
+    low, high = -(-int(used) // granularity) * granularity - granularity, -(-int(used) // granularity) * granularity
+    while not works(high):  # low always fails (or is below what is used), high works at the end
+        low, high = high, high * 2
+        if high > device.PROBE_ARENA_BYTES[toolchain.target]:
+            raise FirmwareError(f"The model does not run with a {device.PROBE_ARENA_BYTES[toolchain.target]}-byte "
+                                f"arena on {toolchain.target}.")
+    while high - low > granularity:
+        middle = (low + high) // 2 // granularity * granularity
+        if middle <= low:
+            break
+        low, high = (low, middle) if works(middle) else (middle, high)
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    return device.link(toolchain, folder, registrations, high), high
+
+
 def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, target: str = "cortex-m4",
            kernels: str = "reference", tree=None, out_dir="firmware_out", board: str = DEFAULT_BOARD,
            flash_kib: float | None = None, ram_kib: float | None = None) -> FirmwareReport:
@@ -217,11 +256,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
                                     device.STACK_BYTES, device.HEAP_BYTES)
     inputs = device_inputs(model_content, x)
     expected = tflm_python_outputs(model_content, inputs)
-    # First run with a large arena to learn what the model needs, then link the tight arena and run everything.
-    image = device.link(toolchain, folder, registrations, device.PROBE_ARENA_BYTES[target])
-    probe = device.run(toolchain, image, inputs[:1], folder / "run", timeout_s=300)
-    arena = -(-int(probe.values["arena_used_bytes"]) // 16) * 16
-    image = device.link(toolchain, folder, registrations, arena)
+    image, arena = tight_arena_image(toolchain, folder, registrations, inputs[:1])
     build_seconds = time.perf_counter() - start
     start = time.perf_counter()
     per_sequence_s = 0.25 if target == "cortex-m4" else 0.02

@@ -85,14 +85,17 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     return image
 
 
-def write_inputs(path: Path, inputs: np.ndarray) -> None:
-    """Writes inputs.bin for the harness: b"KEIN", uint32 count, uint32 bytes per input, then the raw tensors.
+def write_inputs(path: Path, inputs: np.ndarray, arena_limit: int = 0) -> None:
+    """Writes inputs.bin for the harness: b"KEIN", uint32 count, uint32 bytes per input, uint32 arena limit,
+    then the raw tensors.
 
     Args:
         inputs: Array of shape (N, ...) in the model's input dtype (already quantized for int8 models).
+        arena_limit: Bytes of the static arena the interpreter may use (0: all of it).
     """
     inputs = np.ascontiguousarray(inputs)
-    header = b"KEIN" + np.array([len(inputs), inputs[0].nbytes if len(inputs) else 0], "<u4").tobytes()
+    header = b"KEIN" + np.array([len(inputs), inputs[0].nbytes if len(inputs) else 0, arena_limit],
+                                "<u4").tobytes()
     with open(path, "wb") as stream:
         stream.write(header)
         stream.write(inputs.tobytes())
@@ -113,7 +116,8 @@ class RunResult:
     log: str
 
 
-def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, timeout_s: float) -> RunResult:
+def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, timeout_s: float,
+        arena_limit: int = 0) -> RunResult:
     """Runs the image on `inputs` (host: directly; Cortex-M4: under QEMU with -icount shift=0).
 
     Args:
@@ -122,6 +126,7 @@ def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, ti
         inputs: (N, ...) raw input tensors in the model's input dtype.
         workdir: Folder for inputs.bin / outputs.bin (the harness opens them relative to its working folder).
         timeout_s: Wall-clock limit, seconds.
+        arena_limit: Bytes of the static arena the interpreter may use (0: all of it).
 
     Returns:
         A `RunResult`.
@@ -130,7 +135,8 @@ def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, ti
         FirmwareError: the harness failed (with TFLM's messages) or did not finish in time.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    write_inputs(workdir / "inputs.bin", inputs)
+    write_inputs(workdir / "inputs.bin", inputs, arena_limit)
+    ensure_deleted(workdir / "outputs.bin")
     if toolchain.target == "cortex-m4":
         command = [toolchain.qemu, "-M", QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
                    "-serial", "none", "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",

@@ -1,7 +1,9 @@
 // keras-expander firmware harness: runs a TFLite Micro model on a file of input sequences and reports
 // measurements. The same source builds for the host (g++) and for Cortex-M4 (bare metal, semihosting I/O, QEMU).
 //
-// inputs.bin:  "KEIN", uint32 count, uint32 bytes per input, then count raw input tensors (already quantized).
+// inputs.bin:  "KEIN", uint32 count, uint32 bytes per input, uint32 arena limit (0: the whole static arena; a
+//              smaller limit lets the arena search probe sizes without relinking), then count raw input tensors
+//              (already quantized).
 // outputs.bin: count raw output tensors, in order.
 // stdout:      "KE <key> <value>" lines that keras_expander.firmware parses, and TFLM's own error messages.
 //
@@ -134,22 +136,23 @@ int main(void) {
   if (model->version() != TFLITE_SCHEMA_VERSION) return Fail("model schema version differs from the runtime's");
   static ModelOpResolver resolver;
   if (RegisterModelOps(resolver) != kTfLiteOk) return Fail("op registration failed");
-  static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, KE_ARENA_BYTES);
-  if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors failed");
-  printf("KE arena_used_bytes %u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
-  printf("KE arena_bytes %u\n", static_cast<unsigned>(KE_ARENA_BYTES));
-
-  TfLiteTensor* input = interpreter.input(0);
-  TfLiteTensor* output = interpreter.output(0);
   FILE* inputs = fopen("inputs.bin", "rb");
   FILE* outputs = fopen("outputs.bin", "wb");
   if (inputs == nullptr || outputs == nullptr) return Fail("cannot open inputs.bin or outputs.bin");
   char magic[4];
-  uint32_t count = 0, bytes = 0;
+  uint32_t count = 0, bytes = 0, arena_limit = 0;
   if (fread(magic, 1, 4, inputs) != 4 || memcmp(magic, "KEIN", 4) != 0 || fread(&count, 4, 1, inputs) != 1 ||
-      fread(&bytes, 4, 1, inputs) != 1) {
+      fread(&bytes, 4, 1, inputs) != 1 || fread(&arena_limit, 4, 1, inputs) != 1) {
     return Fail("inputs.bin has no KEIN header");
   }
+  const size_t arena_bytes = (arena_limit != 0 && arena_limit < KE_ARENA_BYTES) ? arena_limit : KE_ARENA_BYTES;
+  static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, arena_bytes);
+  if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors failed");
+  printf("KE arena_used_bytes %u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
+  printf("KE arena_bytes %u\n", static_cast<unsigned>(arena_bytes));
+
+  TfLiteTensor* input = interpreter.input(0);
+  TfLiteTensor* output = interpreter.output(0);
   if (bytes != input->bytes) return Fail("input size in inputs.bin differs from the model's input tensor");
 
   uint64_t total = 0, first = 0, least = UINT64_MAX, most = 0;
