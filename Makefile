@@ -1,17 +1,23 @@
 # Two set-up commands for a fresh machine (see README.md):
 #   make demo   creates .venv, installs keras-expander, prunes an LSTM on real sequential MNIST, exports it to
-#               TFLite (float32 and int8) and runs it under LiteRT and TFLite Micro
-#   make test   creates .venv, installs the test extras, runs the tests
+#               TFLite (float32 and int8), runs it under LiteRT and TFLite Micro, then builds it into firmware and
+#               runs it on the host and on an emulated Cortex-M4 (installs the Arm toolchain and QEMU when root)
+#   make test   creates .venv, installs the test extras, runs the tests (firmware tests need the toolchain)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline data: the project's shared data folder when it is there; override with KERAS_EXPANDER_DATA=...
 KERAS_EXPANDER_DATA ?= $(abspath ../shared/data)
 export KERAS_EXPANDER_DATA
+# TFLite Micro source trees (host, cortex_m4, cortex_m4_cmsis_nn) for the firmware builds.
+KERAS_EXPANDER_TFLM ?= $(abspath ../shared/tflm)
+export KERAS_EXPANDER_TFLM
+FIRMWARE_TOOLS := arm-none-eabi-g++ qemu-system-arm g++
+FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm g++
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install clean firmware-toolchain
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +27,22 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 
 install: $(BIN)/.installed
 
+# Installs the Arm toolchain and QEMU with apt when they are missing and we are root; otherwise says what to install.
+firmware-toolchain:
+	@missing=""; for tool in $(FIRMWARE_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing the firmware toolchain ($$missing missing) ..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(FIRMWARE_PACKAGES) >/dev/null; \
+	else echo "firmware toolchain missing ($$missing): as root, apt-get install $(FIRMWARE_PACKAGES)"; exit 1; fi
+
 demo: install
 	$(BIN)/python examples/sequential_mnist.py --out $(DEMO_OUT)
 	$(BIN)/keras-expander export $(DEMO_OUT)/model.keras --mode float32 int8 --out $(DEMO_OUT)/export
+	@if $(MAKE) --no-print-directory firmware-toolchain; then \
+	  $(BIN)/keras-expander firmware $(DEMO_OUT)/export/int8.tflite --target host cortex-m4 \
+	    --kernels reference cmsis_nn --test-samples 1000 --out $(DEMO_OUT)/firmware; \
+	else echo "stopped after the TFLite Micro (Python) run: the firmware step needs the toolchain above"; fi
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -245,7 +245,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     if y is not None and len(y) != len(x):
         raise ValueError(f"Arguments `x` and `y` must have the same length. Received {len(x)} and {len(y)}.")
     toolchain = find_toolchain(target, kernels, tree)
-    folder = Path(out_dir)
+    folder = Path(out_dir).resolve()  # the harness runs in folder/run: every path it gets must be absolute
     if folder.exists():
         shutil.rmtree(folder)
     start = time.perf_counter()

@@ -180,38 +180,48 @@ _FLASH_SECTIONS = (".text", ".ARM.extab", ".ARM.exidx", ".copy.table", ".zero.ta
 _LIBRARIES = re.compile(r"(libc_nano|libc|libm|libg_nano|librdimon|libgcc|libstdc\+\+|libsupc\+\+|crt\w*\.o)")
 
 
+def _origin_category(origin: str) -> str:
+    if "model_data.o" in origin:
+        return "model"
+    if _LIBRARIES.search(Path(origin).name) or "/arm-none-eabi/" in origin:
+        return "library"
+    if any(name in origin for name in ("main.o", "startup_ARMCM4", "system_ARMCM4")):
+        return "harness"
+    return "runtime"
+
+
 def image_sizes(map_path: Path) -> ImageSizes:
     """Splits the image by origin from a GNU ld map file.
 
-    Flash = every input section placed in the flash output sections (.text with constants, exception tables,
-    copy/zero tables) plus the .data load image; RAM = .data + .bss (the arena is in .bss).
+    Flash = the flash output sections (.text with constants, exception tables, copy/zero tables) plus the .data
+    load image; RAM = .data + .bss (the arena is in .bss). The map lists merged string sections with their sizes
+    before merging, at overlapping addresses (even past the section's end), so entries are clipped to their
+    output section and each address is counted once, for the first input section that covers it; alignment fill
+    belongs to no origin.
     """
-    sizes = {"model": 0, "runtime": 0, "library": 0, "harness": 0}
-    totals = {}
-    output_section = None
+    totals, entries = {}, []
+    output_section, section_start = None, 0
     text = map_path.read_text()
-    body = text[text.index("Linker script and memory map"):]
-    for line in body.splitlines():
+    for line in text[text.index("Linker script and memory map"):].splitlines():
         header = re.match(r"^(\.[\w.]+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
         if header:
             output_section = header.group(1)
-            totals[output_section] = int(header.group(3), 16)
+            section_start, totals[output_section] = int(header.group(2), 16), int(header.group(3), 16)
             continue
         if re.match(r"^\.[\w.]+\s*$", line):  # a long output-section name, address on the next line
             output_section = line.strip()
             continue
-        entry = re.match(r"^ (?:[\w.$*]+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", line)
-        if not entry or output_section not in _FLASH_SECTIONS:
-            continue
-        size, origin = int(entry.group(2), 16), entry.group(3)
-        if "model_data.o" in origin:
-            sizes["model"] += size
-        elif _LIBRARIES.search(Path(origin).name) or "/arm-none-eabi/" in origin:
-            sizes["library"] += size
-        elif any(name in origin for name in ("main.o", "startup_ARMCM4", "system_ARMCM4")):
-            sizes["harness"] += size
-        else:
-            sizes["runtime"] += size
+        entry = re.match(r"^ (?:[\w.$]+)?\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", line)
+        if entry and output_section in _FLASH_SECTIONS:
+            start = int(entry.group(1), 16)
+            end = min(start + int(entry.group(2), 16), section_start + totals[output_section])
+            offset = (1 << 40) * _FLASH_SECTIONS.index(output_section)  # keep .data (RAM addresses) apart
+            entries.append((start + offset, max(0, end - start), _origin_category(entry.group(3))))
+    sizes = dict.fromkeys(("model", "runtime", "library", "harness"), 0)
+    covered = 0
+    for address, size, category in sorted(entries):
+        sizes[category] += max(0, address + size - max(address, covered))
+        covered = max(covered, address + size)
     flash = sum(totals.get(section, 0) for section in _FLASH_SECTIONS)
     return ImageSizes(model_flash_bytes=sizes["model"], runtime_flash_bytes=sizes["runtime"],
                       library_flash_bytes=sizes["library"], harness_flash_bytes=sizes["harness"],
