@@ -35,7 +35,10 @@ from keras_expander.firmware import deploy  # noqa: E402
 from keras_expander.firmware.toolchain import FirmwareError  # noqa: E402
 from keras_expander.io_utils import write_atomic  # noqa: E402
 
-BUILDS = (("plain", "reference"), ("plain", "cmsis_nn"), ("tflm_prune", "reference"), ("tflm_prune", "cmsis_nn"))
+# (encoding, kernels). "sparse": keras_expander's sparse kernels for the pruned LSTM / FULLY_CONNECTED ops, CMSIS-NN
+# for the model's other ops.
+BUILDS = (("plain", "reference"), ("plain", "cmsis_nn"), ("tflm_prune", "reference"), ("tflm_prune", "cmsis_nn"),
+          ("ke_sparse", "sparse"))
 ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
               "instructions_per_inference", "accuracy", "bitexact_vs_tflm_python", "runtime_flash_bytes",
               "data_bytes", "bss_bytes", "instructions_first_inference", "samples", "run_seconds")
@@ -97,13 +100,19 @@ def flash_limit_bytes(content: bytes) -> int:
 def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, folder: str) -> dict:
     """One row: encode, build, run and measure on Cortex-M4; a refused build becomes a row with `error`."""
     row = {"encoding": encoding, "kernels": kernels}
+    plain = content
     try:
         if encoding == "tflm_prune":
-            plain = content
             content, encoded = compression.decode_prune(plain)
             row["encoded_tensors"] = len(encoded)
             row["bitexact_vs_plain_tflm_python"] = deploy.encoding_mismatches(plain, content, x_test) == 0
-        report = deploy.deploy(content, x_test, y_test, target="cortex-m4", kernels=kernels, out_dir=folder)
+        elif encoding == "ke_sparse":
+            content, rewritten = compression.sparse_rewrite(plain)
+            row["sparse_ops"] = len(rewritten)
+        # The sparse kernels' outputs are compared with the plain model's under the pip interpreter.
+        report = deploy.deploy(content, x_test, y_test, target="cortex-m4",
+                               kernels="cmsis_nn" if kernels == "sparse" else kernels, out_dir=folder,
+                               reference_content=plain)
     except (compression.CompressionError, FirmwareError) as error:
         row["error"] = " ".join(str(error).split())
         return row
@@ -112,43 +121,87 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
     return row
 
 
+def compare_outputs(payload: dict, args, x_test) -> None:
+    """Adds to every row, from the output files the device builds wrote:
+    `bitexact_vs_stock_reference_build`: equal, byte for byte, to the plain model on TFLM's stock reference kernels
+    built from the same tree (the criterion for encodings and the sparse kernels: same TFLM source);
+    `mismatched_sequences_vs_tflm_python` and `max_abs_difference_vs_tflm_python` (int8 steps): against the pip
+    interpreter, which is built from a newer TFLM commit than the trees."""
+    python_outputs = {}
+    for row in payload["rows"]:
+        if "error" in row:
+            continue
+        model = f"{row['cell']}-{row['sparsity']:g}"
+        folder = os.path.join(args.work_dir, model)
+        outputs = np.fromfile(os.path.join(folder, f"{row['encoding']}-{row['kernels']}", "run", "outputs.bin"),
+                              np.int8).reshape(row["samples"], -1)
+        stock = np.fromfile(os.path.join(folder, "plain-reference", "run", "outputs.bin"),
+                            np.int8).reshape(row["samples"], -1)
+        if model not in python_outputs:
+            with open(os.path.join(folder, "int8.tflite"), "rb") as stream:
+                plain = stream.read()
+            python_outputs[model] = deploy.tflm_python_outputs(plain, deploy.device_inputs(plain, x_test)).view(np.int8)
+        expected = python_outputs[model]
+        row["bitexact_vs_stock_reference_build"] = bool(np.array_equal(outputs, stock))
+        row["mismatched_sequences_vs_tflm_python"] = int(np.sum(np.any(outputs != expected, axis=1)))
+        row["max_abs_difference_vs_tflm_python"] = int(np.max(np.abs(outputs.astype(int) - expected.astype(int))))
+
+
 def to_markdown(payload: dict) -> str:
     rows = payload["rows"]
     lines = [f"# Pruned recurrent models on a Cortex-M4 (QEMU mps2-an386), {payload['date']}", "",
              f"Reproduce: `{payload['command']}`. {payload['test_sequences']:,} sequential-MNIST test sequences per "
              "row, run by the device build. Instructions are counted by QEMU (-icount), not cycles. RAM = .data + "
              ".bss (tight arena) + stack high-water mark.", "",
+             "*bit-exact vs stock*: every output byte equals the plain model's on TFLM's stock reference kernels, "
+             "built from the same tree. *vs TFLM Python*: sequences whose output differs from the pip TFLite Micro "
+             "interpreter (built from TFLM commit 8f6596d, 2026-10-23; the trees are 90b983c, 2026-08-20), and by "
+             "how many int8 steps at most.", "",
              "| cell | sparsity | encoding | kernels | model flash (B) | image flash (B) | RAM (B) | arena (B) | "
-             "instructions/inference | accuracy (%) | bit-exact |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "instructions/inference | accuracy (%) | bit-exact vs stock | vs TFLM Python |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | {row['kernels']} | "
-                         f"refused: {row['error']} ||||||| ")
+                         f"refused: {row['error']} |||||||| ")
             continue
         lines.append(f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | {row['kernels']} | "
                      f"{row['model_flash_bytes']:,} | {row['image_flash_bytes']:,} | {row['ram_bytes']:,} | "
                      f"{row['arena_bytes']:,} | {row['instructions_per_inference']:,.0f} | "
-                     f"{100 * row['accuracy']:.2f} | {'yes' if row['bitexact_vs_tflm_python'] else 'NO'} |")
-    lines += ["", "Ratios to the plain int8 model of the same cell and sparsity (flash: model bytes; RAM; "
-              "instructions against the same model on CMSIS-NN):", "",
-              "| cell | sparsity | encoding | kernels | model flash | RAM | instructions | flash limit (B) |",
-              "|---|---|---|---|---|---|---|---|"]
+                     f"{100 * row['accuracy']:.2f} | {'yes' if row['bitexact_vs_stock_reference_build'] else 'NO'} | "
+                     f"{row['mismatched_sequences_vs_tflm_python']} differ, max {row['max_abs_difference_vs_tflm_python']} |")
+    lines += ["", "Ratios. *plain*: the plain int8 model of the same cell and sparsity (RAM and instructions on "
+              "CMSIS-NN; arena on the reference kernels); *dense*: the dense model on CMSIS-NN (the gain against not "
+              "pruning at all); *limit*: the physical flash limit (non-zero bytes + the entropy of each mask + the "
+              "rest of the model) over the plain model's flash.", "",
+              "| cell | sparsity | encoding | kernels | flash / plain | RAM / plain | arena / plain ref. | "
+              "instructions / plain | flash / dense | RAM / dense | instructions / dense | limit / plain |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def find(cell, sparsity, encoding, kernels):
+        return next((r for r in rows if (r["cell"], r["sparsity"], r["encoding"], r["kernels"])
+                     == (cell, sparsity, encoding, kernels) and "error" not in r), None)
+
     for row in rows:
-        plain = next((r for r in rows if r["cell"] == row["cell"] and r["sparsity"] == row["sparsity"]
-                      and r["encoding"] == "plain" and r["kernels"] == "reference" and "error" not in r), None)
-        cmsis = next((r for r in rows if r["cell"] == row["cell"] and r["sparsity"] == row["sparsity"]
-                      and r["encoding"] == "plain" and r["kernels"] == "cmsis_nn" and "error" not in r), None)
-        if "error" in row or plain is None or cmsis is None or row is plain:
+        plain_ref = find(row["cell"], row["sparsity"], "plain", "reference")
+        plain = find(row["cell"], row["sparsity"], "plain", "cmsis_nn")
+        dense = find(row["cell"], 0.0, "plain", "cmsis_nn")
+        if "error" in row or None in (plain_ref, plain, dense) or row["encoding"] == "plain":
             continue
-        lines.append(f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | {row['kernels']} | "
-                     f"{row['model_flash_bytes'] / plain['model_flash_bytes']:.3f} | "
-                     f"{row['ram_bytes'] / plain['ram_bytes']:.3f} | "
-                     f"{row['instructions_per_inference'] / cmsis['instructions_per_inference']:.3f} | "
-                     f"{row.get('flash_limit_bytes', 0):,} |")
+        lines.append(
+            f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | {row['kernels']} | "
+            f"{row['model_flash_bytes'] / plain['model_flash_bytes']:.3f} | {row['ram_bytes'] / plain['ram_bytes']:.3f} | "
+            f"{row['arena_bytes'] / plain_ref['arena_bytes']:.3f} | "
+            f"{row['instructions_per_inference'] / plain['instructions_per_inference']:.3f} | "
+            f"{row['model_flash_bytes'] / dense['model_flash_bytes']:.3f} | {row['ram_bytes'] / dense['ram_bytes']:.3f} | "
+            f"{row['instructions_per_inference'] / dense['instructions_per_inference']:.3f} | "
+            f"{row['flash_limit_bytes'] / plain['model_flash_bytes']:.3f} |")
     lines += ["", "The DECODE-pruned rows trade RAM for flash: each Invoke expands the weights of the op it runs into "
               "the arena. CMSIS-NN's LSTM cannot take DECODE outputs (it precomputes kernel sums from constant "
-              "weights in Prepare). Dense models get no DECODE row: no tensor gets smaller."]
+              "weights in Prepare). Dense models get no DECODE or sparse row: no tensor gets smaller. The sparse "
+              "rows run keras_expander's sparse int8 kernels for the pruned LSTM / FULLY_CONNECTED ops (weights read "
+              "in place from flash) and CMSIS-NN for the other ops; their outputs are compared with the plain "
+              "model's under the pip TFLite Micro interpreter."]
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +252,8 @@ def main(argv=None) -> int:
                 print(f"      {json.dumps({k: row.get(k) for k in ('model_flash_bytes', 'ram_bytes', 'instructions_per_inference', 'accuracy', 'bitexact_vs_tflm_python', 'error')})} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
                 write_atomic(json_path, json.dumps(payload, indent=2))
+    compare_outputs(payload, args, x_test)
+    write_atomic(json_path, json.dumps(payload, indent=2))
     write_atomic(os.path.join(args.out, "mcu_footprint.md"), to_markdown(payload))
     print(to_markdown(payload))
     return 0
