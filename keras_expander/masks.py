@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MASK_POLICIES = ("magnitude", "degree_floor_magnitude", "random_biregular", "random")
+MASK_POLICIES = ("magnitude", "degree_floor_magnitude", "right_regular_magnitude", "random_biregular", "random")
 
 
 def kept_edges(size: int, sparsity: float) -> int:
@@ -126,6 +126,38 @@ def degree_floor_mask(weights: np.ndarray, sparsity: float, min_degree: int = 1)
                 col_degree[col] -= 1
                 excess -= 1
     return mask.reshape(left, right)
+
+
+def right_regular_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
+    """Magnitude mask in which every right node (column: an output unit in Keras' layout) keeps the same number
+    of inputs, its largest |w|: a right-regular bipartite graph, whose right degrees differ by at most one when
+    the kept count is not a multiple of the columns (the extra edges go to the columns whose next-largest |w|
+    is largest). Sparse kernels then run equal-length rows.
+
+    Args:
+        weights: Float array of shape (left, right).
+        sparsity: Fraction of entries to zero, in [0, 1).
+
+    Returns:
+        Bool array of shape (left, right), True = kept; exactly round((1 - sparsity) * left * right) entries.
+
+    Raises:
+        ValueError: `sparsity` outside [0, 1), or `weights` not 2-D.
+    """
+    sparsity = _check_sparsity(sparsity)
+    magnitude = np.abs(np.asarray(weights, dtype=np.float64))
+    if magnitude.ndim != 2:
+        raise ValueError(f"Argument `weights` must be 2-D. Received shape {magnitude.shape}.")
+    left, right = magnitude.shape
+    degree, extra = divmod(kept_edges(magnitude.size, sparsity), right)
+    order = np.argsort(-magnitude, axis=0, kind="stable")  # per column, rows by decreasing |w|
+    columns = np.arange(right)
+    mask = np.zeros(magnitude.shape, dtype=bool)
+    mask[order[:degree], columns] = True
+    if extra:
+        chosen = np.argsort(-magnitude[order[degree], columns], kind="stable")[:extra]
+        mask[order[degree, chosen], chosen] = True
+    return mask
 
 
 def _balanced_degrees(total: int, nodes: int, rng: np.random.Generator) -> np.ndarray:
@@ -297,5 +329,7 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
     blocks = np.split(weights, num_gates, axis=1)
     if policy == "degree_floor_magnitude":
         return np.concatenate([degree_floor_mask(block, sparsity, min_degree) for block in blocks], axis=1)
+    if policy == "right_regular_magnitude":
+        return np.concatenate([right_regular_mask(block, sparsity) for block in blocks], axis=1)
     draw = random_biregular_mask if policy == "random_biregular" else random_mask
     return np.concatenate([draw(block.shape, sparsity, seed + gate) for gate, block in enumerate(blocks)], axis=1)

@@ -125,3 +125,18 @@ def test_blend_refuses_bad_share_and_shape_mismatch():
         masks.blend_with_random(np.ones((2, 2), bool), np.ones((2, 2)), 1.5)
     with pytest.raises(ValueError, match=r"\(2, 2\) and \(2, 3\)"):
         masks.blend_with_random(np.ones((2, 2), bool), np.ones((2, 3)), 0.5)
+
+
+@pytest.mark.parametrize("shape,sparsity", [((28, 128), 0.9), ((128, 128), 0.95), ((5, 7), 0.5), ((3, 9), 0.99)])
+def test_right_regular_gives_every_output_unit_the_same_input_count(shape, sparsity):
+    weights = np.random.default_rng(3).normal(size=shape)
+    mask = masks.right_regular_mask(weights, sparsity)
+    degrees = mask.sum(axis=0)
+    assert mask.sum() == masks.kept_edges(weights.size, sparsity)
+    assert degrees.max() - degrees.min() <= 1
+
+
+def test_right_regular_keeps_each_columns_largest_weights():
+    weights = np.array([[1.0, -9.0, 0.1], [5.0, 2.0, -0.2], [-3.0, 0.5, 7.0]])
+    mask = masks.right_regular_mask(weights, 2 / 3)  # 3 edges: one per column
+    np.testing.assert_array_equal(mask, [[False, True, False], [True, False, False], [False, False, True]])
