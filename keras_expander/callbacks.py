@@ -145,6 +145,13 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
+        if not self.prunable_layers:
+            raise ValueError(f"ExpanderPruningCallback found no pruned layer in model {self.model.name!r}, so nothing "
+                             f"would be pruned. Call fit on the model that keras_expander.prune_expander(...) "
+                             f"returned, not on the original model.")
+        for layer in self.prunable_layers:
+            if isinstance(layer, PruneExpander):
+                layer.callback_attached = True
         self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
                               for layer in self.prunable_layers if isinstance(layer, PruneExpander)}
         if self.log_dir and self._writer is None:
@@ -153,6 +160,28 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
+        for layer in self.prunable_layers:
+            if isinstance(layer, PruneExpander):
+                self._report_unfinished_schedule(layer)
+                layer.callback_attached = False
+        # Keras reuses the traced train step in a later fit; dropping it makes the wrappers check again that this
+        # callback is there (a fit without it would otherwise train with frozen masks, silently).
+        self.model.train_function = None
+
+    def _report_unfinished_schedule(self, layer: PruneExpander) -> None:
+        """Warns when training ended before the schedule's end_step and the layer was not held by the stop rule:
+        its sparsity is short of the target, and nothing else would say so."""
+        schedule = layer.pruning_schedule
+        step = int(layer.pruning_step.numpy())
+        if schedule.end_step == -1 or step >= schedule.end_step or float(layer.expansion_stopped.numpy()):
+            return
+        done = any(event.layer == layer.layer.name for event in self.events)
+        warnings.warn(
+            f"Layer {layer.layer.name!r}: training ended at step {step}, before the schedule's end_step "
+            f"{schedule.end_step} (steps are optimizer steps, one per batch); its sparsity is "
+            f"{mask_sparsity(layer):.4f}, not the target {schedule.final_sparsity:.4f}"
+            + ("" if done else ", and no pruning step was reached at all") + ". Lower end_step (e.g. to "
+            "0.7 x epochs x batches per epoch) or train longer.", stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         # The step counter is kept in Python (a variable read per batch costs about 1 ms); resynchronise it with

@@ -1,4 +1,4 @@
-"""Command line.
+"""keras-expander: expansion-aware pruning of recurrent layers, TFLite export, and firmware for microcontrollers.
 
   keras-expander analyze MODEL_PATH [--json PATH]        spectral report of every SimpleRNN/LSTM layer
   keras-expander export MODEL_PATH [--mode float32 int8]  TFLite export verified under LiteRT and TFLite Micro
@@ -9,44 +9,86 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+import tempfile
 
 from keras_expander import analysis
 from keras_expander.datasets import DATASETS
 from keras_expander.graph import GATE_VIEWS
-from keras_expander.io_utils import write_atomic
+from keras_expander.io_utils import check_output_file, check_output_folder, staged_folder, write_atomic
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def count_or_all(text: str) -> int:
+    """argparse type: an integer >= 0 (0 means all)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (0 = all), got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `keras-expander` command."""
-    parser = argparse.ArgumentParser(prog="keras-expander", description=__doc__)
+    from keras_expander import __version__
+
+    parser = argparse.ArgumentParser(prog="keras-expander", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"keras-expander {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    analyze = commands.add_parser("analyze", help="spectral expansion report of every SimpleRNN/LSTM layer")
+    analyze = commands.add_parser("analyze", help="spectral expansion report of every SimpleRNN/LSTM layer",
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     analyze.add_argument("model_path", help="a .keras file or SavedModel folder")
     analyze.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
     analyze.add_argument("--gate-view", choices=GATE_VIEWS, action="append",
                          help="LSTM gate views to report (repeatable; default: all)")
-    export = commands.add_parser("export", help="convert to TFLite, verify under LiteRT and TFLM, report size/RAM")
+    export = commands.add_parser("export", help="convert to TFLite, verify under LiteRT and TFLM, report size/RAM",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     export.add_argument("model_path", help="a pruned or stripped .keras file or SavedModel folder")
     export.add_argument("--mode", nargs="+", default=["float32", "int8"], choices=("float32", "int8",
-                                                                                 "dynamic_range"))
+                                                                                 "dynamic_range"),
+                        help="conversions: float32, int8 (full integer, for TFLM), dynamic_range (LiteRT only)")
     export.add_argument("--target", choices=("tflm", "litert"), default="tflm",
                         help="tflm (default) refuses what TFLite Micro cannot run")
     export.add_argument("--sparsity-encoding", action="store_true",
                         help="tf.lite.Optimize.EXPERIMENTAL_SPARSITY (needs --target litert)")
     export.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
                         help="the model's data set: test split verifies, training split calibrates int8")
-    export.add_argument("--snr-db", type=float, default=None,
+    export.add_argument("--snr-db", type=finite_float, default=None,
                         help="speech_commands: background noise SNR in dB of the verification data")
     export.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
-    export.add_argument("--test-samples", type=int, default=2000,
-                        help="test sequences to verify (0 = the whole test split; default 2000)")
-    export.add_argument("--representative-samples", type=int, default=500,
-                        help="training sequences for int8 calibration (default 500)")
-    export.add_argument("--flash-kib", type=float, default=1024.0, help="target flash in KiB (default 1024)")
-    export.add_argument("--ram-kib", type=float, default=256.0, help="target RAM in KiB (default 256)")
-    export.add_argument("--out", default="export_out", help="output folder")
+    export.add_argument("--test-samples", type=count_or_all, default=2000,
+                        help="test sequences to verify (0 = the whole test split)")
+    export.add_argument("--representative-samples", type=positive_int, default=500,
+                        help="training sequences for int8 calibration")
+    export.add_argument("--flash-kib", type=positive_float, default=1024.0, help="target flash in KiB")
+    export.add_argument("--ram-kib", type=positive_float, default=256.0, help="target RAM in KiB")
+    export.add_argument("--out", default="export_out",
+                        help="output folder, replaced as a whole only when the export succeeds")
     add_firmware_parser(commands)
     return parser
 
@@ -59,12 +101,13 @@ def add_firmware_parser(commands) -> None:
 
     firmware = commands.add_parser(
         "firmware", help="build an exported .tflite into firmware, run it on the host and on Cortex-M4 under QEMU, "
-                         "verify against the TFLite Micro interpreter, measure flash, RAM and instructions")
+                         "verify against the TFLite Micro interpreter, measure flash, RAM and instructions",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     firmware.add_argument("tflite_path", help="an exported .tflite (e.g. int8.tflite from `keras-expander export`)")
     firmware.add_argument("--target", nargs="+", choices=TARGETS, default=["host", "cortex-m4"],
-                          help="where to build and run (default: host cortex-m4)")
+                          help="where to build and run")
     firmware.add_argument("--kernels", nargs="+", choices=KERNEL_SETS, default=["reference", "cmsis_nn"],
-                          help="TFLM kernel sets for Cortex-M4 (the host uses reference; default: reference cmsis_nn)")
+                          help="TFLM kernel sets for Cortex-M4 (the host uses reference)")
     firmware.add_argument("--compression", choices=ENCODINGS, default="plain",
                           help="plain: the weights as exported; tflm_prune: TFLM DECODE pruning encoding (bitmask + "
                                "non-zero values; smaller flash, larger arena); ke_sparse: pruned LSTM and "
@@ -72,19 +115,21 @@ def add_firmware_parser(commands) -> None:
                                "place from flash, work only for non-zero weights)")
     firmware.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
                           help="the model's data set; its test split gives the test sequences")
-    firmware.add_argument("--snr-db", type=float, default=None, help="speech_commands: background noise SNR in dB")
+    firmware.add_argument("--snr-db", type=finite_float, default=None,
+                          help="speech_commands: background noise SNR in dB")
     firmware.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
-    firmware.add_argument("--test-samples", type=int, default=1000,
-                          help="test sequences run on every build (0 = the whole test split; default 1000)")
+    firmware.add_argument("--test-samples", type=count_or_all, default=1000,
+                          help="test sequences run on every build (0 = the whole test split)")
     firmware.add_argument("--board", choices=sorted(BOARDS), default=DEFAULT_BOARD,
-                          help=f"board profile for the fits verdict (default {DEFAULT_BOARD})")
-    firmware.add_argument("--flash-kib", type=float, default=None, help="override the board's flash, KiB")
-    firmware.add_argument("--ram-kib", type=float, default=None, help="override the board's RAM, KiB")
+                          help="board profile for the fits verdict")
+    firmware.add_argument("--flash-kib", type=positive_float, default=None, help="override the board's flash, KiB")
+    firmware.add_argument("--ram-kib", type=positive_float, default=None, help="override the board's RAM, KiB")
     firmware.add_argument("--tflm-tree", default=None,
                           help="TFLM source tree (create_tflm_tree.py output) for a single target and kernel set; "
                                "default: $KERAS_EXPANDER_TFLM/{host,cortex_m4,cortex_m4_cmsis_nn}")
     firmware.add_argument("--out", default="firmware_out",
-                          help="output folder: one project per build, report.json (default firmware_out)")
+                          help="output folder (one project per build, report.json), replaced as a whole only when "
+                               "every build succeeds")
 
 
 def run_export(args) -> int:
@@ -96,6 +141,7 @@ def run_export(args) -> int:
         export.check_sparsity_encoding(args.sparsity_encoding, args.target)
         for mode in args.mode:
             export.check_mode(mode, args.target)
+        check_output_folder(args.out, "--out")
         model = load_model(args.model_path)
         (x_train, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
         if tuple(model.input_shape[1:]) != x_test.shape[1:]:
@@ -112,8 +158,8 @@ def run_export(args) -> int:
         reports = export.export_model(model, modes=tuple(args.mode), x_test=x_test, y_test=y_test,
                                       representative_data=representative, out_dir=args.out, target=args.target,
                                       sparsity_encoding=args.sparsity_encoding, flash_kib=args.flash_kib,
-                                      ram_kib=args.ram_kib)
-    except export.ExportError as error:
+                                      ram_kib=args.ram_kib, print_fn=lambda line: print(line, flush=True))
+    except (export.ExportError, ValueError) as error:
         print(f"keras-expander export: {error}", file=sys.stderr)
         return 1
     for line in export.format_report(reports):
@@ -137,6 +183,7 @@ def run_firmware(args) -> int:
     try:
         if args.test_samples < 0:
             raise ValueError(f"Argument `--test-samples` must be >= 0. Received: {args.test_samples}")
+        check_output_folder(args.out, "--out")
         if args.tflm_tree and len(builds) > 1:
             raise ValueError(f"--tflm-tree names one tree, but {len(builds)} builds were asked for; pass one "
                              f"--target and one --kernels with it.")
@@ -171,13 +218,18 @@ def run_firmware(args) -> int:
                   f"the firmware's outputs are checked against the plain model under the TFLite Micro interpreter",
                   flush=True)
         reports = []
-        for target, kernels in builds:
-            print(f"building and running on {target} with {kernels} kernels ({len(x_test)} sequences) ...",
-                  flush=True)
-            reports.append(deploy.deploy(content, x_test, y_test, target=target, kernels=kernels,
-                                         tree=args.tflm_tree, out_dir=os.path.join(args.out, f"{target}-{kernels}"),
-                                         board=args.board, flash_kib=args.flash_kib, ram_kib=args.ram_kib,
-                                         reference_content=plain))
+        with staged_folder(args.out, "--out") as staging:  # all builds, or the folder as it was
+            for target, kernels in builds:
+                print(f"building and running on {target} with {kernels} kernels ({len(x_test)} sequences) ...",
+                      flush=True)
+                report = deploy.deploy(content, x_test, y_test, target=target, kernels=kernels, tree=args.tflm_tree,
+                                       out_dir=os.path.join(staging, f"{target}-{kernels}"), board=args.board,
+                                       flash_kib=args.flash_kib, ram_kib=args.ram_kib, reference_content=plain)
+                final_dir = os.path.join(os.path.abspath(args.out), f"{target}-{kernels}")
+                reports.append(dataclasses.replace(report, project_dir=final_dir))
+            write_atomic(os.path.join(staging, "report.json"),
+                         json.dumps({**summary, "tflite_path": args.tflite_path, "dataset": args.dataset,
+                                     "builds": [dataclasses.asdict(r) for r in reports]}, indent=2))
     except (compression.CompressionError, FirmwareError) as error:
         print(f"keras-expander firmware: {error}", file=sys.stderr)
         return 1
@@ -186,16 +238,36 @@ def run_firmware(args) -> int:
     if args.compression == "tflm_prune":
         print("tflm_prune: flash falls by the encoded weights, but each Invoke expands the weights of the op it runs "
               "into the arena: RAM grows by about their dense bytes.")
-    write_atomic(os.path.join(args.out, "report.json"),
-                 json.dumps({**summary, "tflite_path": args.tflite_path, "dataset": args.dataset,
-                             "builds": [dataclasses.asdict(r) for r in reports]}, indent=2))
     print(f"wrote {os.path.join(args.out, 'report.json')}")
     return 0 if all(deploy.within_tolerance(r) for r in reports) else 1
 
 
+def import_tensorflow_quietly() -> None:
+    """Loads TensorFlow with its start-up log lines held back: TensorFlow writes them to the C-level stderr before
+    its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them. They are shown if the import fails. A
+    TF_CPP_MIN_LOG_LEVEL the user set is kept; otherwise C++ log lines are hidden (real failures still raise)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras_expander.backend  # noqa: F401  (TensorFlow, tf_keras, tfmot)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command; returns the process exit code (0 on success, 2 on a bad model or argument)."""
+    """Runs the command; returns the process exit code (0 on success, 1 on a failed step, 2 on a bad model or
+    argument)."""
     args = build_parser().parse_args(argv)
+    import_tensorflow_quietly()
     if args.command == "export":
         return run_export(args)
     if args.command == "firmware":
@@ -203,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     from keras_expander.prune import load_model  # TensorFlow is loaded only once the arguments are valid
 
     try:
+        if args.json:
+            check_output_file(args.json, "--json")
         model = load_model(args.model_path)
         report = analysis.analyze(model, gate_views=tuple(args.gate_view or GATE_VIEWS))
     except (FileNotFoundError, ValueError, TypeError) as error:

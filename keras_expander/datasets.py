@@ -1,9 +1,14 @@
 """Data loaders for the paper's sequence tasks (sequential MNIST, sequential CIFAR-10, Speech Commands), offline first.
 
-Each loader looks for the original files in a data folder (the `data_dir` argument, else the
-``KERAS_EXPANDER_DATA`` environment variable) and, when they are absent, takes the normal online route
-(TensorFlow Datasets). When neither works it raises `DataNotFoundError` saying where it looked and why the online
-route failed.
+Each loader reads the original files from a data folder (the `data_dir` argument, else the
+``KERAS_EXPANDER_DATA`` environment variable). When a data folder is given but lacks the files, the loader raises
+`DataNotFoundError` at once, naming the folder and the missing files: it never falls back to a download. Only when
+no data folder is given at all does it take the normal online route (TensorFlow Datasets), and when that fails it
+raises `DataNotFoundError` saying why.
+
+Bad input fails loudly instead of giving a wrong result: an unsupported or corrupt file raises `ValueError` naming
+the file; a non-finite number or a count that is not a positive integer raises `ValueError` naming the argument
+(numpy scalars are accepted wherever a Python number is).
 
 Sequential MNIST, row-wise (Kalra et al., arXiv 2403.11100; docs/METHOD.md section 4): each 28 x 28 image is a
 sequence of 28 time steps of 28 features (one pixel row per step), pixels / 255.
@@ -13,8 +18,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
+import numbers
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +38,36 @@ MNIST_FILES = {
 
 
 class DataNotFoundError(FileNotFoundError):
-    """Neither the offline files nor the online route could provide a data set."""
+    """The data set is not in the given data folder, or (no folder given) the online route could not provide it."""
+
+
+def _shown(value) -> str:
+    """`value` as an error message shows it after "Received:": numbers plainly (also numpy scalars), others by repr."""
+    return str(value) if isinstance(value, numbers.Number) else repr(value)
+
+
+def _finite(name: str, value, low: float = -math.inf, high: float = math.inf, unit: str = "") -> float:
+    """`value` as a float; a finite real number in [low, high] (Python or numpy scalar, not bool) or ValueError."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not (math.isfinite(value) and low <= value <= high)):
+        bounds = f" in [{low:g}, {high:g}]" if math.isfinite(low) or math.isfinite(high) else ""
+        raise ValueError(f"Argument `{name}` must be a finite number{unit}{bounds}. Received: {name}={_shown(value)}")
+    return float(value)
+
+
+def _integer(name: str, value, low: int = 1) -> int:
+    """`value` as an int; an integer >= low (Python or numpy scalar, not bool, not a float) or ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"Argument `{name}` must be {kind}. Received: {name}={_shown(value)}")
+    return int(value)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The data folder to read: `data_dir`, else $KERAS_EXPANDER_DATA, else None (online route).
+    """The data folder to read: `data_dir`, else $KERAS_EXPANDER_DATA, else None.
+
+    A folder found here is the only source the loaders read: files missing from it are an error, not a reason to
+    download. None (neither is set) is the one case in which the loaders take the online route.
 
     Args:
         data_dir: Folder holding `mnist/`, `cifar10/`, ... (as in the project's shared/data), or None.
@@ -54,13 +88,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return path
 
 
-def _online_route(title: str, missing: str, root: Path | None, load, route: str = "tensorflow_datasets"):
-    """Runs an online loader; when it fails, raises one error that says where the files were looked for and why.
+def _online_route(title: str, load, route: str = "tensorflow_datasets"):
+    """Runs an online loader, the route taken only when no data folder was given; one error when it fails.
 
     Args:
         title: Data set name for the message, e.g. "MNIST".
-        missing: What was not found in the data folder, e.g. "no MNIST IDX files in /data or /data/mnist".
-        root: The data folder, or None when none was given.
         load: Callable taking no argument: the online route.
         route: Its name for the message.
 
@@ -68,14 +100,20 @@ def _online_route(title: str, missing: str, root: Path | None, load, route: str 
         What `load()` returns.
 
     Raises:
-        DataNotFoundError: `load()` raised; the message names both routes.
+        DataNotFoundError: `load()` raised; the message says that no data folder was given and why the route failed.
     """
-    looked = missing if root is not None else f"no data folder given (--data-dir or ${DATA_ENV})"
     try:
         return load()
     except Exception as error:  # any download or preparation failure ends in the same advice
-        raise DataNotFoundError(f"{title} is not available: {looked}, and the online route ({route}) failed: "
-                                f"{type(error).__name__}: {error}") from error
+        raise DataNotFoundError(f"{title} is not available: no data folder given (--data-dir or ${DATA_ENV}), and "
+                                f"the online route ({route}) failed: {type(error).__name__}: {error}") from error
+
+
+def _not_in_folder(title: str, root: Path, data_dir, missing: str) -> DataNotFoundError:
+    """The error for a data folder that was given but lacks the files: no fall-back to the online route."""
+    source = "data_dir" if data_dir is not None else DATA_ENV
+    return DataNotFoundError(f"{title} is not in the data folder {root} (from {source}): {missing}. Copy the files "
+                             f"there, or give no data folder (no data_dir, ${DATA_ENV} unset) to download it.")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -88,26 +126,56 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         uint8 array of the shape given by the header.
 
     Raises:
-        ValueError: not a uint8 IDX file, or a size that does not match its header (truncated file).
+        ValueError: a truncated or corrupt `.gz` file, not a uint8 IDX file, or a size that does not match its
+            header (truncated file); the message names the file.
     """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
+    try:
+        with opener(path, "rb") as stream:
+            data = stream.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}); re-copy it.") from error
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not a uint8 IDX file (header {data[:4]!r}).")
+        raise ValueError(f"{path}: not a uint8 IDX file (header {data[:4]!r}, expected magic 0x0000080N): "
+                         f"truncated or corrupt; re-copy it.")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(shape)):
-        raise ValueError(f"{path}: {len(data) - offset} data bytes, header says shape {shape}.")
+    if len(data) - offset != math.prod(shape):
+        raise ValueError(f"{path}: {len(data) - offset} data bytes, header says shape {shape} "
+                         f"({math.prod(shape)} bytes): truncated or corrupt; re-copy it.")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def _mnist_folder(root: Path) -> Path | None:
-    for folder in (root / "mnist", root):
-        if all((folder / name).is_file() for name in MNIST_FILES.values()):
-            return folder
-    return None
+def _mnist_folder(root: Path, data_dir) -> Path:
+    """`root/mnist` or `root`, whichever holds the four IDX files; DataNotFoundError naming what is missing."""
+    missing = {folder: [name for name in MNIST_FILES.values() if not (folder / name).is_file()]
+               for folder in (root / "mnist", root)}
+    best = min(missing, key=lambda folder: len(missing[folder]))
+    if missing[best]:
+        raise _not_in_folder("MNIST", root, data_dir, f"{best} lacks {', '.join(missing[best])} (the four IDX "
+                             f"files go in {root / 'mnist'} or {root})")
+    return best
+
+
+def _read_mnist(folder: Path) -> dict[str, np.ndarray]:
+    """The four IDX files, checked: images of shape (N, 28, 28) (magic 0x00000803), labels (N,) (0x00000801)."""
+    arrays = {}
+    for key, name in MNIST_FILES.items():
+        path = folder / name
+        arrays[key] = array = read_idx(path)
+        expected = (28, 28) if key.endswith("images") else ()
+        if array.shape[1:] != expected:
+            raise ValueError(f"{path}: IDX magic 0x0000080{array.ndim} with shape {array.shape}, expected magic "
+                             f"0x0000080{len(expected) + 1} with shape (N{''.join(f', {n}' for n in expected)}"
+                             f"{',' if not expected else ''}): corrupt or misnamed; re-copy it.")
+    for split in ("train", "test"):
+        images, labels = (f"{split}_images", f"{split}_labels")
+        if len(arrays[images]) != len(arrays[labels]):
+            raise ValueError(f"{folder / MNIST_FILES[images]} holds {len(arrays[images])} images but "
+                             f"{folder / MNIST_FILES[labels]} holds {len(arrays[labels])} labels: one of them is "
+                             f"truncated or corrupt; re-copy them.")
+    return arrays
 
 
 def _mnist_online() -> dict[str, np.ndarray]:
@@ -125,22 +193,23 @@ def sequential_mnist(data_dir: str | os.PathLike | None = None):
 
     Args:
         data_dir: Folder with the four IDX files (``mnist/`` below it, or directly in it); default
-            $KERAS_EXPANDER_DATA; without either, TensorFlow Datasets downloads MNIST.
+            $KERAS_EXPANDER_DATA; only without either does TensorFlow Datasets download MNIST.
 
     Returns:
         ((x_train, y_train), (x_test, y_test)): x float32 of shape (N, 28, 28) in [0, 1] (pixels / 255), y int64 of
         shape (N,) in 0..9; N = 60,000 and 10,000.
 
     Raises:
-        DataNotFoundError: no IDX files in the folder and the online route failed (the message says both).
+        DataNotFoundError: the data folder does not exist or lacks IDX files (the message names them), or no data
+            folder was given and the online route failed.
+        ValueError: an IDX file is truncated or corrupt, has the wrong magic number or shape, or the image and label
+            counts differ (the message names the file).
     """
     root = resolve_data_dir(data_dir)
-    folder = _mnist_folder(root) if root is not None else None
-    if folder is not None:
-        arrays = {key: read_idx(folder / name) for key, name in MNIST_FILES.items()}
+    if root is not None:
+        arrays = _read_mnist(_mnist_folder(root, data_dir))
     else:
-        arrays = _online_route("MNIST", f"no MNIST IDX files ({', '.join(MNIST_FILES.values())}) in {root} or "
-                               f"{root}/mnist", root, _mnist_online)
+        arrays = _online_route("MNIST", _mnist_online)
     out = []
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -213,7 +282,8 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
     the original pickles.
 
     Args:
-        data_dir: Folder holding ``cifar10/`` (default $KERAS_EXPANDER_DATA); without it, TensorFlow Datasets.
+        data_dir: Folder holding ``cifar10/`` (default $KERAS_EXPANDER_DATA); only without either, TensorFlow
+            Datasets.
         cache_dir: Folder for the decoded arrays (default `default_cache_dir()`).
 
     Returns:
@@ -221,19 +291,20 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
         standard class order (airplane ... truck); N = 50,000 and 10,000.
 
     Raises:
-        DataNotFoundError: no archive and the online route failed.
+        DataNotFoundError: the data folder does not exist or has no archive (the message names both), or no data
+            folder was given and the online route failed.
     """
     root = resolve_data_dir(data_dir)
-    archive = None
     if root is not None:
         archive = next((path for path in (root / "cifar10" / CIFAR10_ARCHIVE, root / CIFAR10_ARCHIVE)
                         if path.is_file()), None)
-    if archive is not None:
+        if archive is None:
+            raise _not_in_folder("CIFAR-10", root, data_dir, f"no {CIFAR10_ARCHIVE} in {root / 'cifar10'} or {root}")
         stamp = f"{archive.stat().st_size}_{int(archive.stat().st_mtime)}"
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         arrays = _cached(cache / f"cifar10_{stamp}.npz", lambda: _decode_cifar_archive(archive))
     else:
-        arrays = _online_route("CIFAR-10", f"no {CIFAR10_ARCHIVE} in {root} or {root}/cifar10", root, _cifar_online)
+        arrays = _online_route("CIFAR-10", _cifar_online)
     out = []
     for split in ("train", "test"):
         images = arrays[f"{split}_images"]
@@ -265,7 +336,15 @@ def split_of(speaker: str, validation_percent: float = 10.0, test_percent: float
 
     Returns:
         "train", "validation" or "test"; every clip of a speaker gets the same answer.
+
+    Raises:
+        ValueError: a share is not a finite number in [0, 100], or the two add up to more than 100.
     """
+    validation_percent = _finite("validation_percent", validation_percent, 0, 100)
+    test_percent = _finite("test_percent", test_percent, 0, 100)
+    if validation_percent + test_percent > 100:
+        raise ValueError(f"Arguments `validation_percent` and `test_percent` must add up to at most 100. Received: "
+                         f"validation_percent={validation_percent:g}, test_percent={test_percent:g}")
     bucket = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % 100
     if bucket < validation_percent:
         return "validation"
@@ -279,14 +358,15 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
     Args:
         clean, noise: float arrays of the same shape (waveforms).
-        snr_db: Signal-to-noise ratio in dB.
+        snr_db: Signal-to-noise ratio in dB, a finite number.
 
     Returns:
         The mixture, float32 (not clipped, so the SNR is exact).
 
     Raises:
-        ValueError: shapes differ, or the noise is silent (its power is 0).
+        ValueError: `snr_db` is not a finite number, shapes differ, or the noise is silent (its power is 0).
     """
+    snr_db = _finite("snr_db", snr_db, unit=" of dB")
     clean = np.asarray(clean, np.float64)
     noise = np.asarray(noise, np.float64)
     if clean.shape != noise.shape:
@@ -305,17 +385,65 @@ def _fit_one_second(samples: np.ndarray) -> np.ndarray:
     return np.pad(samples, (0, max(0, SAMPLE_RATE - len(samples))))[:SAMPLE_RATE]
 
 
-def _read_wav(path: Path) -> np.ndarray:
-    import scipy.io.wavfile
+_WAVE_FORMATS = {1: "PCM", 3: "float"}  # WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_WAVE_GUID_TAIL = bytes.fromhex("00001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_* after the format tag
+_WAV_EXPECTED = f"mono 16-bit PCM at {SAMPLE_RATE} Hz"
 
-    rate, samples = scipy.io.wavfile.read(path)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE}.")
-    return _fit_one_second(samples)
+
+def _read_wav(path: Path) -> np.ndarray:
+    """One clip as int16 samples cut or padded to one second (`_fit_one_second`); reads mono 16-bit PCM at 16 kHz.
+
+    The RIFF header is parsed here, not by scipy or `wave`: scipy reads stereo as interleaved samples, float as
+    silence and 24-bit as wrapped integers, and `wave` refuses float with an obscure message; every format but mono
+    16-bit PCM at 16 kHz (also as WAVE_FORMAT_EXTENSIBLE) is refused instead, until resampling and mixdown exist.
+
+    Args:
+        path: A ``.wav`` file.
+
+    Returns:
+        int16 array of shape (16000,).
+
+    Raises:
+        ValueError: not a RIFF/WAVE file, a truncated one, or any other format; the message names the file, the
+            format found (e.g. "2 channels, 16-bit PCM, 16000 Hz") and the one expected.
+    """
+    data = Path(path).read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"{path} is not a RIFF/WAVE file (it starts with {data[:4]!r}); expected {_WAV_EXPECTED}: "
+                         f"re-copy it or convert it.")
+    fmt = samples = None
+    position = 12
+    while position + 8 <= len(data):
+        size = int.from_bytes(data[position + 4: position + 8], "little")
+        chunk = data[position + 8: position + 8 + size]
+        if data[position: position + 4] == b"fmt ":
+            fmt = chunk
+        elif data[position: position + 4] == b"data":
+            samples = chunk if len(chunk) == size else None
+        position += 8 + size + size % 2  # chunks are padded to an even size
+    if fmt is None or len(fmt) < 16 or samples is None:
+        raise ValueError(f"{path}: no complete fmt and data chunks: truncated or corrupt; re-copy it.")
+    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
+    kind = tag
+    if tag == _WAVE_FORMAT_EXTENSIBLE:
+        kind = int.from_bytes(fmt[24:28], "little") if fmt[28:40] == _WAVE_GUID_TAIL else None
+    if (kind, channels, bits, rate) != (1, 1, 16, SAMPLE_RATE):
+        name = _WAVE_FORMATS.get(kind, f"format {kind if kind is not None else 'unknown'}")
+        name += " (WAVE_FORMAT_EXTENSIBLE)" if tag == _WAVE_FORMAT_EXTENSIBLE else ""
+        found = f"{channels} channel{'' if channels == 1 else 's'}, {bits}-bit {name}, {rate} Hz"
+        raise ValueError(f"{path} is {found}; expected {_WAV_EXPECTED}: convert it first (e.g. "
+                         f"`sox IN.wav -c 1 -b 16 -e signed-integer -r {SAMPLE_RATE} OUT.wav`).")
+    return _fit_one_second(np.frombuffer(samples, "<i2", count=len(samples) // 2))
 
 
 def _speech_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Clips of the wav folders, split by speaker: split -> {"audio" int16 (N, 16000), "label", "speaker"}."""
+    """Clips of the wav folders, split by speaker: split -> {"audio" int16 (N, 16000), "label", "speaker"}.
+
+    Raises:
+        DataNotFoundError: the folder holds no clips, or too few speakers to give every split a clip.
+        ValueError: a clip is not mono 16-bit PCM at 16 kHz (`_read_wav`).
+    """
     clips = {split: {"audio": [], "label": [], "speaker": []} for split in SPLITS}
     for label_index, label in enumerate(SPEECH_LABELS):
         for path in sorted((folder / label).glob("*.wav")):
@@ -324,6 +452,16 @@ def _speech_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
             target["audio"].append(_read_wav(path))
             target["label"].append(label_index)
             target["speaker"].append(speaker)
+    total = sum(len(c["label"]) for c in clips.values())
+    if total == 0:
+        raise DataNotFoundError(f"Speech Commands folder {folder} holds no clips: no <label>/*.wav for any label of "
+                                f"{', '.join(SPEECH_LABELS)}. Copy the full {SPEECH_FOLDER} folder there.")
+    for split, c in clips.items():
+        if not c["label"]:
+            speakers = len({speaker for other in clips.values() for speaker in other["speaker"]})
+            raise DataNotFoundError(f"Speech Commands folder {folder} gives no clip in the {split} split (only "
+                                    f"{total} clip(s) of {speakers} speaker(s), split 80/10/10 % by speaker): copy "
+                                    f"the full {SPEECH_FOLDER} folder there (4,890 clips).")
     return {split: {"audio": np.stack(c["audio"]), "label": np.asarray(c["label"], np.int64),
                     "speaker": np.asarray(c["speaker"])} for split, c in clips.items()}
 
@@ -374,7 +512,13 @@ def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 6
 
     Returns:
         float32 array of shape (N, 49, num_mel_bins): log(mel magnitude + 1e-6).
+
+    Raises:
+        ValueError: `num_mel_bins`, `frame_length` or `frame_step` is not a positive integer.
     """
+    num_mel_bins = _integer("num_mel_bins", num_mel_bins)
+    frame_length = _integer("frame_length", frame_length)
+    frame_step = _integer("frame_step", frame_step)
     from keras_expander.backend import tf
 
     stft = tf.signal.stft(tf.convert_to_tensor(waveforms, tf.float32), frame_length=frame_length,
@@ -397,10 +541,10 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
     Features are standardised with the training split's per-bin mean and standard deviation.
 
     Args:
-        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA); without it,
+        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA); only without either,
             TensorFlow Datasets.
-        snr_db: Signal-to-noise ratio in dB of the added noise, or None for clean audio.
-        seed: Seed of the noise choice.
+        snr_db: Signal-to-noise ratio in dB of the added noise (a finite number), or None for clean audio.
+        seed: Seed of the noise choice, an integer >= 0.
 
     Returns:
         Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
@@ -408,18 +552,31 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
         route, whose source does not name speakers).
 
     Raises:
-        DataNotFoundError: no wav folder and the online route failed (the message says both).
+        ValueError: `snr_db` is not a finite number, `seed` not an integer >= 0, or a clip is not mono 16-bit PCM
+            at 16 kHz (the message names the file and both formats).
+        DataNotFoundError: the data folder does not exist or has no wav folder, the wav folder holds no clips or too
+            few speakers for three splits, a split has no ``_silence_`` clip to mix in at `snr_db`, or no data folder
+            was given and the online route failed.
     """
+    snr_db = None if snr_db is None else _finite("snr_db", snr_db, unit=" of dB (or None)")
+    seed = _integer("seed", seed, low=0)
     root = resolve_data_dir(data_dir)
     folder = None
     if root is not None:
         folder = next((path for path in (root / SPEECH_FOLDER, root) if (path / "yes").is_dir()), None)
-    if folder is not None:
+        if folder is None:
+            raise _not_in_folder("Speech Commands", root, data_dir, f"no {SPEECH_FOLDER}/<label>/*.wav in {root} "
+                                 f"(e.g. {root / SPEECH_FOLDER / 'yes'})")
         clips = _speech_files(folder)
     else:
-        clips = _online_route("Speech Commands", f"no {SPEECH_FOLDER}/<label>/*.wav under {root}", root,
-                              _speech_online, route="tensorflow_datasets 'speech_commands', needs pydub")
+        clips = _online_route("Speech Commands", _speech_online,
+                              route="tensorflow_datasets 'speech_commands', needs pydub")
     silence_label = SPEECH_LABELS.index("_silence_")
+    for split in SPLITS if snr_db is not None else ():
+        if not np.any(clips[split]["label"] == silence_label):
+            raise DataNotFoundError(f"Speech Commands ({folder or 'tensorflow_datasets'}) has no _silence_ clips in "
+                                    f"the {split} split, so there is no noise to mix in at snr_db={snr_db:g}: add "
+                                    f"_silence_/*.wav clips or pass snr_db=None.")
     rng = np.random.default_rng(seed)
     features = {}
     for split in SPLITS:
@@ -460,7 +617,8 @@ def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db
         For speech_commands these are the speaker-disjoint train and test splits (`speech_commands`).
 
     Raises:
-        ValueError: unknown `name`, or `snr_db` given for a data set without noise mixing.
+        ValueError: unknown `name`, `snr_db` given for a data set without noise mixing, or bad numbers or files (see
+            each loader).
         DataNotFoundError: the data set is not available (see each loader).
     """
     if name not in DATASETS:

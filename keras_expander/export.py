@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from keras_expander.io_utils import atomic_path, write_atomic
+from keras_expander.io_utils import atomic_path, check_output_folder, die_with_parent, staged_folder, write_atomic
 from keras_expander.runtime import TFLiteModel
 
 MODES = ("float32", "int8", "dynamic_range")
@@ -152,7 +152,8 @@ def batch_one_model(model, unroll_simple_rnn: bool = False):
 
 
 def convert(model, mode: str = "float32", representative_data: np.ndarray | None = None, target: str = "tflm",
-            sparsity_encoding: bool = False, timeout_s: float = 900.0) -> tuple[bytes, list[str]]:
+            sparsity_encoding: bool = False, timeout_s: float = 900.0,
+            work_dir: str | None = None) -> tuple[bytes, list[str]]:
     """Converts a (stripped) tf_keras recurrent model to a TFLite flatbuffer in a subprocess.
 
     Args:
@@ -163,6 +164,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
         target: "tflm" (default; refuses what TFLM cannot run) or "litert".
         sparsity_encoding: Add tf.lite.Optimize.EXPERIMENTAL_SPARSITY (LiteRT only).
         timeout_s: Seconds before the conversion subprocess is killed.
+        work_dir: Folder for its temporary files (default: the system's); the subprocess dies with its parent.
 
     Returns:
         (flatbuffer bytes, notes): notes list conversions applied, e.g. SimpleRNN unrolled for int8.
@@ -187,7 +189,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     if unroll:
         notes.append("SimpleRNN unrolled (unroll=True) for int8: the WHILE-loop form cannot be calibrated")
     single = batch_one_model(model, unroll_simple_rnn=unroll)
-    with tempfile.TemporaryDirectory(prefix="keras_expander_export_") as folder:
+    with tempfile.TemporaryDirectory(prefix="keras_expander_export_", dir=work_dir) as folder:
         model_path = os.path.join(folder, "model.keras")
         single.save(model_path)
         command = [sys.executable, "-m", "keras_expander.export", "convert", model_path, mode,
@@ -199,7 +201,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
             command.append("--sparsity-encoding")
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
-                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired as error:
             raise ExportError(f"TFLite conversion of model {model.name!r} in mode {mode!r} did not finish in "
                               f"{timeout_s:.0f} s.") from error
@@ -249,11 +251,11 @@ def _probe_worker(tflite_path: str, arena_size: int) -> None:
 
 def _arena_works(tflite_path: str, arena_size: int) -> bool:
     result = subprocess.run([sys.executable, "-m", "keras_expander.export", "probe", tflite_path, str(arena_size)],
-                            capture_output=True, timeout=300)
+                            capture_output=True, timeout=300, preexec_fn=die_with_parent)
     return result.returncode == 0
 
 
-def find_arena_size(model_content: bytes, granularity: int = 16) -> int:
+def find_arena_size(model_content: bytes, granularity: int = 16, work_dir: str | None = None) -> int:
     """Smallest TFLM tensor arena (bytes) that loads the model and runs one invoke, by binary search.
 
     Each probe runs in a subprocess, because TFLM aborts the process when the arena is too small.
@@ -261,6 +263,7 @@ def find_arena_size(model_content: bytes, granularity: int = 16) -> int:
     Args:
         model_content: The flatbuffer.
         granularity: Search resolution in bytes (TFLM aligns to 16).
+        work_dir: Folder for its temporary files (default: the system's).
 
     Returns:
         The arena size in bytes, a multiple of `granularity`.
@@ -268,7 +271,7 @@ def find_arena_size(model_content: bytes, granularity: int = 16) -> int:
     Raises:
         ExportError: no arena up to 64 MiB works (the model cannot run under TFLM).
     """
-    with tempfile.TemporaryDirectory(prefix="keras_expander_arena_") as folder:
+    with tempfile.TemporaryDirectory(prefix="keras_expander_arena_", dir=work_dir) as folder:
         path = os.path.join(folder, "model.tflite")
         with open(path, "wb") as stream:
             stream.write(model_content)
@@ -307,7 +310,8 @@ def weight_counts(model) -> tuple[int, int]:
 
 def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray, y_test: np.ndarray,
                       tflite_path: str, target: str = "tflm", notes: list | None = None,
-                      flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB) -> ExportReport:
+                      flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
+                      print_fn=None, work_dir: str | None = None) -> ExportReport:
     """Runs the flatbuffer under LiteRT and TFLM on test sequences and measures it for a microcontroller.
 
     Args:
@@ -319,16 +323,22 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         target: "tflm" also runs TFLM and searches the arena; "litert" skips TFLM.
         notes: Conversion notes to carry into the report.
         flash_kib, ram_kib: Target budget in KiB.
+        print_fn: Called with one progress line per step (e.g. `print`); None is silent.
+        work_dir: Folder for temporary files of the arena search.
 
     Returns:
         An `ExportReport`.
     """
+    say = print_fn or (lambda line: None)
+    say(f"[{mode}] running {len(x_test)} test sequences under Keras and LiteRT ...")
     keras_out = np.asarray(model.predict(x_test, batch_size=256, verbose=0), np.float32)
     litert = TFLiteModel(model_content, runtime="litert")
     litert_out = litert.predict(x_test)
     arena = tflm_out = tflm_ms = None
     if target == "tflm":
-        arena = find_arena_size(model_content)
+        say(f"[{mode}] searching the smallest TFLite Micro arena ...")
+        arena = find_arena_size(model_content, work_dir=work_dir)
+        say(f"[{mode}] running the test sequences under TFLite Micro ({arena:,}-byte arena) ...")
         tflm = TFLiteModel(model_content, runtime="tflm", arena_size=arena)
         start = time.perf_counter()
         tflm_out = tflm.predict(x_test)
@@ -406,30 +416,48 @@ def write_firmware_files(model_content: bytes, ops: list[str], folder: str, arra
     return [str(path) for path in (*paths, project.write_op_resolver(registrations, folder))]
 
 
+def check_finite_weights(model) -> None:
+    """Refuses a model with NaN or infinite weights: its export would be meaningless.
+
+    Raises:
+        ValueError: naming the model, each weight with non-finite entries and how many.
+    """
+    broken = [f"{weight.name} ({int(np.count_nonzero(~np.isfinite(weight.numpy())))} entries)"
+              for weight in model.weights if not np.isfinite(weight.numpy()).all()]
+    if broken:
+        raise ValueError(f"Model {model.name!r} has NaN or infinite weights in {', '.join(broken)}; a converted "
+                         f"model would give meaningless outputs. Export a checkpoint from before training diverged.")
+
+
 def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, representative_data=None,
                  out_dir: str = "export_out", target: str = "tflm", sparsity_encoding: bool = False,
                  flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
-                 firmware_mode: str | None = None) -> list[ExportReport]:
+                 firmware_mode: str | None = None, print_fn=None) -> list[ExportReport]:
     """Converts, verifies and measures a model in each mode; writes `<mode>.tflite`, `report.json` and firmware
     files (for `firmware_mode`, default: int8 when exported, else the first mode) into `out_dir`.
+
+    The output folder is all-or-nothing: everything is built in a staging folder beside it and swapped in at the
+    end, so an interrupted or failed export (even kill -9) leaves `out_dir` as it was.
 
     Args:
         model: tf_keras model, pruned (wrappers are stripped) or stripped.
         modes: Any of "float32", "int8" ("dynamic_range" with target="litert").
         x_test, y_test: Test sequences (N, T, F) float32 and labels (N,) for verification.
         representative_data: Training samples (N, T, F) for int8 calibration.
-        out_dir: Output folder (created).
+        out_dir: Output folder (created, or replaced as a whole).
         target: "tflm" or "litert".
         sparsity_encoding: tf.lite.Optimize.EXPERIMENTAL_SPARSITY (litert only).
         flash_kib, ram_kib: Target budget in KiB.
         firmware_mode: Which mode's flatbuffer becomes model_data.cc.
+        print_fn: Called with one progress line per step (e.g. `print`); None is silent.
 
     Returns:
         One `ExportReport` per mode.
 
     Raises:
-        ValueError: bad mode/target combination or missing data.
-        ExportError: conversion or runtime failure (no partial `.tflite` is left behind).
+        ValueError: bad mode/target combination, missing data, NaN or infinite weights, or an output folder that
+            is an existing file or not writable (all checked before the conversion).
+        ExportError: conversion or runtime failure (`out_dir` is left untouched).
     """
     from keras_expander.prune import strip_pruning
     from keras_expander.backend import PruneLowMagnitude
@@ -437,25 +465,30 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     for mode in modes:
         check_mode(mode, target)
     check_sparsity_encoding(sparsity_encoding, target)
-    if x_test is None or y_test is None:
-        raise ValueError("Arguments `x_test` and `y_test` are required: every export is verified.")
+    if x_test is None or y_test is None or len(x_test) == 0:
+        raise ValueError("Arguments `x_test` and `y_test` are required and must not be empty: every export is "
+                         "verified.")
+    check_output_folder(out_dir)
     if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
         model = strip_pruning(model)
-    os.makedirs(out_dir, exist_ok=True)
+    check_finite_weights(model)
+    say = print_fn or (lambda line: None)
     reports, contents = [], {}
-    for mode in modes:
-        content, notes = convert(model, mode, representative_data, target, sparsity_encoding)
-        path = os.path.join(out_dir, f"{mode}.tflite")
-        write_atomic(path, content)
-        contents[mode] = content
-        reports.append(verify_and_report(model, content, mode, x_test, y_test, path, target, notes, flash_kib,
-                                         ram_kib))
-    chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
-    chosen_report = next(r for r in reports if r.mode == chosen)
-    write_firmware_files(contents[chosen], chosen_report.ops, out_dir)
-    write_atomic(os.path.join(out_dir, "report.json"),
-                 json.dumps({"reports": [dataclasses.asdict(r) for r in reports], "firmware_mode": chosen},
-                            indent=2))
+    with staged_folder(out_dir) as staging:
+        for mode in modes:
+            say(f"[{mode}] converting to TFLite in a subprocess ...")
+            content, notes = convert(model, mode, representative_data, target, sparsity_encoding, work_dir=staging)
+            write_atomic(os.path.join(staging, f"{mode}.tflite"), content)
+            contents[mode] = content
+            reports.append(verify_and_report(model, content, mode, x_test, y_test,
+                                             os.path.join(out_dir, f"{mode}.tflite"), target, notes, flash_kib,
+                                             ram_kib, print_fn=print_fn, work_dir=staging))
+        chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
+        chosen_report = next(r for r in reports if r.mode == chosen)
+        write_firmware_files(contents[chosen], chosen_report.ops, staging)
+        write_atomic(os.path.join(staging, "report.json"),
+                     json.dumps({"reports": [dataclasses.asdict(r) for r in reports], "firmware_mode": chosen},
+                                indent=2))
     return reports
 
 

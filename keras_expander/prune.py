@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -158,9 +160,12 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
         A new model sharing the original layers (wrapped where selected), or a `PruneExpander` for a layer.
 
     Raises:
-        TypeError: a selected layer is not supported (GRU, Bidirectional, ...), or the model is subclassed or
-            a Keras 3 model (tfmot only prunes tf_keras models).
-        ValueError: a name in `layers` is not in the model, or nothing would be wrapped.
+        TypeError: a selected layer is not supported (GRU, Bidirectional, ...), the model is subclassed or a
+            Keras 3 model (tfmot only prunes tf_keras models), or `layers` is a string.
+        ValueError: the model is not built, a name in `layers` is not in the model, or nothing would be wrapped.
+
+    Warns:
+        UserWarning: naming each GRU, Bidirectional or ConvLSTM layer left dense when `layers` is None.
     """
     options = dict(pruning_schedule=pruning_schedule, mask_policy=mask_policy, min_degree=min_degree)
     if not isinstance(model_or_layer, tf_keras.Model):
@@ -171,6 +176,13 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     if not (isinstance(model_or_layer, tf_keras.Sequential) or model_or_layer._is_graph_network):
         raise TypeError(f"Argument `model_or_layer` must be a Sequential or functional model; subclassed model "
                         f"{type(model_or_layer).__name__} cannot be cloned. Wrap its layers with prune_expander.")
+    if not model_or_layer.built:
+        raise ValueError(f"Model {model_or_layer.name!r} is not built, so its weights do not exist yet: give it an "
+                         f"Input (e.g. tf_keras.Input((timesteps, features))) or call model.build(input_shape) "
+                         f"before prune_expander.")
+    if isinstance(layers, str):
+        raise TypeError(f"Argument `layers` must be a list of layer names, not a string. Received: "
+                        f"layers={layers!r}; pass layers=[{layers!r}].")
     if layers is not None:
         layers = set(layers)
         missing = layers - {layer.name for layer in model_or_layer.layers}
@@ -189,6 +201,11 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     if not wrapped:
         raise ValueError(f"Model {model_or_layer.name!r} has no SimpleRNN or LSTM layer to prune (layers: "
                          f"{[type(layer).__name__ for layer in model_or_layer.layers]}).")
+    left_dense = [f"{layer.name!r} ({type(layer).__name__}: {graph_lib.UNSUPPORTED[type(layer).__name__]})"
+                  for layer in model_or_layer.layers if type(layer).__name__ in graph_lib.UNSUPPORTED]
+    if left_dense:
+        warnings.warn(f"prune_expander left these recurrent layers dense (it prunes SimpleRNN and LSTM): "
+                      f"{'; '.join(left_dense)}.", stacklevel=2)
     return pruned
 
 
@@ -235,12 +252,15 @@ def load_model(path: str | os.PathLike):
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: `path` is an `.h5` file of a pruned recurrent model, or neither Keras can load it (the message
-            names both errors).
+        ValueError: `path` is a `.keras` file that is not a zip archive (corrupt), an `.h5` file of a pruned
+            recurrent model, or neither Keras can load it (the message names both errors).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Argument `path`: no model at {path!r}.")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"Argument `path`: {path!r} is not a Keras .keras archive (a .keras file is a zip file); it "
+                         f"is corrupt or truncated, or another format: save the model again.")
     with tfmot.sparsity.keras.prune_scope():
         try:
             return tf_keras.models.load_model(path)

@@ -9,6 +9,9 @@ variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import warnings
 
 from keras_expander.backend import tf, tfmot
@@ -18,6 +21,20 @@ BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
 REPRESENTATIONS = ("unweighted", "weighted")
 STOP_RULES = ("hold", "correct", "monitor")
+
+
+def _real(name: str, value) -> float:
+    """A finite real number (Python or numpy scalar) as a float, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"Argument `{name}` must be a finite number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _integer(name: str, value) -> int:
+    """An integer (Python or numpy scalar) as an int, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
+    return int(value)
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -81,20 +98,22 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
             raise ValueError("Argument `stop_rule='correct'` needs representation='unweighted': the edges it moves "
                              "start at weight 0, so the weighted graph would not contain them. Received: "
                              "representation='weighted'")
+        final_sparsity, initial_sparsity = _real("final_sparsity", final_sparsity), _real("initial_sparsity",
+                                                                                           initial_sparsity)
         for name, value in (("final_sparsity", final_sparsity), ("initial_sparsity", initial_sparsity)):
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if not 0.0 <= value < 1.0:
                 raise ValueError(f"Argument `{name}` must be in [0, 1). Received: {name}={value!r}")
-        if not isinstance(begin_step, int) or begin_step < 0:
+        begin_step, end_step, frequency = (_integer("begin_step", begin_step), _integer("end_step", end_step),
+                                           _integer("frequency", frequency))
+        if begin_step < 0:
             raise ValueError(f"Argument `begin_step` must be an integer >= 0. Received: begin_step={begin_step!r}")
-        if not isinstance(frequency, int) or frequency < 1:
+        if frequency < 1:
             raise ValueError(f"Argument `frequency` must be an integer >= 1. Received: frequency={frequency!r}")
-        if not isinstance(end_step, int) or (end_step != -1 and end_step <= begin_step) or (
-                end_step == -1 and base == "polynomial_decay"):
+        if (end_step != -1 and end_step <= begin_step) or (end_step == -1 and base == "polynomial_decay"):
             raise ValueError(f"Argument `end_step` must be an integer > begin_step={begin_step} (or -1 with "
                              f"base='constant_sparsity'). Received: end_step={end_step!r}")
-        if not isinstance(margin, (int, float)) or margin != margin:
-            raise ValueError(f"Argument `margin` must be a finite number. Received: margin={margin!r}")
-        if not isinstance(power, (int, float)) or power <= 0:
+        margin, power = _real("margin", margin), _real("power", power)
+        if power <= 0:
             raise ValueError(f"Argument `power` must be > 0. Received: power={power!r}")
         self.final_sparsity = float(final_sparsity)
         self.begin_step = begin_step

@@ -54,13 +54,14 @@ def test_missing_data_folder_is_a_clear_error(tmp_path):
         datasets.sequential_mnist(tmp_path / "nowhere")
 
 
-def test_no_files_and_failing_online_route_names_both(tmp_path, monkeypatch):
+def test_no_data_folder_and_failing_online_route_names_both(monkeypatch):
     def offline():
         raise ConnectionError("no network")
 
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
     monkeypatch.setattr(datasets, "_mnist_online", offline)  # the real route would retry for minutes offline
-    with pytest.raises(datasets.DataNotFoundError, match="no MNIST IDX files.*no network"):
-        datasets.sequential_mnist(tmp_path)
+    with pytest.raises(datasets.DataNotFoundError, match="no data folder given.*online route.*no network"):
+        datasets.sequential_mnist()
 
 
 def test_main_job_on_a_real_subset_writes_every_output(data_dir, tmp_path):

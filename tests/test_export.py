@@ -118,7 +118,7 @@ def test_failing_conversion_raises_export_error_and_leaves_no_file(tmp_path):
     with pytest.raises(export.ExportError, match="int8"):
         export.export_model(small_model("lstm"), modes=("int8",), x_test=x, y_test=y,
                             representative_data=wrong_shape, out_dir=str(out))
-    assert not [name for name in os.listdir(out) if name.endswith(".tflite") or name.startswith(".tmp-")]
+    assert not out.exists() and os.listdir(tmp_path) == []  # all-or-nothing: no folder, no staging leftovers
 
 
 @pytest.mark.parametrize("kwargs,match", [

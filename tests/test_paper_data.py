@@ -56,13 +56,14 @@ def test_speech_noise_changes_features_reproducibly(data_dir):
     assert np.array_equal(noisy, again) and not np.allclose(noisy, clean)
 
 
-def test_speech_without_files_tries_tfds_and_says_both(tmp_path, monkeypatch):
+def test_speech_without_a_data_folder_tries_tfds_and_says_both(monkeypatch):
     def offline():
         raise ConnectionError("no network")
 
+    monkeypatch.delenv(datasets.DATA_ENV, raising=False)
     monkeypatch.setattr(datasets, "_speech_online", offline)  # the real route would download 2.4 GB
-    with pytest.raises(datasets.DataNotFoundError, match=r"no speech_commands_v0.02_test.*online route.*no network"):
-        datasets.speech_commands(tmp_path)
+    with pytest.raises(datasets.DataNotFoundError, match=r"no data folder given.*online route.*no network"):
+        datasets.speech_commands()
 
 
 def test_tfds_speech_labels_map_onto_our_label_order(tmp_path):

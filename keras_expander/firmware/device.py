@@ -8,11 +8,9 @@ states. Flash and RAM come from the linker map of the Cortex-M4 image.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 from keras_expander.firmware.project import KERNELS_DIR, CustomKernel
 from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
                                                kernel_sources, startup_sources)
+from keras_expander.io_utils import die_with_parent
 
 QEMU_BOARD = "mps2-an386"
 QEMU_FLASH_BYTES = 4 << 20  # mps2-an386: 4 MiB at 0x00000000
@@ -30,17 +29,11 @@ HEAP_BYTES = 64 << 10  # newlib's stdio buffers (harness only)
 PROBE_ARENA_BYTES = {"host": 16 << 20, "cortex-m4": 3 << 20}
 
 
-def _die_with_parent() -> None:
-    # Linux: the child gets SIGKILL when the Python process that started it dies, even by kill -9.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def run_command(command: list[str], timeout_s: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Runs a command that dies with its parent; a time-out is a `FirmwareError` naming the command."""
     try:
         return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
-                              preexec_fn=_die_with_parent)
+                              preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired as error:
         raise FirmwareError(f"{Path(command[0]).name} did not finish within {timeout_s:.0f} s.") from error
 

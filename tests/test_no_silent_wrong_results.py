@@ -1,0 +1,212 @@
+"""No silent wrong results: every path that used to finish with a wrong or meaningless result, or a raw traceback,
+now fails loudly with a one-line error (or does the right thing). Each test is named after the behaviour; the
+README's bad-input table (Reliability) lists them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import keras_expander as ke
+from keras_expander import cli, export
+from keras_expander.backend import tf_keras
+from keras_expander.io_utils import staged_folder
+
+STEPS, FEATURES = 6, 5
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, STEPS, FEATURES)).astype("float32")
+    return x, (x[:, :, 0].sum(axis=1) > 0).astype("int64")
+
+
+def lstm_model(extra_layers=()):
+    tf_keras.utils.set_random_seed(0)
+    return tf_keras.Sequential([tf_keras.Input((STEPS, FEATURES)), *extra_layers, tf_keras.layers.LSTM(8, name="lstm"),
+                                tf_keras.layers.Dense(2)])
+
+
+def pruned(end_step=4, model=None):
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=end_step, frequency=1)
+    result = ke.prune_expander(model or lstm_model(), schedule)
+    result.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return result
+
+
+def test_second_fit_without_the_callback_raises_instead_of_freezing_masks():
+    model = pruned()
+    x, y = data()
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[ke.ExpanderPruningCallback()], verbose=0)
+    with pytest.raises(RuntimeError, match="without ExpanderPruningCallback"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_callback_on_the_unwrapped_model_raises():
+    model = lstm_model()
+    model.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data()
+    with pytest.raises(ValueError, match="found no pruned layer"):
+        model.fit(x, y, epochs=1, callbacks=[ke.ExpanderPruningCallback()], verbose=0)
+
+
+def test_schedule_that_ends_after_training_is_reported_at_the_end_of_fit():
+    model = pruned(end_step=2000)  # 4 batches of training: the target is never reached
+    x, y = data()
+    with pytest.warns(UserWarning, match="before the schedule's end_step 2000.*optimizer steps"):
+        model.fit(x, y, batch_size=16, epochs=1, callbacks=[ke.ExpanderPruningCallback()], verbose=0)
+
+
+def test_gru_and_bidirectional_layers_left_dense_are_named_in_a_warning():
+    model = lstm_model([tf_keras.layers.GRU(4, return_sequences=True, name="gru"),
+                        tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(3, return_sequences=True),
+                                                      name="bidi")])
+    with pytest.warns(UserWarning, match=r"left these recurrent layers dense.*'gru' \(GRU.*'bidi' \(Bidirectional"):
+        pruned(model=model)
+
+
+def test_unbuilt_model_is_refused_when_wrapped():
+    unbuilt = tf_keras.Sequential([tf_keras.layers.LSTM(8), tf_keras.layers.Dense(2)])
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10)
+    with pytest.raises(ValueError, match="is not built"):
+        ke.prune_expander(unbuilt, schedule)
+
+
+def test_layer_names_given_as_a_string_are_not_split_into_characters():
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10)
+    with pytest.raises(TypeError, match=r"pass layers=\['lstm'\]"):
+        ke.prune_expander(lstm_model(), schedule, layers="lstm")
+
+
+def test_numpy_scalars_are_accepted_as_schedule_numbers():
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=np.float32(0.5), begin_step=np.int64(0),
+                                          end_step=np.int64(100), frequency=np.int32(10), margin=np.float64(0.1))
+    assert schedule.get_config()["config"]["end_step"] == 100 and type(schedule.end_step) is int
+
+
+@pytest.mark.parametrize("argument", [dict(final_sparsity=float("nan")), dict(margin=float("inf")),
+                                      dict(power=float("nan")), dict(end_step=10.5)])
+def test_non_finite_or_non_integer_schedule_numbers_are_refused(argument):
+    arguments = dict(final_sparsity=0.5, end_step=10) | argument
+    with pytest.raises(ValueError, match=f"Argument `{next(iter(argument))}`"):
+        ke.ExpanderPruningSchedule(**arguments)
+
+
+def test_corrupt_keras_file_is_reported_as_corrupt_not_missing(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match="is not a Keras .keras archive"):
+        ke.load_model(path)
+
+
+def test_export_refuses_nan_weights(tmp_path):
+    model = lstm_model()
+    kernel = model.layers[0].cell.kernel.numpy()
+    kernel[0, 0] = np.nan
+    model.layers[0].cell.kernel.assign(kernel)
+    x, y = data(8)
+    with pytest.raises(ValueError, match="NaN or infinite weights"):
+        export.export_model(model, modes=("float32",), x_test=x, y_test=y, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_to_an_existing_file_is_refused_before_converting(tmp_path, capsys):
+    model = lstm_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    (tmp_path / "taken").write_text("a file")
+    start = time.perf_counter()
+    assert cli.main(["export", str(path), "--out", str(tmp_path / "taken")]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert time.perf_counter() - start < 15  # refused before the conversion (about 24 s for the demo model)
+
+
+def test_unwritable_json_path_gives_a_one_line_error(tmp_path, capsys):
+    model = lstm_model()
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "folder").mkdir()
+    assert cli.main(["analyze", str(tmp_path / "model.keras"), "--json", str(tmp_path / "folder")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "is a folder" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["export", "m.keras", "--representative-samples", "0"], "must be an integer >= 1"),
+    (["export", "m.keras", "--test-samples", "-1"], "must be an integer >= 0"),
+    (["export", "m.keras", "--ram-kib", "nan"], "must be a finite number > 0"),
+    (["firmware", "m.tflite", "--snr-db", "inf"], "must be a finite number"),
+])
+def test_bad_counts_and_sizes_on_the_command_line_are_one_line_errors(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(argv)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_cli_has_version_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.startswith("keras-expander ")
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["export", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: export_out)" in text and "full integer" in text
+
+
+def test_staged_folder_leaves_the_old_folder_untouched_on_failure(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(out) as staging:
+            (open(os.path.join(staging, "report.json"), "w")).write("new, half written")
+            raise RuntimeError("conversion failed")
+    assert os.listdir(out) == ["report.json"] and (out / "report.json").read_text() == "old"
+    assert [name for name in os.listdir(tmp_path) if name != "out"] == []
+
+
+KILL_SCRIPT = """
+import sys
+from keras_expander import export
+from keras_expander.backend import tf_keras
+import numpy as np
+model = tf_keras.models.load_model(sys.argv[1])
+x = np.random.default_rng(0).normal(size=(16, 6, 5)).astype("float32")
+export.export_model(model, modes=("float32", "int8"), x_test=x, y_test=np.zeros(16, int), representative_data=x,
+                    out_dir=sys.argv[2], print_fn=lambda line: print(line, flush=True))
+print("EXPORT DONE", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after", ["converting", "searching the smallest", "[int8] converting"])
+def test_export_folder_is_complete_or_untouched_after_kill_9(tmp_path, kill_after):
+    model_path = tmp_path / "model.keras"
+    lstm_model().save(model_path)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "report.json").write_text("the previous export")
+    script = tmp_path / "run_export.py"
+    script.write_text(KILL_SCRIPT)
+    process = subprocess.Popen([sys.executable, str(script), str(model_path), str(out)], stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    for line in process.stdout:
+        if kill_after in line:
+            time.sleep(1.0)
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    assert os.listdir(out) == ["report.json"] and (out / "report.json").read_text() == "the previous export"
+    time.sleep(1.0)  # the converter subprocess dies with its parent
+    children = subprocess.run(["pgrep", "-f", f"keras_expander.export .*{tmp_path}"], capture_output=True, text=True)
+    assert children.stdout.strip() == ""
+    # The next export cleans the killed run's staging folder and replaces the old folder as a whole.
+    x, y = data(8)
+    export.export_model(tf_keras.models.load_model(model_path), modes=("float32",), x_test=x, y_test=y, out_dir=out)
+    assert sorted(os.listdir(out)) == ["float32.tflite", "model_data.cc", "model_data.h", "model_op_resolver.h",
+                                       "report.json"]
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".export")] == []
