@@ -10,7 +10,9 @@ replaces tfmot's `UpdatePruningStep` (it is one) and also monitors plain tfmot-p
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import sys
 import warnings
 
 import numpy as np
@@ -94,6 +96,14 @@ def _worst(values: dict[str, dict[str, float]]) -> tuple[float, str]:
     return (float("nan") if value == -math.inf else value), name
 
 
+class _ExpectedSlowBatchHook(logging.Filter):
+    """Drops tf_keras' "Callback method `on_train_batch_begin` is slow" warning: pruning steps do spectral work in
+    that hook by design (about 16 ms per LSTM(128) layer), which is not a defect to report to the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`on_train_batch_begin` is slow" not in record.getMessage()
+
+
 class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
     """Applies expansion-aware pruning during `model.fit` and logs the spectral health of every pruned layer.
 
@@ -128,6 +138,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         self._expanders = []
         self._step = 0
         self._warned_graphs: set[str] = set()
+        self._slow_hook_filter = _ExpectedSlowBatchHook()
 
     def set_model(self, model):
         super().set_model(model)
@@ -152,12 +163,14 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         for layer in self.prunable_layers:
             if isinstance(layer, PruneExpander):
                 layer.callback_attached = True
+        logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
         self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
                               for layer in self.prunable_layers if isinstance(layer, PruneExpander)}
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_end(self, logs=None):
+        logging.getLogger("tensorflow").removeFilter(self._slow_hook_filter)
         if self._writer is not None:
             self._writer.flush()
         for layer in self.prunable_layers:
@@ -247,8 +260,9 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph, correction,
                                   kept_share), values)
         if self.verbose:
-            print(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
-                  f"{schedule.criterion} {worst_value:.4g} at {worst_graph}" + (f"; {correction}" if correction else ""))
+            self._say(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
+                      f"{schedule.criterion} {worst_value:.4g} at {worst_graph}"
+                      + (f"; {correction}" if correction else ""))
 
     def _measure(self, current: graph_lib.LayerMatrices, raw: dict, masks: dict,
                  schedule: ExpanderPruningSchedule) -> dict[str, dict[str, float]]:
@@ -287,7 +301,17 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, worst_value, worst_graph, reason),
                      {})
         if self.verbose:
-            print(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): {reason}")
+            self._say(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): "
+                      f"{reason}")
+
+    @staticmethod
+    def _say(line: str) -> None:
+        # Through Keras' own output; on a terminal the progress bar is redrawn in place (no newline), so start a
+        # fresh line instead of gluing this one onto the bar.
+        from keras_expander.backend import tf_keras
+
+        prefix = "\n" if sys.stdout.isatty() else ""
+        tf_keras.utils.io_utils.print_msg(prefix + line)
 
     def _record(self, event: PruningEvent, values: dict) -> None:
         self.events.append(event)

@@ -210,3 +210,36 @@ def test_export_folder_is_complete_or_untouched_after_kill_9(tmp_path, kill_afte
     assert sorted(os.listdir(out)) == ["float32.tflite", "model_data.cc", "model_data.h", "model_op_resolver.h",
                                        "report.json"]
     assert [name for name in os.listdir(tmp_path) if name.startswith(".export")] == []
+
+
+def test_fit_with_the_callback_hides_only_the_expected_slow_hook_warning():
+    import logging
+
+    from tensorflow.python.platform import tf_logging
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    slow = "Callback method `on_train_batch_begin` is slow compared to the batch time"
+
+    class Emit(tf_keras.callbacks.Callback):  # what tf_keras logs when a pruning step outlasts a batch
+        def on_train_batch_end(self, batch, logs=None):
+            tf_logging.warning(slow)
+            tf_logging.warning("some other warning")
+
+    try:
+        x, y = data()
+        pruned().fit(x, y, batch_size=16, epochs=1, callbacks=[ke.ExpanderPruningCallback(), Emit()], verbose=0)
+        assert slow not in seen and "some other warning" in seen
+        tf_logging.warning(slow)  # outside our fit it is not hidden
+        assert slow in seen
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+
+
+def test_explicit_tf_use_legacy_keras_0_is_refused_not_overridden():
+    result = subprocess.run([sys.executable, "-c", "import keras_expander as ke; ke.ExpanderPruningSchedule"],
+                            capture_output=True, text=True, env=dict(os.environ, TF_USE_LEGACY_KERAS="0"))
+    assert result.returncode != 0
+    assert "sets TF_USE_LEGACY_KERAS='0'; unset it or set it to 1" in result.stderr
