@@ -308,10 +308,10 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
     def _say(line: str) -> None:
         # Through Keras' own output; on a terminal the progress bar is redrawn in place (no newline), so start a
         # fresh line instead of gluing this one onto the bar.
-        from keras_expander.backend import tf_keras
+        from tf_keras.src.utils import io_utils  # Keras' progress-aware output (not re-exported publicly)
 
         prefix = "\n" if sys.stdout.isatty() else ""
-        tf_keras.utils.io_utils.print_msg(prefix + line)
+        io_utils.print_msg(prefix + line)
 
     def _record(self, event: PruningEvent, values: dict) -> None:
         self.events.append(event)
