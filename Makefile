@@ -14,7 +14,6 @@ KERAS_EXPANDER_TFLM ?= $(abspath ../shared/tflm)
 export KERAS_EXPANDER_TFLM
 FIRMWARE_TOOLS := arm-none-eabi-g++ qemu-system-arm g++
 FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm g++
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test test-slow install clean firmware-toolchain

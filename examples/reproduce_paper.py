@@ -28,7 +28,9 @@ import sys
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_expander.io_utils import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402

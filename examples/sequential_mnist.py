@@ -21,7 +21,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keras_expander.io_utils import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output
 
 import numpy as np  # noqa: E402
 

@@ -12,12 +12,12 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 
 from keras_expander import analysis
 from keras_expander.datasets import DATASETS
 from keras_expander.graph import GATE_VIEWS
-from keras_expander.io_utils import check_output_file, check_output_folder, staged_folder, write_atomic
+from keras_expander.io_utils import (check_output_file, check_output_folder, import_tensorflow_quietly,
+                                     staged_folder, write_atomic)
 
 
 def positive_int(text: str) -> int:
@@ -240,27 +240,6 @@ def run_firmware(args) -> int:
               "into the arena: RAM grows by about their dense bytes.")
     print(f"wrote {os.path.join(args.out, 'report.json')}")
     return 0 if all(deploy.within_tolerance(r) for r in reports) else 1
-
-
-def import_tensorflow_quietly() -> None:
-    """Loads TensorFlow with its start-up log lines held back: TensorFlow writes them to the C-level stderr before
-    its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them. They are shown if the import fails. A
-    TF_CPP_MIN_LOG_LEVEL the user set is kept; otherwise C++ log lines are hidden (real failures still raise)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import keras_expander.backend  # noqa: F401  (TensorFlow, tf_keras, tfmot)
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:

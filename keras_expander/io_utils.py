@@ -160,3 +160,25 @@ def check_output_file(path: str | os.PathLike, argument: str = "path") -> str:
         raise ValueError(f"Argument `{argument}`: {path!r} is a folder; give a file path.")
     check_output_folder(os.path.dirname(path), argument)
     return path
+
+
+def import_tensorflow_quietly() -> None:
+    """Loads TensorFlow (through keras_expander.backend) with its start-up log lines held back, for command-line
+    entry points: TensorFlow writes them to the C-level stderr before its logging is set up, so
+    TF_CPP_MIN_LOG_LEVEL cannot hide them. They are shown if the import fails. A TF_CPP_MIN_LOG_LEVEL the user set
+    is kept; otherwise C++ log lines are hidden (real failures still raise Python errors)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras_expander.backend  # noqa: F401  (TensorFlow, tf_keras, tfmot)
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
