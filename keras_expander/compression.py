@@ -273,14 +273,17 @@ def _flexbuffer_options(op, schema) -> bytes:
     return bytes(flexbuffers.Dumps(values))
 
 
-def sparse_rewrite(model_content: bytes) -> tuple[bytes, list[SparseOp]]:
+def sparse_rewrite(model_content: bytes, force: bool = False) -> tuple[bytes, list[SparseOp]]:
     """Rewrites every pruned int8 LSTM and FULLY_CONNECTED whose weights are smaller in the sparse format.
 
-    An op is rewritten only when the blobs of all its weight matrices together are smaller than their dense bytes;
-    others stay stock ops. Weights shared by several ops (an unrolled SimpleRNN) become one shared blob.
+    An op is rewritten only when the blobs of all its weight matrices together are smaller than their dense bytes
+    (unless `force`); others stay stock ops. Weights shared by several ops (an unrolled SimpleRNN) become one
+    shared blob.
 
     Args:
         model_content: A full-int8 `.tflite` flatbuffer.
+        force: Rewrite every mappable op, even where the blobs are not smaller (e.g. to run a 50 %-sparse model
+            on the sparse kernels, or to test them at any sparsity).
 
     Returns:
         (the rewritten flatbuffer, the ops rewritten).
@@ -314,11 +317,11 @@ def sparse_rewrite(model_content: bytes) -> tuple[bytes, list[SparseOp]]:
                     blobs[id(weight)] = sparse_blob(weight.array)
             dense = sum(len(w.buffer.data) for w in weights)
             sparse = sum(len(blobs[id(w)]) for w in weights)
-            if sparse < dense:
+            if sparse < dense or force:
                 name = SPARSE_LSTM_OP if is_lstm else SPARSE_FULLY_CONNECTED_OP
                 chosen.append((subgraph, index, op, name, weights, dense, sparse))
     rewritten_ops = {id(entry[2]) for entry in chosen}
-    encoded = set()
+    encoded, dense_of = set(), {}
     for subgraph, index, op, name, weights, dense, sparse in chosen:
         if any(id(consumer) not in rewritten_ops for weight in weights for consumer in subgraph.consumers_of(weight)):
             continue  # a stock op also reads these weights: they must stay dense
@@ -334,10 +337,18 @@ def sparse_rewrite(model_content: bytes) -> tuple[bytes, list[SparseOp]]:
             # and the consumers of shared weights (an unrolled SimpleRNN) share the blob.
             if id(weight) not in encoded:
                 encoded.add(id(weight))
+                dense_of[id(weight)] = len(weight.buffer.data)
                 weight.shape = (len(blobs[id(weight)]),)
                 weight.buffer = model_editor.Buffer(data=blobs[id(weight)])
     if not rewritten:
         raise CompressionError("No LSTM or FULLY_CONNECTED op of the model has weights that are smaller in the "
                                "sparse format (it pays above about 50 % sparsity); keep the plain model.")
+    # Shared weights are saved once, but every rewritten op carries its own options: a small unrolled RNN can grow.
+    saving = (sum(dense_of[key] - len(blobs[key]) for key in encoded)
+              - sum(len(entry[2]._fb.customOptions) for entry in chosen if entry[2].custom_code is not None))
+    if saving <= 0 and not force:
+        raise CompressionError(f"Rewriting the model for the sparse kernels would not make it smaller (net "
+                               f"{-saving} more bytes: {len(rewritten)} ops each carry their options); keep the plain "
+                               f"model, or pass force=True to run the sparse kernels anyway.")
     model_editor.prune_buffers(model)
     return _align(bytes(model.build())), rewritten

@@ -187,7 +187,7 @@ def _check_cmsis_nn_decode(ops: list[str], kernels: str) -> None:
         raise FirmwareError(
             "CMSIS-NN's UNIDIRECTIONAL_SEQUENCE_LSTM precomputes kernel sums from constant weights in Prepare, so "
             "it cannot take the weights that TFLM_DECODE expands into the arena; build DECODE-compressed LSTMs with "
-            "kernels='reference', or use the sparse kernels (export --kernels sparse).")
+            "kernels='reference', or use the sparse kernels (keras-expander firmware --compression ke_sparse).")
 
 
 def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs: np.ndarray,
@@ -196,7 +196,8 @@ def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs
 
     `arena_used_bytes()` after AllocateTensors leaves out the memory planner's temporary space, which TFLM needs
     during AllocateTensors, so the arena is found by bisection: probe runs of one sequence with an arena limit
-    (no relink), from `arena_used_bytes()` upwards; then the image is linked with exactly that arena.
+    (no relink), from `arena_used_bytes()` upwards; then the image is linked with exactly that arena, and the
+    measured run with that image proves it.
 
     Raises:
         FirmwareError: the model does not run even with the whole probe arena.
@@ -204,16 +205,19 @@ def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs
     image = device.link(toolchain, folder, registrations, device.PROBE_ARENA_BYTES[toolchain.target])
     probe_dir = folder / "arena_search"
 
+    start = time.perf_counter()
+    used = device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=300).values["arena_used_bytes"]
+    probe_timeout_s = 30 + 5 * (time.perf_counter() - start)
+
     def works(size: int) -> bool:
+        # The whole probe arena is known to work (the first run), so any failure below it means too small: TFLM
+        # reports some shortfalls as "AllocateTensors failed" and aborts or faults on others.
         try:
-            device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=300, arena_limit=size)
+            device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=probe_timeout_s, arena_limit=size)
             return True
-        except FirmwareError as error:
-            if "AllocateTensors failed" not in str(error):
-                raise
+        except FirmwareError:
             return False
 
-    used = device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=300).values["arena_used_bytes"]
     low, high = -(-int(used) // granularity) * granularity - granularity, -(-int(used) // granularity) * granularity
     while not works(high):  # low always fails (or is below what is used), high works at the end
         low, high = high, high * 2

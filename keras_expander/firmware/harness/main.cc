@@ -82,6 +82,13 @@ uint32_t StackBytesUsed() {
 
 extern "C" void SysTick_Handler(void) { g_systick_wraps = g_systick_wraps + 1; }
 
+// CMSIS' default fault handler spins forever, which would hang QEMU until its time-out (an arena that is too
+// small can end in a fault on bare metal): report it and end the program instead.
+extern "C" void HardFault_Handler(void) {
+  fputs("KE error hard fault\n", stdout);
+  exit(4);
+}
+
 // CMSIS' reset handler ends in __cmsis_start (it copies .data), which calls _start: clear .bss, run the C++
 // constructors, main, and leave through semihosting exit so that QEMU ends with main's status.
 // -nostartfiles leaves out crti/crtbegin: provide the empty _init that __libc_init_array calls, and the handle

@@ -26,24 +26,31 @@
 //   sat16(clamp(requant(bias + W_x (x - zp_x))) + clamp(requant(W_h (h - zp_h))))
 // with TFLM's reference int8 FullyConnected. A zero weight adds exactly 0 to
 // the int32 accumulator, so summing only the stored non-zeros gives the same
-// accumulator; requantization, clamping, the saturating add, the gate
+// accumulator. Requantization, clamping, the saturating add, the gate
 // nonlinearities and the cell/hidden updates use TFLM's own parameters
-// (PrepareGateParametersInteger) and helpers (lstm_internal::Sigmoid, Tanh,
-// UpdateLstmCell, UpdateLstmHidden), so every output byte and the final state
-// match the stock kernel.
+// (PrepareGateParametersInteger, computed in Prepare) and reimplement, inline
+// and fused per element, the integer arithmetic of TFLM's helpers
+// (lstm_internal::Sigmoid, Tanh, UpdateLstmCell, UpdateLstmHidden), so every
+// output byte and the final state match the stock kernel. A cheaper
+// requantization (SMMULR) is used only where Prepare proves it exact
+// (sparse::RequantizeFast; bounds from the constant weights and biases).
 //
-// Work. Once per time step the input and hidden activations plus their input
-// offsets (-zero point) are widened to int16, so the inner loop per non-zero
-// is one index load, one value load, one activation load and one
-// multiply-accumulate (sparse_weights.h). The recurrent product is added into
-// the gate buffer in place, so the stock kernel's fourth scratch buffer (its
-// recurrent FC output) is free to hold the widened hidden state.
+// Work. Once per time step the input plus its input offset (-zero point) is
+// widened to int16 (the hidden state is widened by the previous step's hidden
+// update), so the inner loop per non-zero is one index load, one value load,
+// one activation load and one multiply-accumulate (sparse_weights.h). The
+// recurrent product is added into the gate buffer in place, so the stock
+// kernel's fourth scratch buffer (its recurrent FC output) is free to hold
+// the widened hidden state. Per step: forget, input and cell gate
+// pre-activations, one fused pass for their nonlinearities and the cell
+// update, the output gate, one fused pass for the hidden update and output.
 // Measured on Cortex-M4 (GCC 12 -O2, QEMU instruction count), LSTM(128) over
-// 28 inputs, 28 steps: 3.1 M instructions per inference at 90 % sparsity,
-// 1.6 M at 100 % (reference kernel 25.2 M, CMSIS-NN dense 6.1 M). Of these,
-// about 1.0 M are TFLM's elementwise helpers (Sigmoid, Tanh, Mul) and about
-// 30 per gate row and FC (two requantizations per row), independent of
-// sparsity; each non-zero weight costs about 4.7.
+// 28 inputs, 28 steps, instructions per inference: 12.0 M at 0 % sparsity,
+// 6.69 M at 50 %, 2.42 M at 90 %, 1.88 M at 95 %, 1.31 M at 99 %, 0.98 M at
+// 100 % (reference kernel 25.2 M, CMSIS-NN dense 6.1 M). Of these, about
+// 0.45 M are the two elementwise passes (about 125 per cell and step) and
+// about 25 per non-empty gate row and FC (row set-up, requantization),
+// independent of sparsity; each non-zero weight costs about 4.5.
 //
 // Arena: the stock kernel's four n_batch x n_cell int16 scratch buffers plus
 // n_input int16 (times n_batch when time major) for the widened input.
@@ -100,6 +107,11 @@ const char* const kWeightNames[9] = {
     "recurrent_to_cell_weights",
     "recurrent_to_output_weights"};
 
+// How a gate FC requantizes its row accumulators: the generic arithmetic,
+// or the fast one (sparse::RequantizeFast) when Prepare proved every row's
+// |accumulator| small enough, for a left (or zero) or a right shift.
+enum RequantMode : int8_t { kGeneric = 0, kFastLeft = 1, kFastRight = 2 };
+
 struct OpDataSparseLstm {
   // The stock kernel's op data: sizes, cell state info, gate FC and
   // inter-gate Mul parameters, its four scratch buffer indices.
@@ -111,6 +123,26 @@ struct OpDataSparseLstm {
   const char* options_key;
   // n_input int16 per batch row of a step: input + input offset.
   int input_scratch_index;
+  // Per gate (GateId order): input FC and recurrent FC requantization mode.
+  RequantMode fc_modes[4][2];
+  // The stock kernel's inter-gate Mul and Tanh parameters, pre-split.
+  struct {
+    sparse::Requantizer forget_mul;  // forget gate x cell state -> cell
+    sparse::Requantizer input_mul;   // input gate x cell gate -> cell
+    sparse::Requantizer output_mul;  // tanh(cell) x output gate -> hidden
+    // The same, fast (used when fast_mul: all three shift right by 1..31).
+    sparse::FastRequantizer forget_fast;
+    sparse::FastRequantizer input_fast;
+    sparse::FastRequantizer output_fast;
+    bool fast_mul;
+    int32_t hidden_zero_point;
+    // Tanh of the cell state: (c * multiplier + round) >> shift.
+    int32_t tanh_multiplier;
+    int32_t tanh_shift;
+    int32_t tanh_round;
+    bool clip_cell;     // cell_clip > 0, as UpdateLstmCell tests it
+    int16_t cell_clip;  // quantized
+  } ew;
 };
 
 // ---------------------------------------------------------------------------
@@ -178,22 +210,150 @@ void ParseOptions(const char* buffer, size_t length, OpDataSparseLstm* data) {
 }
 
 // ---------------------------------------------------------------------------
+// Elementwise arithmetic, inlined and fused per element. Each helper
+// reproduces one TFLM reference function's integer arithmetic exactly; TFLM's
+// versions run as separate out-of-line passes through scratch buffers and
+// call the out-of-line MultiplyByQuantizedMultiplier per element (about
+// 36 k instructions per LSTM(128) step on Cortex-M4).
+
+// reference_integer_ops::Logistic (int16) as lstm_internal::Sigmoid calls it
+// (input_multiplier 0, input_left_shift 0, hence multiplier 3): Q3.12 in,
+// Q0.15 out. |3x| >> 9 <= 192, so TFLM's saturation branch (index >= 255)
+// cannot be taken and is left out.
+inline int16_t Sigmoid16(int32_t x) {
+  const int32_t in = x * 3;
+  const uint32_t a = static_cast<uint32_t>(in < 0 ? -in : in);
+  const uint32_t index = a >> 9;
+  const uint32_t lo = tflite::sigmoid_table_uint16[index];
+  const uint32_t hi = tflite::sigmoid_table_uint16[index + 1];
+  const uint32_t result = (lo << 9) + (a & 0x1ff) * (hi - lo);
+  // TFLM rounds a negative input's result as (2^25 - result + 2^9 - 1) >>
+  // 10, which equals 2^15 - ((result + 2^9) >> 10): one rounding for both.
+  const int32_t rounded = static_cast<int32_t>((result + (1u << 9)) >> 10);
+  return static_cast<int16_t>(in >= 0 ? rounded : 32768 - rounded);
+}
+
+// reference_integer_ops::Tanh (int16) after its multiplier/shift set-up:
+// in = (x * multiplier + round) >> shift, then the same table.
+inline int16_t Tanh16(int32_t x, int32_t multiplier, int32_t shift,
+                      int32_t round) {
+  const int32_t in = (x * multiplier + round) >> shift;
+  const uint32_t a = static_cast<uint32_t>(in < 0 ? -in : in);
+  const uint32_t index = a >> 8;
+  int32_t result;
+  if (index >= 255) {
+    result = 0xFFFF << 8;
+  } else {
+    const uint32_t lo = tflite::sigmoid_table_uint16[index];
+    const uint32_t hi = tflite::sigmoid_table_uint16[index + 1];
+    result = static_cast<int32_t>((lo << 8) + (a & 0xff) * (hi - lo));
+  }
+  result = in >= 0 ? result - (1 << 23) + (1 << 7)
+                   : -result + (1 << 23) + (1 << 7) - 1;
+  return static_cast<int16_t>(result >> 8);
+}
+
+// reference_integer_ops::MulElementwise's requantization for the inter-gate
+// Muls (offsets 0, as CreateInterGateMulParams sets them for the symmetric
+// gate outputs). One factor is a Sigmoid (0..32767) or Tanh (-32767..32767)
+// output, so |product| < 2^30: with a right shift of 1..31 (Prepare checks)
+// the fast requantization is exact.
+template <bool kFast>
+inline int32_t RequantizeProduct(int32_t product, const sparse::Requantizer& q,
+                                 const sparse::FastRequantizer& fq) {
+  if (kFast) return sparse::RequantizeFast<true>(product, fq);
+  return sparse::Requantize(product, q);
+}
+
+// Cell update for n elements: TFLM's Sigmoid/Tanh of the three gate
+// pre-activations, then UpdateLstmCell (Mul, Mul, AddElementWise, each to
+// int16 with saturation, and Clipping).
+template <bool kSigmoidCellGate, bool kFast>
+void CellPass(const int16_t* forget, const int16_t* input, const int16_t* cell,
+              int n, const OpDataSparseLstm& data, int16_t* cell_state) {
+  const sparse::Requantizer fq = data.ew.forget_mul;
+  const sparse::Requantizer iq = data.ew.input_mul;
+  const sparse::FastRequantizer ffq = data.ew.forget_fast;
+  const sparse::FastRequantizer ifq = data.ew.input_fast;
+  for (int i = 0; i < n; ++i) {
+    const int32_t f = Sigmoid16(forget[i]);
+    const int32_t in = Sigmoid16(input[i]);
+    // Cell gate pre-activations are Q3.12: Tanh with scale power -12, i.e.
+    // multiplier 3, no shift.
+    const int32_t g =
+        kSigmoidCellGate ? Sigmoid16(cell[i]) : Tanh16(cell[i], 3, 0, 0);
+    const int32_t kept = sparse::SaturateInt16(
+        RequantizeProduct<kFast>(f * cell_state[i], fq, ffq));
+    const int32_t added =
+        sparse::SaturateInt16(RequantizeProduct<kFast>(in * g, iq, ifq));
+    cell_state[i] = static_cast<int16_t>(sparse::SaturateInt16(kept + added));
+  }
+  if (data.ew.clip_cell) {
+    const int32_t clip = data.ew.cell_clip;
+    for (int i = 0; i < n; ++i) {
+      const int32_t c = cell_state[i];
+      cell_state[i] =
+          static_cast<int16_t>(c > clip ? clip : (c < -clip ? -clip : c));
+    }
+  }
+}
+
+// Hidden update for n elements: Sigmoid of the output gate, UpdateLstmHidden
+// (Tanh of the cell state, Mul to int8 with the hidden zero point). Also
+// writes the output and the widened hidden state the next step's recurrent
+// products read.
+template <bool kFast>
+void HiddenPass(const int16_t* output_gate, const int16_t* cell_state, int n,
+                const OpDataSparseLstm& data, int32_t hidden_offset,
+                int8_t* hidden, int8_t* output, int16_t* hidden16) {
+  const sparse::Requantizer q = data.ew.output_mul;
+  const sparse::FastRequantizer fq = data.ew.output_fast;
+  const int32_t zp = data.ew.hidden_zero_point;
+  const int32_t tm = data.ew.tanh_multiplier;
+  const int32_t ts = data.ew.tanh_shift;
+  const int32_t tr = data.ew.tanh_round;
+  for (int i = 0; i < n; ++i) {
+    const int32_t o = Sigmoid16(output_gate[i]);
+    const int32_t t = Tanh16(cell_state[i], tm, ts, tr);
+    int32_t h = zp + RequantizeProduct<kFast>(t * o, q, fq);
+    h = h > 127 ? 127 : (h < -128 ? -128 : h);
+    hidden[i] = static_cast<int8_t>(h);
+    output[i] = static_cast<int8_t>(h);
+    hidden16[i] = static_cast<int16_t>(h + hidden_offset);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Gate computation: the only part that differs from the stock kernel.
 
-// One gate's two sparse FCs. TFLM's CreateGateParams gives both output zero
-// point 0 and the full int16 range (Prepare checks it), so their clamp is a
-// saturation to int16.
+// One gate FC. TFLM's CreateGateParams gives both output zero point 0 and
+// the full int16 range (Prepare checks it), so its clamp is a saturation to
+// int16.
+struct GateFc {
+  SparseMatrix weights;
+  sparse::Requantizer requant;
+  sparse::FastRequantizer fast;
+};
+
+template <int kMode>
+inline int32_t RequantizeFc(int32_t acc, const sparse::Requantizer& q,
+                            const sparse::FastRequantizer& fq) {
+  if (kMode == kFastLeft) return sparse::RequantizeFast<false>(acc, fq);
+  if (kMode == kFastRight) return sparse::RequantizeFast<true>(acc, fq);
+  return sparse::Requantize(acc, q);
+}
+
+using InputPass = void (*)(const GateFc&, const int32_t*, const int16_t*,
+                           int16_t*);
+using RecurrentPass = void (*)(const GateFc&, const int16_t*, int16_t*);
+
 struct Gate {
-  SparseMatrix input_weights;
-  SparseMatrix recurrent_weights;
+  GateFc input;
+  GateFc recurrent;
   const int32_t* bias;
-  sparse::Requantizer input_requant;
-  sparse::Requantizer recurrent_requant;
-  // Pass instances for this gate's index widths and shift directions.
-  void (*input_pass)(const SparseMatrix&, const int32_t*, const int16_t*,
-                     const sparse::Requantizer&, int16_t*);
-  void (*recurrent_pass)(const SparseMatrix&, const int16_t*,
-                         const sparse::Requantizer&, int16_t*);
+  // Pass instances for this gate's index widths and requantization modes.
+  InputPass input_pass;
+  RecurrentPass recurrent_pass;
 };
 
 // The two FCs of a gate run as two passes over the rows rather than one pass
@@ -201,126 +361,145 @@ struct Gate {
 // requantizers live and spilled about 15 values per row to the stack.
 
 // out[r] = sat16(requant(bias[r] + W_x[r] . x)): the stock input FC.
-template <int W, bool kLeftShift>
-void InputFcPass(const SparseMatrix& m, const int32_t* bias, const int16_t* x,
-                 const sparse::Requantizer& requant, int16_t* out) {
-  const sparse::Requantizer q = requant;
-  const uint8_t* counts = m.row_counts;
-  const uint8_t* indices = m.col_indices;
-  const int8_t* values = m.values;
-  int16_t* const end = out + m.rows;
+template <int W, int kMode>
+void InputFcPass(const GateFc& fc, const int32_t* bias, const int16_t* x,
+                 int16_t* out) {
+  const sparse::Requantizer q = fc.requant;
+  const sparse::FastRequantizer fq = fc.fast;
+  const uint8_t* counts = fc.weights.row_counts;
+  const uint8_t* indices = fc.weights.col_indices;
+  const int8_t* values = fc.weights.values;
+  int16_t* const end = out + fc.weights.rows;
   while (out != end) {
     const int32_t acc =
         SparseRowDot<W>(indices, values, LoadIndex<W>(counts), x, *bias++);
     counts += W;
     *out++ = static_cast<int16_t>(
-        sparse::SaturateInt16(sparse::Requantize<kLeftShift>(acc, q)));
+        sparse::SaturateInt16(RequantizeFc<kMode>(acc, q, fq)));
   }
 }
 
 // out[r] = sat16(out[r] + sat16(requant(W_h[r] . h))): the stock recurrent
 // FC followed by AddElementWise.
-template <int W, bool kLeftShift>
-void RecurrentFcPass(const SparseMatrix& m, const int16_t* h,
-                     const sparse::Requantizer& requant, int16_t* out) {
-  const sparse::Requantizer q = requant;
-  const uint8_t* counts = m.row_counts;
-  const uint8_t* indices = m.col_indices;
-  const int8_t* values = m.values;
-  int16_t* const end = out + m.rows;
+template <int W, int kMode>
+void RecurrentFcPass(const GateFc& fc, const int16_t* h, int16_t* out) {
+  const sparse::Requantizer q = fc.requant;
+  const sparse::FastRequantizer fq = fc.fast;
+  const uint8_t* counts = fc.weights.row_counts;
+  const uint8_t* indices = fc.weights.col_indices;
+  const int8_t* values = fc.weights.values;
+  int16_t* const end = out + fc.weights.rows;
   while (out != end) {
     const uint32_t count = LoadIndex<W>(counts);
     counts += W;
     // An empty row adds requant(0) = 0: nothing to do (common above 95 %).
     if (count != 0) {
       const int32_t acc = SparseRowDot<W>(indices, values, count, h, 0);
-      const int32_t fc =
-          sparse::SaturateInt16(sparse::Requantize<kLeftShift>(acc, q));
-      *out = static_cast<int16_t>(sparse::SaturateInt16(*out + fc));
+      const int32_t fc_out =
+          sparse::SaturateInt16(RequantizeFc<kMode>(acc, q, fq));
+      *out = static_cast<int16_t>(sparse::SaturateInt16(*out + fc_out));
     }
     ++out;
   }
 }
 
+constexpr InputPass kInputPasses[2][3] = {
+    {&InputFcPass<1, kGeneric>, &InputFcPass<1, kFastLeft>,
+     &InputFcPass<1, kFastRight>},
+    {&InputFcPass<2, kGeneric>, &InputFcPass<2, kFastLeft>,
+     &InputFcPass<2, kFastRight>}};
+constexpr RecurrentPass kRecurrentPasses[2][3] = {
+    {&RecurrentFcPass<1, kGeneric>, &RecurrentFcPass<1, kFastLeft>,
+     &RecurrentFcPass<1, kFastRight>},
+    {&RecurrentFcPass<2, kGeneric>, &RecurrentFcPass<2, kFastLeft>,
+     &RecurrentFcPass<2, kFastRight>}};
+
+GateFc MakeGateFc(const TfLiteEvalTensor* blob,
+                  const tflite::FullyConnectedParams& params) {
+  GateFc fc;
+  fc.weights = sparse::ViewSparseBlob(
+      tflite::micro::GetTensorData<uint8_t>(blob), blob->dims->data[0]);
+  fc.requant =
+      sparse::MakeRequantizer(params.output_multiplier, params.output_shift);
+  fc.fast = sparse::MakeFastRequantizer(params.output_multiplier,
+                                        params.output_shift);
+  return fc;
+}
+
 Gate MakeGate(const tflite::LSTMKernelContents& contents,
-              const tflite::GateParameters& params, GateId id) {
+              const tflite::GateParameters& params, const RequantMode* modes,
+              GateId id) {
   Gate gate;
-  const TfLiteEvalTensor* wx = contents.GetInternalTensor(kGateInputWeights[id]);
-  const TfLiteEvalTensor* wh =
-      contents.GetInternalTensor(kGateRecurrentWeights[id]);
-  gate.input_weights = sparse::ViewSparseBlob(
-      tflite::micro::GetTensorData<uint8_t>(wx), wx->dims->data[0]);
-  gate.recurrent_weights = sparse::ViewSparseBlob(
-      tflite::micro::GetTensorData<uint8_t>(wh), wh->dims->data[0]);
+  gate.input = MakeGateFc(contents.GetInternalTensor(kGateInputWeights[id]),
+                          params.input_fc_params);
+  gate.recurrent =
+      MakeGateFc(contents.GetInternalTensor(kGateRecurrentWeights[id]),
+                 params.recurrent_fc_params);
   gate.bias = tflite::micro::GetTensorData<int32_t>(
       contents.GetInternalTensor(kGateBias[id]));
-  gate.input_requant =
-      sparse::MakeRequantizer(params.input_fc_params.output_multiplier,
-                              params.input_fc_params.output_shift);
-  gate.recurrent_requant =
-      sparse::MakeRequantizer(params.recurrent_fc_params.output_multiplier,
-                              params.recurrent_fc_params.output_shift);
-  const bool wide_x = gate.input_weights.index_bytes == 2;
-  const bool left_x = gate.input_requant.left_shift > 0;
-  gate.input_pass = wide_x ? (left_x ? &InputFcPass<2, true>
-                                     : &InputFcPass<2, false>)
-                           : (left_x ? &InputFcPass<1, true>
-                                     : &InputFcPass<1, false>);
-  const bool wide_h = gate.recurrent_weights.index_bytes == 2;
-  const bool left_h = gate.recurrent_requant.left_shift > 0;
-  gate.recurrent_pass = wide_h ? (left_h ? &RecurrentFcPass<2, true>
-                                         : &RecurrentFcPass<2, false>)
-                               : (left_h ? &RecurrentFcPass<1, true>
-                                         : &RecurrentFcPass<1, false>);
+  gate.input_pass =
+      kInputPasses[gate.input.weights.index_bytes - 1][modes[0]];
+  gate.recurrent_pass =
+      kRecurrentPasses[gate.recurrent.weights.index_bytes - 1][modes[1]];
   return gate;
 }
 
-// Gate pre-activations for the step's batch rows, then the nonlinearity
-// through TFLM's own helper (in place, as the stock kernel does).
-void ComputeGate(const Gate& gate, const int16_t* x, const int16_t* h,
-                 int n_batch, int n_input, int n_cell,
-                 TfLiteFusedActivation activation,
-                 const tflite::RuntimeShape& state_shape, int16_t* out) {
-  for (int b = 0; b < n_batch; ++b) {
-    const int16_t* xb = x + b * n_input;
-    const int16_t* hb = h + b * n_cell;
-    int16_t* ob = out + b * n_cell;
-    gate.input_pass(gate.input_weights, gate.bias, xb, gate.input_requant,
-                    ob);
-    gate.recurrent_pass(gate.recurrent_weights, hb, gate.recurrent_requant,
-                        ob);
+// The mode a gate FC can use: fast when its worst-case accumulator (weights
+// and bias are constant, so Prepare can bound it) is within the limit.
+RequantMode ChooseRequantMode(const TfLiteTensor* blob,
+                              const TfLiteTensor* bias,
+                              const tflite::FullyConnectedParams& params) {
+  if (bias != nullptr && !tflite::IsConstantTensor(bias)) return kGeneric;
+  // Activations + input offset: int8 value minus its zero point.
+  const int32_t offset = params.input_offset;
+  const int32_t lo = -128 + offset;
+  const int32_t hi = 127 + offset;
+  const int32_t max_abs_x = (lo < 0 ? -lo : lo) > (hi < 0 ? -hi : hi)
+                                ? (lo < 0 ? -lo : lo)
+                                : (hi < 0 ? -hi : hi);
+  const int64_t bound = sparse::MaxAbsRowAccumulator(
+      sparse::ViewSparseBlob(blob->data.uint8, blob->bytes),
+      bias != nullptr ? bias->data.i32 : nullptr, max_abs_x);
+  if (bound > sparse::FastRequantizeLimit(params.output_shift)) {
+    return kGeneric;
   }
-  if (activation == kTfLiteActSigmoid) {
-    tflite::lstm_internal::Sigmoid(state_shape, out);
-  } else {
-    // Scale power -12: gate pre-activations are Q3.12, as in the stock kernel.
-    tflite::lstm_internal::Tanh(/*cell_state_scale_power=*/-12, state_shape,
-                                out, state_shape, out);
+  return params.output_shift < 0 ? kFastRight : kFastLeft;
+}
+
+// Gate pre-activations for the step's batch rows (the nonlinearity is
+// applied in CellPass / HiddenPass).
+void ComputeGate(const Gate& gate, const int16_t* x, const int16_t* h,
+                 int n_batch, int n_input, int n_cell, int16_t* out) {
+  for (int b = 0; b < n_batch; ++b) {
+    gate.input_pass(gate.input, gate.bias, x + b * n_input, out + b * n_cell);
+    gate.recurrent_pass(gate.recurrent, h + b * n_cell, out + b * n_cell);
   }
 }
 
 // One time step (all batch rows when time major), in the stock order:
 // forget, input and cell gates, cell update, output gate, hidden update,
-// copy of the hidden state to the output.
+// copy of the hidden state to the output. `widen_hidden`: h16 does not yet
+// hold this step's hidden state (first step of a sequence); otherwise the
+// previous step's HiddenPass wrote it.
 void SparseLstmStep(const LstmStepManager& step, const OpDataSparseLstm& data,
                     tflite::LSTMKernelContents& contents,
                     const tflite::LSTMBuffers<int16_t>& buffers,
-                    const Gate* gates, int16_t* x16) {
+                    const Gate* gates, int16_t* x16, bool widen_hidden) {
   const tflite::OpDataLSTM& lstm = data.lstm;
   const tflite::RuntimeShape state_shape = step.StateShape();
   const int n_batch = state_shape.Dims(0);
   const int n_cell = state_shape.Dims(1);
   const int n_input = lstm.size_info.input_dimension;
 
-  // Widen input and hidden state once per step; all four gates share them
-  // (the hidden state changes only in UpdateLstmHidden below). The stock
-  // kernel's fourth buffer, its FC scratch, is free and holds the hidden.
+  // Widen the input once per step; all four gates share it. The stock
+  // kernel's fourth buffer, its FC scratch, is free and holds the widened
+  // hidden state.
   const int8_t* x = tflite::micro::GetTensorData<int8_t>(
                         contents.GetInternalTensor(tflite::kLstmInputTensor)) +
                     step.InputOffset();
-  const int8_t* h = tflite::micro::GetTensorData<int8_t>(
-                        contents.HiddenStateTensor()) +
-                    step.HiddenStateOffset();
+  int8_t* h = tflite::micro::GetTensorData<int8_t>(
+                  contents.HiddenStateTensor()) +
+              step.HiddenStateOffset();
   int16_t* h16 = buffers.buffer3;
   const int32_t x_offset =
       lstm.forget_gate_parameters.input_fc_params.input_offset;
@@ -329,41 +508,41 @@ void SparseLstmStep(const LstmStepManager& step, const OpDataSparseLstm& data,
   for (int i = 0; i < n_batch * n_input; ++i) {
     x16[i] = static_cast<int16_t>(x[i] + x_offset);
   }
-  for (int i = 0; i < n_batch * n_cell; ++i) {
-    h16[i] = static_cast<int16_t>(h[i] + h_offset);
+  if (widen_hidden) {
+    for (int i = 0; i < n_batch * n_cell; ++i) {
+      h16[i] = static_cast<int16_t>(h[i] + h_offset);
+    }
   }
 
   int16_t* forget_gate = buffers.buffer0;
   int16_t* input_gate = buffers.buffer1;
   int16_t* cell_gate = buffers.buffer2;
-  ComputeGate(gates[kForget], x16, h16, n_batch, n_input, n_cell,
-              kTfLiteActSigmoid, state_shape, forget_gate);
+  ComputeGate(gates[kForget], x16, h16, n_batch, n_input, n_cell, forget_gate);
   ComputeGate(gates[kInputGate], x16, h16, n_batch, n_input, n_cell,
-              kTfLiteActSigmoid, state_shape, input_gate);
-  ComputeGate(gates[kCell], x16, h16, n_batch, n_input, n_cell,
-              lstm.cell_gate_nonlinear_type, state_shape, cell_gate);
+              input_gate);
+  ComputeGate(gates[kCell], x16, h16, n_batch, n_input, n_cell, cell_gate);
 
-  const tflite::InterGateParameters& inter = lstm.inter_gate_parameters;
-  tflite::lstm_internal::UpdateLstmCell<int16_t>(
-      step, contents.CellStateTensor(), forget_gate, input_gate, cell_gate,
-      inter.forget_cell_mul_params, inter.input_mul_params,
-      lstm.cell_state_info, /*buffer=*/input_gate);
+  int16_t* cell_state =
+      tflite::micro::GetTensorData<int16_t>(contents.CellStateTensor()) +
+      step.CellStateOffset();
+  const int n = n_batch * n_cell;
+  const bool sigmoid = lstm.cell_gate_nonlinear_type == kTfLiteActSigmoid;
+  if (data.ew.fast_mul) {
+    (sigmoid ? &CellPass<true, true> : &CellPass<false, true>)(
+        forget_gate, input_gate, cell_gate, n, data, cell_state);
+  } else {
+    (sigmoid ? &CellPass<true, false> : &CellPass<false, false>)(
+        forget_gate, input_gate, cell_gate, n, data, cell_state);
+  }
 
-  int16_t* output_gate = buffers.buffer1;  // input gate no longer needed
+  int16_t* output_gate = buffers.buffer0;  // forget gate no longer needed
   ComputeGate(gates[kOutputGate], x16, h16, n_batch, n_input, n_cell,
-              kTfLiteActSigmoid, state_shape, output_gate);
-  tflite::lstm_internal::UpdateLstmHidden<int16_t, int8_t>(
-      step, contents.CellStateTensor(), contents.HiddenStateTensor(),
-      output_gate, inter.output_mul_params,
-      lstm.cell_state_info.cell_state_scale_power, /*buffer=*/forget_gate);
-
+              output_gate);
   int8_t* output =
-      tflite::micro::GetTensorData<int8_t>(contents.output_tensor);
-  std::memcpy(output + step.OutputOffset(),
-              tflite::micro::GetTensorData<int8_t>(
-                  contents.HiddenStateTensor()) +
-                  step.HiddenStateOffset(),
-              n_batch * n_cell);
+      tflite::micro::GetTensorData<int8_t>(contents.output_tensor) +
+      step.OutputOffset();
+  (data.ew.fast_mul ? &HiddenPass<true> : &HiddenPass<false>)(
+      output_gate, cell_state, n, data, h_offset, h, output, h16);
 }
 
 // ---------------------------------------------------------------------------
@@ -501,6 +680,70 @@ TfLiteStatus SparseLstmPrepare(TfLiteContext* context, TfLiteNode* node) {
     }
   }
 
+  for (int id = 0; id < 4; ++id) {
+    const tflite::GateParameters& g = *gate_params[id];
+    data->fc_modes[id][0] = ChooseRequantMode(
+        tensors.GetInternalTensor(kGateInputWeights[id]),
+        tensors.GetInternalTensor(kGateBias[id]), g.input_fc_params);
+    data->fc_modes[id][1] = ChooseRequantMode(
+        tensors.GetInternalTensor(kGateRecurrentWeights[id]), nullptr,
+        g.recurrent_fc_params);
+  }
+
+  // Inter-gate Mul and Tanh parameters for the fused elementwise passes.
+  const tflite::InterGateParameters& inter = lstm.inter_gate_parameters;
+  data->ew.forget_mul = sparse::MakeRequantizer(
+      inter.forget_cell_mul_params.output_multiplier,
+      inter.forget_cell_mul_params.output_shift);
+  data->ew.input_mul =
+      sparse::MakeRequantizer(inter.input_mul_params.output_multiplier,
+                              inter.input_mul_params.output_shift);
+  data->ew.output_mul =
+      sparse::MakeRequantizer(inter.output_mul_params.output_multiplier,
+                              inter.output_mul_params.output_shift);
+  data->ew.hidden_zero_point = inter.output_mul_params.output_offset;
+  data->ew.fast_mul = true;
+  const tflite::ArithmeticParams* muls[3] = {&inter.forget_cell_mul_params,
+                                             &inter.input_mul_params,
+                                             &inter.output_mul_params};
+  sparse::FastRequantizer* fast[3] = {
+      &data->ew.forget_fast, &data->ew.input_fast, &data->ew.output_fast};
+  for (int i = 0; i < 3; ++i) {
+    *fast[i] = sparse::MakeFastRequantizer(muls[i]->output_multiplier,
+                                           muls[i]->output_shift);
+    data->ew.fast_mul &=
+        muls[i]->output_shift <= -1 && muls[i]->output_shift >= -31;
+  }
+  // The passes hard-wire the Mul offsets and output ranges TFLM sets.
+  TF_LITE_ENSURE_MSG(
+      context,
+      inter.forget_cell_mul_params.output_offset == 0 &&
+          inter.input_mul_params.output_offset == 0 &&
+          inter.output_mul_params.input1_offset == 0 &&
+          inter.output_mul_params.input2_offset == 0 &&
+          inter.output_mul_params.quantized_activation_min == -128 &&
+          inter.output_mul_params.quantized_activation_max == 127 &&
+          inter.input_mul_params.quantized_activation_min ==
+              std::numeric_limits<int16_t>::min() &&
+          inter.input_mul_params.quantized_activation_max ==
+              std::numeric_limits<int16_t>::max(),
+      "inter-gate Mul parameters are not the int8/int16 ones");
+  // lstm_internal::Tanh's set-up for the cell state's scale power, followed
+  // by reference_integer_ops::Tanh's power-of-two case.
+  const int32_t tanh_left_shift =
+      15 + lstm.cell_state_info.cell_state_scale_power - 3;
+  if (tanh_left_shift >= 0) {
+    data->ew.tanh_multiplier = 3 << tanh_left_shift;
+    data->ew.tanh_shift = 0;
+    data->ew.tanh_round = 0;
+  } else {
+    data->ew.tanh_multiplier = 3;
+    data->ew.tanh_shift = -tanh_left_shift;
+    data->ew.tanh_round = 1 << (-tanh_left_shift - 1);
+  }
+  data->ew.clip_cell = lstm.cell_state_info.cell_clip > 0;
+  data->ew.cell_clip = lstm.cell_state_info.quantized_cell_clip;
+
   // The stock kernel's four gate/scratch buffers, same sizes.
   const size_t state_bytes = static_cast<size_t>(lstm.size_info.batch_size) *
                              n_cell * sizeof(int16_t);
@@ -533,23 +776,27 @@ TfLiteStatus SparseLstmEval(TfLiteContext* context, TfLiteNode* node) {
       context->GetScratchBuffer(context, data.input_scratch_index));
 
   const Gate gates[4] = {
-      MakeGate(contents, lstm.forget_gate_parameters, kForget),
-      MakeGate(contents, lstm.input_gate_parameters, kInputGate),
-      MakeGate(contents, lstm.cell_gate_parameters, kCell),
-      MakeGate(contents, lstm.output_gate_parameters, kOutputGate)};
+      MakeGate(contents, lstm.forget_gate_parameters, data.fc_modes[kForget],
+               kForget),
+      MakeGate(contents, lstm.input_gate_parameters,
+               data.fc_modes[kInputGate], kInputGate),
+      MakeGate(contents, lstm.cell_gate_parameters, data.fc_modes[kCell],
+               kCell),
+      MakeGate(contents, lstm.output_gate_parameters,
+               data.fc_modes[kOutputGate], kOutputGate)};
 
   // Same walk over time and batch as the stock EvalLstm.
   LstmStepManager step(&lstm.size_info);
   const tflite::LstmSizeInfo& size = lstm.size_info;
   if (size.time_major) {
     for (int t = 0; t < size.time_steps; ++t) {
-      SparseLstmStep(step, data, contents, buffers, gates, x16);
+      SparseLstmStep(step, data, contents, buffers, gates, x16, t == 0);
       step.UpdateTime();
     }
   } else {
     for (int b = 0; b < size.batch_size; ++b) {
       for (int t = 0; t < size.time_steps; ++t) {
-        SparseLstmStep(step, data, contents, buffers, gates, x16);
+        SparseLstmStep(step, data, contents, buffers, gates, x16, t == 0);
         step.UpdateTime();
       }
       step.UpdateBatch();

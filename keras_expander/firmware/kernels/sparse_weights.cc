@@ -193,5 +193,43 @@ Requantizer MakeRequantizer(int32_t multiplier, int shift) {
   return q;
 }
 
+FastRequantizer MakeFastRequantizer(int32_t multiplier, int shift) {
+  FastRequantizer q;
+  q.multiplier = multiplier;
+  q.pre_shift = (shift > 0 ? shift : 0) + 1;
+  q.right_shift = shift < 0 ? -shift : 0;
+  q.half = shift < 0 ? static_cast<int32_t>(int64_t{1} << (-shift - 1)) : 0;
+  return q;
+}
+
+int64_t FastRequantizeLimit(int shift) {
+  // Right shifts beyond 31 stay with the generic code.
+  if (shift < -31) return -1;
+  const int left = shift > 0 ? shift : 0;
+  // |acc| * 2^(left + 1) < 2^31.
+  return left >= 30 ? 0 : (int64_t{1} << (30 - left)) - 1;
+}
+
+int64_t MaxAbsRowAccumulator(const SparseMatrix& m, const int32_t* bias,
+                             int32_t max_abs_x) {
+  const uint8_t* counts = m.row_counts;
+  const int8_t* values = m.values;
+  int64_t worst = 0;
+  for (int r = 0; r < m.rows; ++r) {
+    const uint32_t count =
+        m.index_bytes == 1 ? LoadIndex<1>(counts) : LoadIndex<2>(counts);
+    counts += m.index_bytes;
+    int64_t l1 = 0;
+    for (uint32_t k = 0; k < count; ++k) {
+      l1 += values[k] < 0 ? -values[k] : values[k];
+    }
+    values += count;
+    int64_t bound = l1 * max_abs_x;
+    if (bias != nullptr) bound += bias[r] < 0 ? -int64_t{bias[r]} : bias[r];
+    if (bound > worst) worst = bound;
+  }
+  return worst;
+}
+
 }  // namespace sparse
 }  // namespace keras_expander

@@ -177,9 +177,8 @@ inline int32_t SaturateInt16(int32_t v) {
 // TFLM's requantization (tflite::MultiplyByQuantizedMultiplier, int32
 // overload) with the shift split and the rounding mask precomputed, inlined
 // for the per-row loops: TFLM's function is out of line (TFLITE_NOINLINE) and
-// costs about 20 instructions more per call on Cortex-M4, 0.57 M more per
-// LSTM(128) inference at 90 % sparsity (3.68 M instead of 3.11 M). The host
-// and Cortex-M4 tests check the two bit-identical; define
+// costs about 20 instructions more per call on Cortex-M4. The host and
+// Cortex-M4 tests check the two bit-identical; define
 // KE_SPARSE_USE_TFLM_REQUANTIZE to call TFLM's function instead (it is always
 // used when TFLITE_SINGLE_ROUNDING is set).
 struct Requantizer {
@@ -192,9 +191,9 @@ struct Requantizer {
 
 Requantizer MakeRequantizer(int32_t multiplier, int shift);
 
-// kLeftShift selects the branch of TFLM's arithmetic that applies (TFLM
-// shifts left or right, never both), so the per-row code carries only one.
-template <bool kLeftShift>
+// Either shift direction without a branch: one of left_shift and
+// right_shift is 0, and each step is the identity for a zero shift (for the
+// right shift the mask is 0, so no rounding increment).
 inline int32_t Requantize(int32_t acc, const Requantizer& q) {
 #if TFLITE_SINGLE_ROUNDING || defined(KE_SPARSE_USE_TFLM_REQUANTIZE)
   return tflite::MultiplyByQuantizedMultiplier(acc, q.multiplier, q.shift);
@@ -205,23 +204,66 @@ inline int32_t Requantize(int32_t acc, const Requantizer& q) {
   // for both signs, i.e. one SMLAL and a shift; the saturating case
   // (a == b == INT32_MIN) cannot occur because multipliers are >= 0.
   const int32_t shifted =
-      kLeftShift ? static_cast<int32_t>(static_cast<uint32_t>(acc)
-                                        << q.left_shift)  // x * 2^left, wraps
-                 : acc;
+      static_cast<int32_t>(static_cast<uint32_t>(acc) << q.left_shift);
   const int64_t product =
       static_cast<int64_t>(shifted) * q.multiplier + (int64_t{1} << 30);
   const int32_t high = static_cast<int32_t>(product >> 31);
-  if (kLeftShift) return high;
-  // Divide by 2^right_shift rounding half away from zero.
   const int32_t remainder = high & q.mask;
   const int32_t threshold = (q.mask >> 1) + (high < 0 ? 1 : 0);
   return (high >> q.right_shift) + (remainder > threshold ? 1 : 0);
 #endif
 }
 
-inline int32_t Requantize(int32_t acc, const Requantizer& q) {
-  return q.left_shift > 0 ? Requantize<true>(acc, q)
-                          : Requantize<false>(acc, q);
+// floor((a * b + 2^31) / 2^32): Cortex-M4 SMMULR, one instruction.
+inline int32_t MulHighRounded(int32_t a, int32_t b) {
+#if KE_SPARSE_USE_DSP
+  int32_t result;
+  __asm__("smmulr %0, %1, %2" : "=r"(result) : "r"(a), "r"(b));
+  return result;
+#else
+  return static_cast<int32_t>(
+      (static_cast<int64_t>(a) * b + (int64_t{1} << 31)) >> 32);
+#endif
+}
+
+// The same requantization for accumulators known (from a bound computed in
+// Prepare) to satisfy |acc| * 2^(left_shift + 1) < 2^31. Then TFLM's
+// doubling high multiply of a = acc * 2^left_shift, floor((a M + 2^30) /
+// 2^31), equals SMMULR(2a, M), and its rounding right shift by r >= 1
+// (half away from zero) equals (x + 2^(r-1) - (x < 0)) >> r, which cannot
+// overflow as |x| < 2^30. 2-5 instructions instead of about 11.
+struct FastRequantizer {
+  int32_t multiplier;
+  int32_t pre_shift;    // left_shift + 1 (the doubling folded in)
+  int32_t right_shift;  // 0 for a left (or zero) shift, else >= 1
+  int32_t half;         // 2^(right_shift - 1), 0 when right_shift is 0
+};
+
+FastRequantizer MakeFastRequantizer(int32_t multiplier, int shift);
+
+// Largest |acc| for which the fast path is exact under `shift` (-1: none).
+int64_t FastRequantizeLimit(int shift);
+
+// Bound on |accumulator| of any row: max over rows of |bias[r]| (bias may be
+// null) + max_abs_x * sum |W[r, :]|. Walks the whole blob (Prepare only).
+int64_t MaxAbsRowAccumulator(const SparseMatrix& m, const int32_t* bias,
+                             int32_t max_abs_x);
+
+template <bool kRightShift>
+inline int32_t RequantizeFast(int32_t acc, const FastRequantizer& q) {
+#if TFLITE_SINGLE_ROUNDING || defined(KE_SPARSE_USE_TFLM_REQUANTIZE)
+  return tflite::MultiplyByQuantizedMultiplier(
+      acc, q.multiplier, kRightShift ? -q.right_shift : q.pre_shift - 1);
+#else
+  // A right shift implies left_shift 0: pre_shift is the constant 1 then,
+  // which frees a register in the callers' loops.
+  const int32_t x = MulHighRounded(
+      static_cast<int32_t>(static_cast<uint32_t>(acc)
+                           << (kRightShift ? 1 : q.pre_shift)),
+      q.multiplier);
+  if (!kRightShift) return x;
+  return (x + (x >> 31) + q.half) >> q.right_shift;
+#endif
 }
 
 }  // namespace sparse
