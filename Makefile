@@ -40,7 +40,9 @@ demo: install
 	$(BIN)/keras-expander export $(DEMO_OUT)/model.keras --mode float32 int8 --out $(DEMO_OUT)/export
 	@if $(MAKE) --no-print-directory firmware-toolchain; then \
 	  $(BIN)/keras-expander firmware $(DEMO_OUT)/export/int8.tflite --target host cortex-m4 \
-	    --kernels reference cmsis_nn --test-samples 1000 --out $(DEMO_OUT)/firmware; \
+	    --kernels reference cmsis_nn --test-samples 1000 --out $(DEMO_OUT)/firmware && \
+	  $(BIN)/keras-expander firmware $(DEMO_OUT)/export/int8.tflite --target cortex-m4 --kernels cmsis_nn \
+	    --compression ke_sparse --test-samples 1000 --out $(DEMO_OUT)/firmware_sparse; \
 	else echo "stopped after the TFLite Micro (Python) run: the firmware step needs the toolchain above"; fi
 
 test: install
