@@ -65,20 +65,10 @@ struct OpDataSparseFc {
 };
 
 void ParseOptions(const char* buffer, size_t length, OpDataSparseFc* data) {
-  data->options_error = nullptr;
   data->options_key = "";
-  // The smallest FlexBuffer is 3 bytes (value, type, width).
-  if (buffer == nullptr || length < 3) {
-    data->options_error = "custom options (FlexBuffer map) missing";
-    return;
-  }
-  const flexbuffers::Reference root =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length);
-  if (!root.IsMap()) {
-    data->options_error = "custom options are not a FlexBuffer map";
-    return;
-  }
-  const flexbuffers::Map map = root.AsMap();
+  flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+  data->options_error = sparse::ReadOptionsMap(buffer, length, &map);
+  if (data->options_error != nullptr) return;
   static constexpr const char* kKeys[] = {"version",
                                           "fused_activation_function",
                                           "keep_num_dims",

@@ -160,20 +160,10 @@ const char* ReadOption(const flexbuffers::Map& map, const char* key,
 }
 
 void ParseOptions(const char* buffer, size_t length, OpDataSparseLstm* data) {
-  data->options_error = nullptr;
   data->options_key = "";
-  // The smallest FlexBuffer is 3 bytes (value, type, width).
-  if (buffer == nullptr || length < 3) {
-    data->options_error = "custom options (FlexBuffer map) missing";
-    return;
-  }
-  const flexbuffers::Reference root =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length);
-  if (!root.IsMap()) {
-    data->options_error = "custom options are not a FlexBuffer map";
-    return;
-  }
-  const flexbuffers::Map map = root.AsMap();
+  flexbuffers::Map map = flexbuffers::Map::EmptyMap();
+  data->options_error = sparse::ReadOptionsMap(buffer, length, &map);
+  if (data->options_error != nullptr) return;
   struct Key {
     const char* name;
     bool numeric;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "flatbuffers/flexbuffers.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/internal/common.h"
 
@@ -264,6 +265,18 @@ inline int32_t RequantizeFast(int32_t acc, const FastRequantizer& q) {
   if (!kRightShift) return x;
   return (x + (x >> 31) + q.half) >> q.right_shift;
 #endif
+}
+
+// The custom options as a FlexBuffer map: returns nullptr and sets *map, or the error message that Prepare
+// reports (Init cannot fail).
+inline const char* ReadOptionsMap(const char* buffer, size_t length, flexbuffers::Map* map) {
+  // The smallest FlexBuffer is 3 bytes (value, type, width).
+  if (buffer == nullptr || length < 3) return "custom options (FlexBuffer map) missing";
+  const flexbuffers::Reference root =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length);
+  if (!root.IsMap()) return "custom options are not a FlexBuffer map";
+  *map = root.AsMap();
+  return nullptr;
 }
 
 }  // namespace sparse
