@@ -72,7 +72,8 @@ def test_sparse_lstm_equals_the_stock_kernel_on_the_host(sparsity, tmp_path):
     assert deploy.within_tolerance(ours)
 
 
-@pytest.mark.parametrize("target,kernels", [("cortex-m4", "reference"), ("cortex-m4", "cmsis_nn")])
+@pytest.mark.parametrize("target,kernels", [("cortex-m4", "reference"),
+                                            pytest.param("cortex-m4", "cmsis_nn", marks=pytest.mark.slow)])
 def test_sparse_lstm_equals_the_stock_kernel_on_cortex_m4(target, kernels, tmp_path):
     require_toolchain(target, kernels)
     plain = int8_model("lstm", 20, 0.9)
