@@ -319,7 +319,8 @@ def format_reports(reports: list[FirmwareReport], labels: list[str] | None = Non
               "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "fits")
     rows = [header]
     for index, r in enumerate(reports):
-        name = f"{r.target} {r.kernels}" + (f" {labels[index]}" if labels else "")
+        sparse = " + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else ""
+        name = f"{r.target} {r.kernels}{sparse}" + (f" {labels[index]}" if labels else "")
         show = lambda value: "-" if value is None else f"{value:,}"  # noqa: E731
         agreement = (f"identical ({r.samples} seq.)" if r.bitexact_vs_tflm_python else
                      f"{r.mismatched_sequences} of {r.samples} differ, max {r.max_abs_difference:g}")
