@@ -310,7 +310,7 @@ def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
 
 
 def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path | None = None,
-                    extra_flags: tuple[str, ...] = ()) -> list[Path]:
+                    extra_flags: tuple[str, ...] = (), force: bool = False) -> list[Path]:
     """Compiles sources to objects in parallel, reusing cached objects whose source has not changed.
 
     Tree sources go to the shared object cache (keyed by tree, compiler and flags); sources outside the tree go
@@ -320,7 +320,8 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         toolchain: Compilers and flags.
         sources: Absolute paths of .cc / .c files.
         out_folder: Where objects of sources outside the tree go (required if there are any).
-        extra_flags: Added to every compile (e.g. -D flags of the harness).
+        extra_flags: Added to every compile (e.g. include folders of a project).
+        force: Compile even when an object newer than its source exists (sources whose -D flags change).
 
     Returns:
         Object paths, in the order of `sources`.
@@ -338,7 +339,7 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         jobs.append((source, target))
 
     def build(source: Path, target: Path) -> Path:
-        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not extra_flags:
+        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not force:
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         optimisation = "-O2" if _is_kernel(toolchain, source) else "-Os"
