@@ -17,7 +17,6 @@ sample count) are not rerun.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import math

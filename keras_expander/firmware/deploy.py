@@ -313,14 +313,14 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         build_seconds=build_seconds, run_seconds=run_seconds)
 
 
-def format_reports(reports: list[FirmwareReport], labels: list[str] | None = None) -> list[str]:
-    """Lines of a table of firmware reports, with units; `labels` name the rows (e.g. the encoding)."""
+def format_reports(reports: list[FirmwareReport]) -> list[str]:
+    """Lines of a table of firmware reports, with units."""
     header = ("build", "outputs vs TFLM Python", "accuracy (%)", "model flash (B)", "image flash (B)",
               "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "fits")
     rows = [header]
-    for index, r in enumerate(reports):
+    for r in reports:
         sparse = " + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else ""
-        name = f"{r.target} {r.kernels}{sparse}" + (f" {labels[index]}" if labels else "")
+        name = f"{r.target} {r.kernels}{sparse}"
         show = lambda value: "-" if value is None else f"{value:,}"  # noqa: E731
         agreement = (f"identical ({r.samples} seq.)" if r.bitexact_vs_tflm_python else
                      f"{r.mismatched_sequences} of {r.samples} differ, max {r.max_abs_difference:g}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_expander.firmware.project import KERNELS_DIR, CustomKernel
+from keras_expander.firmware.project import CustomKernel
 from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
                                                kernel_sources, startup_sources)
 from keras_expander.io_utils import die_with_parent
@@ -223,11 +223,6 @@ def image_sizes(map_path: Path) -> ImageSizes:
     return ImageSizes(model_flash_bytes=sizes["model"], runtime_flash_bytes=sizes["runtime"],
                       library_flash_bytes=sizes["library"], harness_flash_bytes=sizes["harness"],
                       image_flash_bytes=flash, data_bytes=totals.get(".data", 0), bss_bytes=totals.get(".bss", 0))
-
-
-def kernels_dir() -> Path:
-    """Folder of keras_expander's own kernel sources (package data)."""
-    return KERNELS_DIR
 
 
 def ensure_deleted(path: Path) -> None:
