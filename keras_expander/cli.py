@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--sparsity-encoding", action="store_true",
                         help="tf.lite.Optimize.EXPERIMENTAL_SPARSITY (needs --target litert)")
     export.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
-                        help="the model's data set: test split verifies, training split calibrates int8")
+                        help="the model's data set: test split verifies, training split calibrates int8 "
+                             "(audio_folder: --data-dir is the <label>/*.wav folder)")
+    export.add_argument("--data", metavar="FILE.npz", default=None,
+                        help="your own arrays instead of --dataset: x_train (int8 calibration), x_test and y_test "
+                             "(verification), e.g. numpy.savez(FILE, x_train=..., x_test=..., y_test=...)")
     export.add_argument("--snr-db", type=finite_float, default=None,
                         help="speech_commands: background noise SNR in dB of the verification data")
     export.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
@@ -115,6 +119,8 @@ def add_firmware_parser(commands) -> None:
                                "place from flash, work only for non-zero weights)")
     firmware.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
                           help="the model's data set; its test split gives the test sequences")
+    firmware.add_argument("--data", metavar="FILE.npz", default=None,
+                          help="your own test arrays instead of --dataset: x_test and y_test (as for export --data)")
     firmware.add_argument("--snr-db", type=finite_float, default=None,
                           help="speech_commands: background noise SNR in dB")
     firmware.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
@@ -143,7 +149,12 @@ def run_export(args) -> int:
             export.check_mode(mode, args.target)
         check_output_folder(args.out, "--out")
         model = load_model(args.model_path)
-        (x_train, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
+        if args.data:
+            arrays = datasets.load_npz(args.data, model.input_shape[1:])
+            x_train, x_test, y_test = arrays["x_train"], arrays["x_test"], arrays["y_test"]
+        else:
+            (x_train, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir,
+                                                                      snr_db=args.snr_db)
         if tuple(model.input_shape[1:]) != x_test.shape[1:]:
             raise ValueError(f"Model {args.model_path!r} takes inputs of shape {tuple(model.input_shape[1:])}, but "
                              f"--dataset {args.dataset} gives sequences of shape {x_test.shape[1:]}.")
@@ -190,7 +201,11 @@ def run_firmware(args) -> int:
         deploy.board_budget(args.board, args.flash_kib, args.ram_kib)
         with open(args.tflite_path, "rb") as stream:
             plain = stream.read()
-        (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
+        if args.data:
+            arrays = datasets.load_npz(args.data, deploy.model_input_shape(plain), need=("x_test", "y_test"))
+            x_test, y_test = arrays["x_test"], arrays["y_test"]
+        else:
+            (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
     except (OSError, ValueError) as error:
         print(f"keras-expander firmware: {error}", file=sys.stderr)
         return 2

@@ -380,23 +380,19 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
 
 def _fit_one_second(samples: np.ndarray) -> np.ndarray:
-    """int16 samples zero-padded or cut to exactly one second (16,000 samples)."""
-    samples = np.asarray(samples, dtype=np.int16).ravel()
+    """Samples (int16 range) as int16, zero-padded or cut to exactly one second (16,000 samples)."""
+    samples = np.asarray(samples).astype(np.int16).ravel()
     return np.pad(samples, (0, max(0, SAMPLE_RATE - len(samples))))[:SAMPLE_RATE]
 
 
 _WAVE_FORMATS = {1: "PCM", 3: "float"}  # WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 _WAVE_GUID_TAIL = bytes.fromhex("00001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_* after the format tag
-_WAV_EXPECTED = f"mono 16-bit PCM at {SAMPLE_RATE} Hz"
+_WAV_EXPECTED = "16-bit PCM (any sample rate, mono or multi-channel)"
 
 
-def _read_wav(path: Path) -> np.ndarray:
-    """One clip as int16 samples cut or padded to one second (`_fit_one_second`); reads mono 16-bit PCM at 16 kHz.
-
-    The RIFF header is parsed here, not by scipy or `wave`: scipy reads stereo as interleaved samples, float as
-    silence and 24-bit as wrapped integers, and `wave` refuses float with an obscure message; every format but mono
-    16-bit PCM at 16 kHz (also as WAVE_FORMAT_EXTENSIBLE) is refused instead, until resampling and mixdown exist.
+def read_audio(path: str | os.PathLike) -> np.ndarray:
+    """One clip as 16 kHz mono int16 samples cut or zero-padded to one second (`read_recording`, then cut).
 
     Args:
         path: A ``.wav`` file.
@@ -405,10 +401,34 @@ def _read_wav(path: Path) -> np.ndarray:
         int16 array of shape (16000,).
 
     Raises:
-        ValueError: not a RIFF/WAVE file, a truncated one, or any other format; the message names the file, the
-            format found (e.g. "2 channels, 16-bit PCM, 16000 Hz") and the one expected.
+        ValueError: see `read_recording`.
     """
-    data = Path(path).read_bytes()
+    return _fit_one_second(read_recording(path))
+
+
+def read_recording(path: str | os.PathLike) -> np.ndarray:
+    """A whole wav file as 16 kHz mono int16 samples.
+
+    Reads 16-bit PCM wav files, plain or WAVE_FORMAT_EXTENSIBLE, at any sample rate and channel count:
+    multi-channel clips are mixed down to mono (the mean of the channels, rounded half to even), and clips at
+    another rate are resampled to 16 kHz with `scipy.signal.resample_poly` (polyphase FIR, Kaiser window), then
+    rounded and clipped to int16. Other encodings (8-, 24- or 32-bit integers, float) are refused, naming the file
+    and the format found. The RIFF header is read here rather than by `tf.audio.decode_wav`, which refuses
+    WAVE_FORMAT_EXTENSIBLE and reports other formats without naming the file; 16-bit samples need no decoding
+    beyond their byte order.
+
+    Args:
+        path: A ``.wav`` file.
+
+    Returns:
+        int16 array of shape (samples at 16 kHz,).
+
+    Raises:
+        ValueError: not a RIFF/WAVE file, a truncated one, or an unsupported encoding; the message names the file,
+            the format found (e.g. "1 channel, 24-bit PCM, 44100 Hz") and what is read, and how to convert.
+    """
+    path = Path(path)
+    data = path.read_bytes()
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise ValueError(f"{path} is not a RIFF/WAVE file (it starts with {data[:4]!r}); expected {_WAV_EXPECTED}: "
                          f"re-copy it or convert it.")
@@ -428,42 +448,26 @@ def _read_wav(path: Path) -> np.ndarray:
     kind = tag
     if tag == _WAVE_FORMAT_EXTENSIBLE:
         kind = int.from_bytes(fmt[24:28], "little") if fmt[28:40] == _WAVE_GUID_TAIL else None
-    if (kind, channels, bits, rate) != (1, 1, 16, SAMPLE_RATE):
+    if kind != 1 or bits != 16 or channels < 1 or rate < 1:
         name = _WAVE_FORMATS.get(kind, f"format {kind if kind is not None else 'unknown'}")
         name += " (WAVE_FORMAT_EXTENSIBLE)" if tag == _WAVE_FORMAT_EXTENSIBLE else ""
         found = f"{channels} channel{'' if channels == 1 else 's'}, {bits}-bit {name}, {rate} Hz"
         raise ValueError(f"{path} is {found}; expected {_WAV_EXPECTED}: convert it first (e.g. "
-                         f"`sox IN.wav -c 1 -b 16 -e signed-integer -r {SAMPLE_RATE} OUT.wav`).")
-    return _fit_one_second(np.frombuffer(samples, "<i2", count=len(samples) // 2))
+                         f"`sox IN.wav -b 16 -e signed-integer OUT.wav`).")
+    frames = np.frombuffer(samples, "<i2", count=len(samples) // (2 * channels) * channels)
+    audio = frames.reshape(-1, channels).astype(np.float64)
+    audio = audio.mean(axis=1) if channels > 1 else audio[:, 0]
+    if rate != SAMPLE_RATE:
+        from scipy import signal
+
+        divisor = math.gcd(SAMPLE_RATE, rate)
+        audio = signal.resample_poly(audio, SAMPLE_RATE // divisor, rate // divisor)
+    return np.clip(np.rint(audio), -32768, 32767).astype(np.int16)
 
 
-def _speech_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Clips of the wav folders, split by speaker: split -> {"audio" int16 (N, 16000), "label", "speaker"}.
-
-    Raises:
-        DataNotFoundError: the folder holds no clips, or too few speakers to give every split a clip.
-        ValueError: a clip is not mono 16-bit PCM at 16 kHz (`_read_wav`).
-    """
-    clips = {split: {"audio": [], "label": [], "speaker": []} for split in SPLITS}
-    for label_index, label in enumerate(SPEECH_LABELS):
-        for path in sorted((folder / label).glob("*.wav")):
-            speaker = speaker_of(path.name)
-            target = clips[split_of(speaker)]
-            target["audio"].append(_read_wav(path))
-            target["label"].append(label_index)
-            target["speaker"].append(speaker)
-    total = sum(len(c["label"]) for c in clips.values())
-    if total == 0:
-        raise DataNotFoundError(f"Speech Commands folder {folder} holds no clips: no <label>/*.wav for any label of "
-                                f"{', '.join(SPEECH_LABELS)}. Copy the full {SPEECH_FOLDER} folder there.")
-    for split, c in clips.items():
-        if not c["label"]:
-            speakers = len({speaker for other in clips.values() for speaker in other["speaker"]})
-            raise DataNotFoundError(f"Speech Commands folder {folder} gives no clip in the {split} split (only "
-                                    f"{total} clip(s) of {speakers} speaker(s), split 80/10/10 % by speaker): copy "
-                                    f"the full {SPEECH_FOLDER} folder there (4,890 clips).")
-    return {split: {"audio": np.stack(c["audio"]), "label": np.asarray(c["label"], np.int64),
-                    "speaker": np.asarray(c["speaker"])} for split, c in clips.items()}
+def _read_clips(paths: list[Path]) -> np.ndarray:
+    """int16 array of shape (len(paths), 16000) from `read_audio`."""
+    return np.stack([read_audio(path) for path in paths]) if paths else np.zeros((0, SAMPLE_RATE), np.int16)
 
 
 # Label order of the TensorFlow Datasets `speech_commands` builder (its ClassLabel names).
@@ -527,79 +531,301 @@ def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 6
     return tf.math.log(tf.tensordot(tf.abs(stft), mel_matrix, 1) + 1e-6).numpy().astype(np.float32)
 
 
-def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | None = None, seed: int = 0):
-    """Speech Commands v0.02, 12 classes, as log-mel sequences, split by speaker, optionally with background noise.
+SPEECH_COMMAND_WORDS = SPEECH_LABELS[2:]
+BACKGROUND_NOISE = "_background_noise_"
+OFFICIAL_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
+# Share of each background-noise recording (by time) that gives each split its silence and noise slices.
+_NOISE_SPAN = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
 
-    Offline, the only audio is the official v0.02 *test* set (4,890 clips in ``speech_commands_v0.02_test/``); it
-    is split by speaker into train / validation / test (80 / 10 / 10 % of speakers, `split_of`), so no speaker
-    appears in two splits. ``_silence_`` clips (background noise, no speaker) are split by file name. Without the
-    folder, the online route loads the official train / validation / test splits with TensorFlow Datasets
-    (speaker-disjoint by the dataset's own hashing; a 2.4 GB download that needs the `pydub` package).
 
-    In every split the ``_silence_`` clips serve both as the silence class and as the noise source: with `snr_db`,
-    every other clip gets a seeded random ``_silence_`` clip of its own split mixed in at that SNR (`mix_at_snr`).
-    Features are standardised with the training split's per-bin mean and standard deviation.
+def _speech_layout(folder: Path) -> str | None:
+    """"standard" (v0.01 / v0.02 release: word folders, _background_noise_/, the official lists), "test_archive"
+    (the v0.02 test set: _silence_/ and _unknown_/ folders beside the ten words), or None."""
+    if (folder / BACKGROUND_NOISE).is_dir() and all((folder / name).is_file() for name in OFFICIAL_LISTS.values()):
+        return "standard"
+    if (folder / "_silence_").is_dir() and (folder / "_unknown_").is_dir():
+        return "test_archive"
+    return None
 
-    Args:
-        data_dir: Folder holding ``speech_commands_v0.02_test/`` (default $KERAS_EXPANDER_DATA); only without either,
-            TensorFlow Datasets.
-        snr_db: Signal-to-noise ratio in dB of the added noise (a finite number), or None for clean audio.
-        seed: Seed of the noise choice, an integer >= 0.
 
-    Returns:
-        Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
-        `SPEECH_LABELS`), and "speakers" -> dict split -> array of speaker ids (one per clip; None on the online
-        route, whose source does not name speakers).
+def _wav_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.wav")) if folder.is_dir() else []
 
-    Raises:
-        ValueError: `snr_db` is not a finite number, `seed` not an integer >= 0, or a clip is not mono 16-bit PCM
-            at 16 kHz (the message names the file and both formats).
-        DataNotFoundError: the data folder does not exist or has no wav folder, the wav folder holds no clips or too
-            few speakers for three splits, a split has no ``_silence_`` clip to mix in at `snr_db`, or no data folder
-            was given and the online route failed.
-    """
-    snr_db = None if snr_db is None else _finite("snr_db", snr_db, unit=" of dB (or None)")
-    seed = _integer("seed", seed, low=0)
-    root = resolve_data_dir(data_dir)
-    folder = None
-    if root is not None:
-        folder = next((path for path in (root / SPEECH_FOLDER, root) if (path / "yes").is_dir()), None)
-        if folder is None:
-            raise _not_in_folder("Speech Commands", root, data_dir, f"no {SPEECH_FOLDER}/<label>/*.wav in {root} "
-                                 f"(e.g. {root / SPEECH_FOLDER / 'yes'})")
-        clips = _speech_files(folder)
-    else:
-        clips = _online_route("Speech Commands", _speech_online,
-                              route="tensorflow_datasets 'speech_commands', needs pydub")
-    silence_label = SPEECH_LABELS.index("_silence_")
-    for split in SPLITS if snr_db is not None else ():
-        if not np.any(clips[split]["label"] == silence_label):
-            raise DataNotFoundError(f"Speech Commands ({folder or 'tensorflow_datasets'}) has no _silence_ clips in "
-                                    f"the {split} split, so there is no noise to mix in at snr_db={snr_db:g}: add "
-                                    f"_silence_/*.wav clips or pass snr_db=None.")
-    rng = np.random.default_rng(seed)
+
+def _refuse_empty_classes(folder: Path, counts: dict[str, int], layout: str) -> None:
+    empty = [label for label, count in counts.items() if count == 0]
+    if empty:
+        raise DataNotFoundError(f"Speech Commands folder {folder} ({layout} layout) would leave class(es) "
+                                f"{', '.join(empty)} empty: no .wav clips for them. Copy the complete data set there.")
+
+
+def _archive_clips(folder: Path) -> tuple[dict, dict]:
+    """The v0.02 test-set archive layout: clips split by speaker (`split_of`), _silence_ clips by file name;
+    the noise pool of each split is its _silence_ clips."""
+    files = {label: _wav_files(folder / label) for label in SPEECH_LABELS}
+    _refuse_empty_classes(folder, {label: len(paths) for label, paths in files.items()}, "test-set archive")
+    chosen = {split: {"paths": [], "label": [], "speaker": []} for split in SPLITS}
+    for label_index, label in enumerate(SPEECH_LABELS):
+        for path in files[label]:
+            speaker = speaker_of(path.name)
+            target = chosen[split_of(speaker)]
+            target["paths"].append(path)
+            target["label"].append(label_index)
+            target["speaker"].append(speaker)
+    clips = {split: {"audio": _read_clips(c["paths"]), "label": np.asarray(c["label"], np.int64),
+                     "speaker": np.asarray(c["speaker"])} for split, c in chosen.items()}
+    silence = SPEECH_LABELS.index("_silence_")
+    noise = {split: c["audio"][c["label"] == silence] for split, c in clips.items()}
+    return clips, noise
+
+
+def _noise_slices(recordings: list[np.ndarray], split: str, count: int, rng) -> np.ndarray:
+    """`count` one-second slices at seeded random offsets inside the split's share (`_NOISE_SPAN`) of the
+    background recordings: int16 array of shape (count, 16000), or None when no recording's share is a second."""
+    spans = []
+    for recording in recordings:
+        begin, end = (int(len(recording) * bound) for bound in _NOISE_SPAN[split])
+        if end - begin >= SAMPLE_RATE:
+            spans.append((recording, begin, end))
+    if not spans:
+        return None
+    slices = np.empty((count, SAMPLE_RATE), np.int16)
+    for index in range(count):
+        recording, begin, end = spans[rng.integers(len(spans))]
+        offset = int(rng.integers(begin, end - SAMPLE_RATE + 1))
+        slices[index] = recording[offset: offset + SAMPLE_RATE]
+    return slices
+
+
+def _standard_clips(folder: Path, unknown_percent: float, silence_percent: float, rng) -> tuple[dict, dict]:
+    """The v0.01 / v0.02 release layout under the protocol of TensorFlow's speech_commands example
+    (input_data.py): the ten words; per split, ceil(unknown_percent % of the split's command clips) _unknown_ clips
+    drawn without replacement from the other words, and as many _silence_ clips (silence_percent %) sliced from the
+    background-noise recordings; validation and test from the official lists."""
+    listed = {}
+    for split, name in OFFICIAL_LISTS.items():
+        for line in (folder / name).read_text().split():
+            listed[line.strip().replace("\\", "/")] = split
+    recordings = [read_recording(path) for path in _wav_files(folder / BACKGROUND_NOISE)]
+    words = sorted(path.name for path in folder.iterdir()
+                   if path.is_dir() and path.name != BACKGROUND_NOISE and not path.name.startswith("."))
+    files = {word: _wav_files(folder / word) for word in words}
+    unknown_words = [word for word in words if word not in SPEECH_COMMAND_WORDS]
+    counts = {word: len(files.get(word, [])) for word in SPEECH_COMMAND_WORDS}
+    counts["_unknown_"] = sum(len(files[word]) for word in unknown_words)
+    counts["_silence_"] = len(recordings)
+    _refuse_empty_classes(folder, counts, "standard")
+    by_split = {split: {"known": [], "unknown": []} for split in SPLITS}
+    for word in words:
+        for path in files[word]:
+            split = listed.get(f"{word}/{path.name}", "train")
+            by_split[split]["known" if word in SPEECH_COMMAND_WORDS else "unknown"].append(path)
+    clips, noise = {}, {}
+    unknown_label, silence_label = SPEECH_LABELS.index("_unknown_"), SPEECH_LABELS.index("_silence_")
+    for split in SPLITS:
+        known = by_split[split]["known"]
+        pool = by_split[split]["unknown"]
+        unknown = [pool[i] for i in sorted(rng.permutation(len(pool))[:math.ceil(len(known) * unknown_percent / 100)])]
+        silence_count = math.ceil(len(known) * silence_percent / 100)
+        silence = _noise_slices(recordings, split, max(silence_count, 1), rng)
+        if silence is None:
+            raise DataNotFoundError(f"Speech Commands folder {folder}: no background-noise recording in "
+                                    f"{BACKGROUND_NOISE}/ is long enough to give the {split} split one-second slices "
+                                    f"(each split uses its own {_NOISE_SPAN[split]} share of every recording).")
+        paths = known + unknown
+        labels = [SPEECH_LABELS.index(path.parent.name) for path in known] + [unknown_label] * len(unknown)
+        clips[split] = {"audio": np.concatenate([_read_clips(paths), silence[:silence_count]]),
+                        "label": np.asarray(labels + [silence_label] * silence_count, np.int64),
+                        "speaker": np.asarray([speaker_of(path.name) for path in paths]
+                                              + [f"{BACKGROUND_NOISE}_{i}" for i in range(silence_count)])}
+        noise[split] = _noise_slices(recordings, split, 256, rng)
+    return clips, noise
+
+
+def _features_by_split(clips: dict, noise: dict, snr_db: float | None, rng, source) -> dict:
+    """Log-mel features of every split's clips, with noise from the split's own pool mixed in at `snr_db`,
+    standardised with the training split's per-bin mean and standard deviation."""
     features = {}
     for split in SPLITS:
-        silence = clips[split]["label"] == silence_label
-        noise_pool = clips[split]["audio"][silence]
+        pool = noise.get(split)
+        if snr_db is not None and (pool is None or len(pool) == 0):
+            raise DataNotFoundError(f"{source} has no background noise for the {split} split, so there is nothing "
+                                    f"to mix in at snr_db={snr_db:g}: add noise clips or pass snr_db=None.")
+        silence = clips[split]["label"] == SPEECH_LABELS.index("_silence_") if pool is not None else None
         chunks = []
-        for begin in range(0, len(silence), _FEATURE_CHUNK):
+        for begin in range(0, len(clips[split]["label"]), _FEATURE_CHUNK):
             chunk = slice(begin, begin + _FEATURE_CHUNK)
             audio = clips[split]["audio"][chunk].astype(np.float32) / 32768.0
             if snr_db is not None:
                 for index in np.flatnonzero(~silence[chunk]):
-                    noise = noise_pool[rng.integers(len(noise_pool))].astype(np.float32) / 32768.0
-                    audio[index] = mix_at_snr(audio[index], noise, snr_db)
+                    noise_clip = pool[rng.integers(len(pool))].astype(np.float32) / 32768.0
+                    audio[index] = mix_at_snr(audio[index], noise_clip, snr_db)
             chunks.append(log_mel(audio))
         features[split] = np.concatenate(chunks)
     mean = features["train"].mean(axis=(0, 1))
     std = features["train"].std(axis=(0, 1)) + 1e-6
-    out = {split: ((features[split] - mean) / std, clips[split]["label"]) for split in SPLITS}
-    out["speakers"] = {split: clips[split]["speaker"] for split in SPLITS}
+    return {split: (features[split] - mean) / std for split in SPLITS}
+
+
+def _class_counts(clips: dict, labels) -> dict:
+    return {split: {label: int(np.sum(clips[split]["label"] == index)) for index, label in enumerate(labels)}
+            for split in SPLITS}
+
+
+def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | None = None, seed: int = 0,
+                    unknown_percent: float = 10.0, silence_percent: float = 10.0):
+    """Speech Commands, 12 classes (`SPEECH_LABELS`), as log-mel sequences in speaker-disjoint splits, optionally
+    with background noise.
+
+    Two on-disk layouts are recognised in the data folder (or its ``speech_commands_v0.02_test/``):
+
+    - *standard*: the v0.01 (30 words) and v0.02 (35 words) releases: one folder per word, ``_background_noise_/``,
+      ``validation_list.txt`` and ``testing_list.txt``. The 12-class protocol of the Speech Commands paper and
+      TensorFlow's ``speech_commands`` example: the ten command words; per split, ceil(`unknown_percent` %) of the
+      split's command clips as ``_unknown_``, drawn without replacement (seeded) from all other words; as many
+      (`silence_percent` %) ``_silence_`` clips, one-second slices at seeded random offsets of the background-noise
+      recordings. Validation and test follow the official lists (speaker-disjoint by construction), the rest
+      trains. Each recording gives its first 80 % (by time) to the training split and 10 % each to validation and
+      test, for the silence slices and for the noise mixed in at `snr_db`, so no noise is shared across splits.
+    - *test_archive*: the v0.02 test set we ship (``_silence_/`` and ``_unknown_/`` folders beside the ten words,
+      4,890 clips). It has no official split of its own: it is split by speaker into train / validation / test (80 /
+      10 / 10 % of speakers, `split_of`); ``_silence_`` clips are split by file name and are the noise source.
+
+    Without a data folder, the online route loads the official v0.02 splits with TensorFlow Datasets (a 2.4 GB
+    download that needs the `pydub` package; its silence clips are the noise source). Clips are read with
+    `read_audio` (16-bit PCM at any rate, mixed down to mono, resampled to 16 kHz).
+
+    Args:
+        data_dir: Folder holding the data set (default $KERAS_EXPANDER_DATA); only without either, TensorFlow
+            Datasets.
+        snr_db: Signal-to-noise ratio in dB of the added noise (a finite number), or None for clean audio.
+        seed: Seed of the noise, unknown-word and silence-slice choices, an integer >= 0.
+        unknown_percent, silence_percent: Standard layout: size of the _unknown_ and _silence_ classes per split,
+            % of the split's command-word clips (TensorFlow's example uses 10 and 10).
+
+    Returns:
+        Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
+        `SPEECH_LABELS`); "speakers" -> split -> array of speaker ids (None on the online route); "labels" ->
+        `SPEECH_LABELS`; "layout" -> "standard", "test_archive" or "tensorflow_datasets"; "counts" -> split ->
+        label -> clips.
+
+    Raises:
+        ValueError: a bad number (non-finite `snr_db`, `seed` not an integer >= 0, a percentage outside [0, 100]),
+            or a clip in an unsupported format (`read_audio`; the message names the file).
+        DataNotFoundError: the data folder does not exist or matches no known layout, a class would be empty, a
+            split gets no clip, there is no noise to mix in at `snr_db`, or (no data folder) the online route failed.
+    """
+    snr_db = None if snr_db is None else _finite("snr_db", snr_db, unit=" of dB (or None)")
+    seed = _integer("seed", seed, low=0)
+    unknown_percent = _finite("unknown_percent", unknown_percent, 0, 100)
+    silence_percent = _finite("silence_percent", silence_percent, 0, 100)
+    rng = np.random.default_rng(seed)
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        candidates = [root / SPEECH_FOLDER, root]
+        folder = next((path for path in candidates if _speech_layout(path)), None)
+        if folder is None:
+            raise _not_in_folder("Speech Commands", root, data_dir,
+                                 f"neither {root / SPEECH_FOLDER} nor {root} has a known layout: the standard release "
+                                 f"needs <word>/*.wav, {BACKGROUND_NOISE}/, {' and '.join(OFFICIAL_LISTS.values())}; "
+                                 f"the v0.02 test-set archive needs <word>/*.wav, _silence_/ and _unknown_/")
+        layout = _speech_layout(folder)
+        clips, noise = (_standard_clips(folder, unknown_percent, silence_percent, rng) if layout == "standard"
+                        else _archive_clips(folder))
+        source = f"Speech Commands folder {folder}"
+        for split, c in clips.items():
+            if not len(c["label"]):
+                raise DataNotFoundError(f"{source} gives no clip in the {split} split ({layout} layout): copy the "
+                                        f"complete data set there.")
+    else:
+        clips = _online_route("Speech Commands", _speech_online,
+                              route="tensorflow_datasets 'speech_commands', needs pydub")
+        layout, source = "tensorflow_datasets", "Speech Commands (tensorflow_datasets)"
+        silence = SPEECH_LABELS.index("_silence_")
+        noise = {split: c["audio"][c["label"] == silence] for split, c in clips.items()}
+    features = _features_by_split(clips, noise, snr_db, rng, source)
+    out = {split: (features[split], clips[split]["label"]) for split in SPLITS}
+    out.update(speakers={split: clips[split]["speaker"] for split in SPLITS}, labels=SPEECH_LABELS, layout=layout,
+               counts=_class_counts(clips, SPEECH_LABELS))
     return out
 
 
-DATASETS = ("sequential_mnist", "sequential_cifar10", "speech_commands")
+def _file_speaker(name: str) -> str:
+    """Speaker of a clip in a labelled audio folder: the part before ``_nohash_`` (Speech Commands naming), else
+    before the first ``_``, else the whole file stem."""
+    match = re.match(r"(.+?)_nohash_", name)
+    return match.group(1) if match else Path(name).stem.split("_")[0]
+
+
+AUDIO_SPLIT_RULES = ("speaker", "file")
+
+
+def audio_folder(data_dir: str | os.PathLike, split_by: str = "speaker", validation_percent: float = 10.0,
+                 test_percent: float = 10.0):
+    """Any labelled audio folder, ``<data_dir>/<label>/*.wav`` (e.g. your own wake words), as log-mel sequences
+    with the same features and return structure as `speech_commands`.
+
+    Labels are the sub-folder names in alphanumeric order, as `keras.utils.audio_dataset_from_directory` infers
+    them; label index i is ``result["labels"][i]``. Clips are read with `read_audio` (16-bit PCM at any rate,
+    mixed down to mono, resampled to 16 kHz with scipy, cut or zero-padded to one second). The split is stable and
+    seed-free, SHA-1 of a key mod 100 as `split_of`: with ``split_by="speaker"`` the key is the speaker
+    (`_file_speaker`: the file name before ``_nohash_``, else before its first ``_``, e.g. ``alice_03.wav`` ->
+    ``alice``), so no speaker is in two splits; with ``split_by="file"`` it is ``<label>/<file name>``.
+    Features are standardised with the training split's statistics.
+
+    Args:
+        data_dir: The folder holding one sub-folder per label.
+        split_by: "speaker" or "file".
+        validation_percent, test_percent: Shares (%) of speakers or files for validation and test.
+
+    Returns:
+        Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 indexing "labels");
+        "speakers" -> split -> array of speaker ids (the split keys); "labels" -> tuple of label names; "layout" ->
+        "audio_folder"; "counts" -> split -> label -> clips.
+
+    Raises:
+        ValueError: `split_by` unknown, bad percentages, or a clip in an unsupported format (naming the file).
+        DataNotFoundError: the folder does not exist, has no label sub-folders, a label has no clip, or a split gets
+            no clip.
+    """
+    if split_by not in AUDIO_SPLIT_RULES:
+        raise ValueError(f"Argument `split_by` must be one of {AUDIO_SPLIT_RULES}. Received: split_by={split_by!r}")
+    _finite("validation_percent", validation_percent, 0, 100)
+    _finite("test_percent", test_percent, 0, 100)
+    if data_dir is None:
+        raise ValueError("Argument `data_dir` is required for audio_folder: the folder holding <label>/*.wav.")
+    folder = resolve_data_dir(data_dir)
+    labels = tuple(sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")))
+    if not labels:
+        raise DataNotFoundError(f"Audio folder {folder} has no label sub-folders: expected <label>/*.wav.")
+    files = {label: _wav_files(folder / label) for label in labels}
+    empty = [label for label in labels if not files[label]]
+    if empty:
+        raise DataNotFoundError(f"Audio folder {folder}: label folder(s) {', '.join(empty)} hold no .wav clip; add "
+                                f"clips or remove the folder(s).")
+    chosen = {split: {"paths": [], "label": [], "speaker": []} for split in SPLITS}
+    for index, label in enumerate(labels):
+        for path in files[label]:
+            key = _file_speaker(path.name) if split_by == "speaker" else f"{label}/{path.name}"
+            target = chosen[split_of(key, validation_percent, test_percent)]
+            target["paths"].append(path)
+            target["label"].append(index)
+            target["speaker"].append(key)
+    for split, c in chosen.items():
+        if not c["paths"]:
+            raise DataNotFoundError(f"Audio folder {folder} gives no clip in the {split} split (split by {split_by}, "
+                                    f"{validation_percent:g} / {test_percent:g} % for validation / test): add clips "
+                                    f"of more {split_by}s or change the percentages.")
+    clips = {split: {"audio": _read_clips(c["paths"]), "label": np.asarray(c["label"], np.int64),
+                     "speaker": np.asarray(c["speaker"])} for split, c in chosen.items()}
+    features = _features_by_split(clips, {}, None, None, f"Audio folder {folder}")
+    out = {split: (features[split], clips[split]["label"]) for split in SPLITS}
+    out.update(speakers={split: clips[split]["speaker"] for split in SPLITS}, labels=labels, layout="audio_folder",
+               counts=_class_counts(clips, labels))
+    return out
+
+
+DATASETS = ("sequential_mnist", "sequential_cifar10", "speech_commands", "audio_folder")
 
 
 def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db: float | None = None,
@@ -607,7 +833,8 @@ def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db
     """One of the project's data sets by name, as training and test splits.
 
     Args:
-        name: "sequential_mnist", "sequential_cifar10" or "speech_commands".
+        name: "sequential_mnist", "sequential_cifar10", "speech_commands" or "audio_folder" (`data_dir` is then
+            the labelled audio folder itself).
         data_dir: Offline data folder (default $KERAS_EXPANDER_DATA), see each loader.
         snr_db: Background noise SNR in dB (speech_commands only; None = clean).
         seed: Seed of the noise choice (speech_commands only).
@@ -626,7 +853,70 @@ def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db
     if name == "speech_commands":
         splits = speech_commands(data_dir, snr_db=snr_db, seed=seed)
         return splits["train"], splits["test"]
+    if name == "audio_folder":
+        if snr_db is not None:
+            raise ValueError(f"Argument `snr_db` applies to speech_commands only. Received: snr_db={snr_db} for "
+                             f"name='audio_folder'")
+        splits = audio_folder(data_dir)
+        return splits["train"], splits["test"]
     if snr_db is not None:
         raise ValueError(f"Argument `snr_db` applies to speech_commands only. Received: snr_db={snr_db} for "
                          f"name={name!r}")
     return (sequential_mnist if name == "sequential_mnist" else sequential_cifar10)(data_dir)
+
+
+NPZ_ARRAYS = ("x_train", "x_test", "y_test")
+
+
+def load_npz(path: str | os.PathLike, input_shape, need=NPZ_ARRAYS):
+    """Your own arrays for export and firmware: an ``.npz`` file with ``x_train`` (int8 calibration samples),
+    ``x_test`` and ``y_test`` (verification), as written by ``numpy.savez(path, x_train=..., x_test=...,
+    y_test=...)``.
+
+    Args:
+        path: The ``.npz`` file.
+        input_shape: The model's input shape without the batch axis, e.g. (28, 28).
+        need: Which of `NPZ_ARRAYS` must be present (the firmware needs only x_test and y_test).
+
+    Returns:
+        Dict of the needed arrays: x float32 of shape (N,) + input_shape, y int64 of shape (N,).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not an npz file, a needed array missing (all missing ones are named), a shape that differs
+            from the model's (both shapes named), labels of another length than x_test, or non-finite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
+    try:
+        stored = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a numpy .npz file ({error}); write it with numpy.savez(path, "
+                         f"x_train=..., x_test=..., y_test=...).") from error
+    with stored:
+        missing = [name for name in need if name not in stored.files]
+        if missing:
+            raise ValueError(f"{path} lacks the array(s) {', '.join(missing)} (it holds "
+                             f"{', '.join(stored.files) or 'none'}); write it with numpy.savez(path, "
+                             f"{', '.join(f'{name}=...' for name in need)}).")
+        arrays = {name: stored[name] for name in need}
+    expected = tuple(int(size) for size in input_shape)
+    for name, array in arrays.items():
+        if name.startswith("x"):
+            if tuple(array.shape[1:]) != expected:
+                raise ValueError(f"{path}: {name} has samples of shape {tuple(array.shape[1:])} (array shape "
+                                 f"{array.shape}), but the model takes inputs of shape {expected}.")
+            if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+                raise ValueError(f"{path}: {name} must hold finite numbers (dtype {array.dtype}).")
+            arrays[name] = array.astype(np.float32)
+    if "y_test" in arrays:
+        labels = arrays["y_test"]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(labels) != len(arrays["x_test"]):
+            raise ValueError(f"{path}: y_test must be integer class labels of shape ({len(arrays['x_test'])},), one "
+                             f"per x_test sample; received {labels.dtype} of shape {labels.shape}.")
+        arrays["y_test"] = labels.astype(np.int64)
+    if any(len(array) == 0 for array in arrays.values()):
+        raise ValueError(f"{path}: {', '.join(name for name, a in arrays.items() if len(a) == 0)} is empty.")
+    return arrays
+

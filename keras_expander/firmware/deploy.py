@@ -148,6 +148,11 @@ def device_inputs(model_content: bytes, x: np.ndarray) -> np.ndarray:
     return quantize(x, *reference._input_quantization, reference.input_dtype)
 
 
+def model_input_shape(model_content: bytes) -> tuple[int, ...]:
+    """The model's input shape without the batch axis, e.g. (28, 28), as the TFLite Micro interpreter reports it."""
+    return tuple(int(size) for size in TFLiteModel(model_content, runtime="tflm").input_shape[1:])
+
+
 def tflm_python_outputs(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
     """Raw outputs of the pip TFLite Micro interpreter, state reset before each sequence.
 
