@@ -1,4 +1,6 @@
-"""Data loaders for the paper's sequence tasks (sequential MNIST, sequential CIFAR-10, Speech Commands), offline first.
+"""Data loaders for the paper's sequence tasks (sequential MNIST, sequential CIFAR-10, Speech Commands in its
+standard release layouts and our test-set archive) and for users' own data (`audio_folder`, `load_npz`), offline
+first.
 
 Each loader reads the original files from a data folder (the `data_dir` argument, else the
 ``KERAS_EXPANDER_DATA`` environment variable). When a data folder is given but lacks the files, the loader raises
