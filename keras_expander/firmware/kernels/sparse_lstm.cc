@@ -55,6 +55,7 @@
 // Arena: the stock kernel's four n_batch x n_cell int16 scratch buffers plus
 // n_input int16 (times n_batch when time major) for the widened input.
 
+#include <cstddef>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
@@ -73,6 +74,148 @@
 
 namespace keras_expander {
 namespace {
+
+// ---------------------------------------------------------------------------
+// Cortex-M4 gate-row loops in Thumb-2 assembly (index width 1 and the fast
+// requantizations; the C++ passes below handle every other case and the
+// host). GCC kept about 30 instructions of per-row set-up and spilled the
+// block loop's registers; here the 32 most recent non-zeros of a row run as
+// straight-line slots entered by a table branch (TBH; 16 bytes per slot),
+// so a row costs about 17 instructions plus 4 per non-zero, with every
+// constant in a register. Rows with more than 32 non-zeros run the excess in
+// a loop first. The arithmetic is that of InputFcPass / RecurrentFcPass with
+// sparse::RequantizeFast (the host and Cortex-M4 tests compare both with the
+// stock kernels).
+#if KE_SPARSE_USE_DSP && !TFLITE_SINGLE_ROUNDING && \
+    !defined(KE_SPARSE_USE_TFLM_REQUANTIZE)
+#define KE_SPARSE_USE_ASM 1
+
+// Field offsets are fixed by the assembly below (static_asserts check them).
+struct GateRowsArgs {
+  const uint8_t* counts;   // 0: one count byte per row
+  const uint8_t* indices;  // 4: column index bytes
+  const int8_t* values;    // 8: int8 non-zeros
+  const int16_t* x;        // 12: activations + input offset (int16)
+  int16_t* out;            // 16: first output row
+  int16_t* out_end;        // 20: one past the last output row
+  int32_t multiplier;      // 24
+  int32_t pre_shift;       // 28: FastRequantizer::pre_shift (left mode)
+  int32_t half;            // 32: FastRequantizer::half (right mode)
+  int32_t right_shift;     // 36: FastRequantizer::right_shift (right mode)
+  const int32_t* bias;     // 40: int32 bias per row (input rows only)
+};
+static_assert(offsetof(GateRowsArgs, bias) == 40, "assembly field offsets");
+
+extern "C" {
+// out[r] = sat16(requant(bias[r] + W_x[r] . x)), left / right fast mode.
+void ke_sparse_input_rows_left(const GateRowsArgs* args);
+void ke_sparse_input_rows_right(const GateRowsArgs* args);
+// out[r] = sat16(out[r] + sat16(requant(W_h[r] . x))). An empty row runs
+// the requantization of 0, which is 0: rare under the degree floor.
+void ke_sparse_recurrent_rows_left(const GateRowsArgs* args);
+void ke_sparse_recurrent_rows_right(const GateRowsArgs* args);
+}
+
+// Registers: r0 counts, r1 indices, r2 values, r3 x, r4 out, r5 out_end,
+// r6 multiplier, r7 pre_shift (left) or half (right), r8 right_shift,
+// r9 accumulator, r10 row count, r11 index then activation, r12 bias,
+// lr weight. TBH jumps to the slot that leaves `count` slots to run.
+__asm__(R"(
+  .syntax unified
+  .thumb
+  .macro KE_SLOT
+    ldrb.w r11, [r1], #1
+    ldrsb.w lr, [r2], #1
+    ldrsh.w r11, [r3, r11, lsl #1]
+    smlabb r9, lr, r11, r9
+  .endm
+  .macro KE_ROWS name, recurrent, right
+  .section .text.\name, "ax", %progbits
+  .align 2
+  .global \name
+  .type \name, %function
+  .thumb_func
+\name:
+  push {r4-r11, lr}
+  ldr r1, [r0, #4]
+  ldr r2, [r0, #8]
+  ldr r3, [r0, #12]
+  ldr r4, [r0, #16]
+  ldr r5, [r0, #20]
+  ldr r6, [r0, #24]
+  .if \right
+  ldr r7, [r0, #32]
+  ldr r8, [r0, #36]
+  .else
+  ldr r7, [r0, #28]
+  .endif
+  ldr r12, [r0, #40]
+  ldr r0, [r0, #0]
+  cmp r4, r5
+  beq 9f
+1:
+  ldrb r10, [r0], #1
+  .if \recurrent
+  mov.w r9, #0
+  .else
+  ldr r9, [r12], #4
+  .endif
+  cmp r10, #32
+  bhi 6f
+2:
+  tbh [pc, r10, lsl #1]
+.Ltable\@:
+  .set ke_count, 0
+  .rept 33
+  .short ((.Lslots\@ - .Ltable\@) + 16 * (32 - ke_count)) / 2
+  .set ke_count, ke_count + 1
+  .endr
+.Lslots\@:
+  .rept 32
+  KE_SLOT
+  .endr
+  .if \right
+  lsls.w r9, r9, #1
+  smmulr r9, r9, r6
+  add.w r9, r9, r9, asr #31
+  add r9, r7
+  asr.w r9, r9, r8
+  .else
+  lsl.w r9, r9, r7
+  smmulr r9, r9, r6
+  .endif
+  ssat r9, #16, r9
+  .if \recurrent
+  ldrsh.w r10, [r4]
+  add r9, r10
+  ssat r9, #16, r9
+  .endif
+  strh r9, [r4], #2
+  cmp r4, r5
+  bne 1b
+9:
+  pop {r4-r11, pc}
+6:
+  sub r10, r10, #32
+7:
+  KE_SLOT
+  subs r10, #1
+  bne 7b
+  mov r10, #32
+  b 2b
+  .size \name, . - \name
+  .endm
+  KE_ROWS ke_sparse_input_rows_left, 0, 0
+  KE_ROWS ke_sparse_input_rows_right, 0, 1
+  KE_ROWS ke_sparse_recurrent_rows_left, 1, 0
+  KE_ROWS ke_sparse_recurrent_rows_right, 1, 1
+  .purgem KE_SLOT
+  .purgem KE_ROWS
+  .text
+)");
+#else
+#define KE_SPARSE_USE_ASM 0
+#endif
 
 using sparse::LoadIndex;
 using sparse::SparseMatrix;
@@ -333,6 +476,15 @@ inline int32_t RequantizeFc(int32_t acc, const sparse::Requantizer& q,
   return sparse::Requantize(acc, q);
 }
 
+#if KE_SPARSE_USE_ASM
+GateRowsArgs RowsArgs(const GateFc& fc, const int16_t* x, int16_t* out,
+                      const int32_t* bias) {
+  return {fc.weights.row_counts, fc.weights.col_indices, fc.weights.values,
+          x, out, out + fc.weights.rows, fc.fast.multiplier,
+          fc.fast.pre_shift, fc.fast.half, fc.fast.right_shift, bias};
+}
+#endif
+
 using InputPass = void (*)(const GateFc&, const int32_t*, const int16_t*,
                            int16_t*);
 using RecurrentPass = void (*)(const GateFc&, const int16_t*, int16_t*);
@@ -354,6 +506,14 @@ struct Gate {
 template <int W, int kMode>
 void InputFcPass(const GateFc& fc, const int32_t* bias, const int16_t* x,
                  int16_t* out) {
+#if KE_SPARSE_USE_ASM
+  if constexpr (W == 1 && kMode != kGeneric) {
+    const GateRowsArgs args = RowsArgs(fc, x, out, bias);
+    (kMode == kFastRight ? ke_sparse_input_rows_right
+                         : ke_sparse_input_rows_left)(&args);
+    return;
+  }
+#endif
   const sparse::Requantizer q = fc.requant;
   const sparse::FastRequantizer fq = fc.fast;
   const uint8_t* counts = fc.weights.row_counts;
@@ -373,6 +533,14 @@ void InputFcPass(const GateFc& fc, const int32_t* bias, const int16_t* x,
 // FC followed by AddElementWise.
 template <int W, int kMode>
 void RecurrentFcPass(const GateFc& fc, const int16_t* h, int16_t* out) {
+#if KE_SPARSE_USE_ASM
+  if constexpr (W == 1 && kMode != kGeneric) {
+    const GateRowsArgs args = RowsArgs(fc, h, out, nullptr);
+    (kMode == kFastRight ? ke_sparse_recurrent_rows_right
+                         : ke_sparse_recurrent_rows_left)(&args);
+    return;
+  }
+#endif
   const sparse::Requantizer q = fc.requant;
   const sparse::FastRequantizer fq = fc.fast;
   const uint8_t* counts = fc.weights.row_counts;
