@@ -2,6 +2,8 @@
 
 Policies (docs/METHOD.md section 3):
 - ``magnitude``: keep the largest |w| over the whole matrix, as tfmot's `prune_low_magnitude` does.
+- ``per_gate_magnitude``: within each gate's graph, keep the largest |w| (per-gate thresholds, no degree floor):
+  the ablation between ``magnitude`` and ``degree_floor_magnitude``.
 - ``degree_floor_magnitude``: within each gate's graph, keep the largest |w| but never let a node's degree fall
   below `min_degree` (no hidden unit and no input cut off); keeps graphs near-biregular. The default for
   expansion-aware pruning.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MASK_POLICIES = ("magnitude", "degree_floor_magnitude", "right_regular_magnitude", "random_biregular", "random")
+MASK_POLICIES = ("magnitude", "per_gate_magnitude", "degree_floor_magnitude", "right_regular_magnitude", "random_biregular", "random")
 
 
 def kept_edges(size: int, sparsity: float) -> int:
@@ -327,6 +329,8 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
     if policy == "magnitude":
         return magnitude_mask(weights, sparsity)
     blocks = np.split(weights, num_gates, axis=1)
+    if policy == "per_gate_magnitude":
+        return np.concatenate([magnitude_mask(block, sparsity) for block in blocks], axis=1)
     if policy == "degree_floor_magnitude":
         return np.concatenate([degree_floor_mask(block, sparsity, min_degree) for block in blocks], axis=1)
     if policy == "right_regular_magnitude":

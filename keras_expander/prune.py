@@ -32,7 +32,8 @@ class PruneExpander(PruneLowMagnitude):
     Args:
         layer: The tf_keras layer to prune (SimpleRNN, LSTM; Dense when asked for).
         pruning_schedule: An `ExpanderPruningSchedule`; the wrapper keeps its own copy (one stop state per layer).
-        mask_policy: "degree_floor_magnitude" (default), "magnitude", "right_regular_magnitude",
+        mask_policy: "degree_floor_magnitude" (default), "magnitude", "per_gate_magnitude",
+            "right_regular_magnitude",
             "random_biregular" or "random"
             (keras_expander.masks).
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
@@ -150,7 +151,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     Args:
         model_or_layer: A tf_keras Sequential or functional model, or a single tf_keras layer.
         pruning_schedule: An `ExpanderPruningSchedule`; every wrapped layer gets its own copy.
-        mask_policy: "degree_floor_magnitude" (default), "magnitude", "right_regular_magnitude",
+        mask_policy: "degree_floor_magnitude" (default), "magnitude", "per_gate_magnitude",
+            "right_regular_magnitude",
             "random_biregular" or "random".
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
         seed: Seed of the random policies (each layer adds its position in the model).

@@ -73,6 +73,18 @@ def test_lstm_policies_act_per_gate():
     assert masks.compute_mask(weights, 0.75, "magnitude", num_gates=4)[:, :16].all()
 
 
+def test_per_gate_magnitude_is_the_magnitude_mask_of_each_gate_without_a_floor():
+    weights = np.random.default_rng(7).normal(size=(16, 64))
+    weights[:, :16] = 100 + np.abs(weights[:, :16])
+    weights[3, 16:] = 1e-6  # input 3 is the weakest in gates f, c, o: without a floor it is cut off there
+    mask = masks.compute_mask(weights, 0.75, "per_gate_magnitude", num_gates=4)
+    for block, gate_weights in zip(np.split(mask, 4, axis=1), np.split(weights, 4, axis=1)):
+        assert block.sum() == 64
+        assert np.array_equal(block, masks.magnitude_mask(gate_weights, 0.75))
+    assert not mask[3, 16:].any()
+    assert masks.compute_mask(weights, 0.75, "degree_floor_magnitude", num_gates=4)[3, 16:32].any()
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(sparsity=1.0, policy="magnitude"), "sparsity=1.0"),
     (dict(sparsity=-0.1, policy="magnitude"), "sparsity=-0.1"),
