@@ -254,6 +254,8 @@ def main(argv=None) -> int:
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
                 write_atomic(json_path, json.dumps(payload, indent=2))
     compare_outputs(payload, args, x_test)
+    builds = [f"{encoding}-{kernels}" for encoding, kernels in BUILDS]
+    payload["rows"].sort(key=lambda r: (r["cell"], r["sparsity"], builds.index(f"{r['encoding']}-{r['kernels']}")))
     write_atomic(json_path, json.dumps(payload, indent=2))
     write_atomic(os.path.join(args.out, "mcu_footprint.md"), to_markdown(payload))
     print(to_markdown(payload))

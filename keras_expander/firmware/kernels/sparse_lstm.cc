@@ -38,19 +38,19 @@
 // Work. Once per time step the input plus its input offset (-zero point) is
 // widened to int16 (the hidden state is widened by the previous step's hidden
 // update), so the inner loop per non-zero is one index load, one value load,
-// one activation load and one multiply-accumulate (sparse_weights.h). The
-// recurrent product is added into the gate buffer in place, so the stock
-// kernel's fourth scratch buffer (its recurrent FC output) is free to hold
-// the widened hidden state. Per step: forget, input and cell gate
-// pre-activations, one fused pass for their nonlinearities and the cell
-// update, the output gate, one fused pass for the hidden update and output.
-// Measured on Cortex-M4 (GCC 12 -O2, QEMU instruction count), LSTM(128) over
-// 28 inputs, 28 steps, instructions per inference: 12.0 M at 0 % sparsity,
-// 6.69 M at 50 %, 2.42 M at 90 %, 1.88 M at 95 %, 1.31 M at 99 %, 0.98 M at
-// 100 % (reference kernel 25.2 M, CMSIS-NN dense 6.1 M). Of these, about
-// 0.45 M are the two elementwise passes (about 125 per cell and step) and
-// about 25 per non-empty gate row and FC (row set-up, requantization),
-// independent of sparsity; each non-zero weight costs about 4.5.
+// one activation load and one multiply-accumulate. On Cortex-M4 the gate rows
+// with one-byte indices run Thumb-2 assembly (below): about 17 instructions
+// per gate row and matrix (count, table branch, requantization, saturation,
+// store) plus 4 per non-zero. The recurrent product is added into the gate
+// buffer in place, so the stock kernel's fourth scratch buffer (its recurrent
+// FC output) is free to hold the widened hidden state. Per step: forget,
+// input and cell gate pre-activations, one fused pass for their
+// nonlinearities and the cell update, the output gate, one fused pass for the
+// hidden update and output (about 160 instructions per cell and step).
+// Measured (results/mcu_footprint.md: GCC 12 -O2, QEMU instruction counts,
+// sequential-MNIST LSTM(128), 28 steps): 1.95 M instructions per inference
+// at 90 % sparsity and 1.51 M at 95 %, against 6.14 M for CMSIS-NN's dense
+// kernel and 25.2 M for TFLM's reference kernel.
 //
 // Arena: the stock kernel's four n_batch x n_cell int16 scratch buffers plus
 // n_input int16 (times n_batch when time major) for the widened input.
