@@ -31,14 +31,20 @@ def require_toolchain(target, kernels="reference"):
         pytest.skip(str(error))
 
 
-def tiny_model(cell, units, sparsity, seed=1):
+def tiny_model(cell, units, sparsity, seed=1, steps=STEPS, features=FEATURES, classes=10,
+               zero_row_and_column=False):
+    """Input(steps, features) -> LSTM/SimpleRNN(units) -> Dense(classes), with a seeded random share `sparsity`
+    of kernel and recurrent kernel set to zero; `zero_row_and_column` also zeroes input 1 and column 2."""
     tf_keras.utils.set_random_seed(seed)
     layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
-    model = tf_keras.Sequential([tf_keras.Input((STEPS, FEATURES)), layer(units), tf_keras.layers.Dense(10)])
+    model = tf_keras.Sequential([tf_keras.Input((steps, features)), layer(units), tf_keras.layers.Dense(classes)])
     rng = np.random.default_rng(seed)
     for weight in (model.layers[0].cell.kernel, model.layers[0].cell.recurrent_kernel):
         values = weight.numpy()
         values[rng.random(values.shape) < sparsity] = 0.0
+        if zero_row_and_column:
+            values[1, :] = 0.0  # an input that feeds nothing
+            values[:, 2] = 0.0  # a unit of the first gate that reads nothing
         weight.assign(values)
     return model
 

@@ -13,27 +13,16 @@ import numpy as np
 import pytest
 
 from keras_expander import compression, export
-from keras_expander.backend import tf_keras
 from keras_expander.firmware import deploy, project
 
-from test_firmware import require_toolchain
+from test_firmware import require_toolchain, tiny_model
 
 STEPS, FEATURES = 6, 5  # odd sizes: 5 inputs, 7 units
 
 
-def masked_model(cell, units, sparsity, seed=2, zero_row_and_column=False):
-    tf_keras.utils.set_random_seed(seed)
-    layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
-    model = tf_keras.Sequential([tf_keras.Input((STEPS, FEATURES)), layer(units), tf_keras.layers.Dense(3)])
-    rng = np.random.default_rng(seed)
-    for weight in (model.layers[0].cell.kernel, model.layers[0].cell.recurrent_kernel):
-        values = weight.numpy()
-        values[rng.random(values.shape) < sparsity] = 0.0
-        if zero_row_and_column:
-            values[1, :] = 0.0  # an input that feeds nothing
-            values[:, 2] = 0.0  # a unit of the first gate that reads nothing
-        weight.assign(values)
-    return model
+def masked_model(cell, units, sparsity, zero_row_and_column=False):
+    return tiny_model(cell, units, sparsity, seed=2, steps=STEPS, features=FEATURES, classes=3,
+                      zero_row_and_column=zero_row_and_column)
 
 
 def sequences(n, seed=0):
