@@ -48,10 +48,30 @@ class EpochTimer(tf_keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, data) -> dict:
-    """Trains one configuration and returns its row of the results table."""
+def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, data,
+              mask_policy: str = "degree_floor_magnitude", base: str = "polynomial_decay", seed: int | None = None,
+              cosine_decay: bool = False) -> dict:
+    """Trains one configuration and returns its row of the results table.
+
+    Args:
+        method: "dense", "tfmot" (prune_low_magnitude + PolynomialDecay) or "expander" (prune_expander).
+        cell: "lstm" or "simple_rnn".
+        sparsity: Target sparsity of kernel and recurrent kernel, in [0, 1).
+        stop_rule: Stop rule of the expander schedule ("monitor", "hold", "correct").
+        args: Namespace with epochs, units, batch_size, frequency, seed and learning_rate (default 1e-3).
+        data: ((x_train, y_train), (x_val, y_val), (x_test, y_test)); x of shape (N, 28, 28) float32.
+        mask_policy: keras_expander mask policy of the expander method.
+        base: Base schedule of the expander method: "polynomial_decay" (pruned from step 0 to 67 % of training)
+            or "constant_sparsity" (the final sparsity from step 0: a fixed mask for the random policies).
+        seed: Seed of initialisation, data order and random masks; None uses args.seed.
+        cosine_decay: Adam's learning rate decays to 0 along a cosine over the whole training (Keras CosineDecay).
+
+    Returns:
+        A dict: configuration, test accuracy in [0, 1], measured sparsity, worst Delta values, seconds per epoch.
+    """
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data
-    tf_keras.utils.set_random_seed(args.seed)
+    seed = args.seed if seed is None else seed
+    tf_keras.utils.set_random_seed(seed)
     model = build_model(cell, args.units)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     end_step = args.frequency * max(1, int(0.67 * steps_per_epoch * args.epochs) // args.frequency)
@@ -63,12 +83,15 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
         callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
     elif method == "expander":
         schedule = ke.ExpanderPruningSchedule(final_sparsity=sparsity, begin_step=0, end_step=end_step,
-                                              frequency=args.frequency, stop_rule=stop_rule)
-        model = ke.prune_expander(model, schedule, mask_policy="degree_floor_magnitude", seed=args.seed)
+                                              frequency=args.frequency, stop_rule=stop_rule, base=base)
+        model = ke.prune_expander(model, schedule, mask_policy=mask_policy, seed=seed)
         expander_callback = ke.ExpanderPruningCallback()
         callbacks.append(expander_callback)
+    learning_rate = args.learning_rate
+    if cosine_decay:
+        learning_rate = tf_keras.optimizers.schedules.CosineDecay(learning_rate, steps_per_epoch * args.epochs)
     timer = EpochTimer()
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3),
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, validation_data=(x_val, y_val),
               callbacks=callbacks + [timer], verbose=2)
@@ -76,7 +99,8 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
     summary = summaries[0]
     row = {
         "cell": cell, "method": method, "target_sparsity": sparsity if method != "dense" else 0.0,
-        "stop_rule": stop_rule if method == "expander" else "", "test_accuracy": float(accuracy),
+        "stop_rule": stop_rule if method == "expander" else "", "seed": seed,
+        "mask_policy": mask_policy if method == "expander" else "", "base": base if method == "expander" else "", "test_accuracy": float(accuracy),
         "measured_sparsity": summary.sparsity, "worst_delta_r": summary.worst_delta_r,
         "worst_delta_s": summary.worst_delta_s, "worst_weighted_delta_r": summary.worst_weighted_delta_r,
         "isolated_nodes": summary.isolated_nodes,
@@ -137,6 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--frequency", type=int, default=100)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
     parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=["lstm", "simple_rnn"])

@@ -1,0 +1,365 @@
+"""Benchmark: is expansion-aware pruning better than tfmot beyond seed-to-seed noise, and which ingredient helps?
+
+Trains every (cell, sparsity, method) on real row-wise sequential MNIST for N seeds with identical data, epochs,
+optimizer and pruning steps (a seed fixes initialisation, data order and random masks; the same seed is used for
+every method, so differences are paired). Methods:
+  dense                no pruning
+  tfmot                tfmot prune_low_magnitude + PolynomialDecay (its own in-graph top-k over the stacked matrix)
+  per_gate_magnitude   ablation 1: top-k within each gate's graph, no degree floor (monitor rule)
+  degree_floor         ablation 2 (ours): degree_floor_magnitude, monitor rule
+  correct              ablation 3: degree_floor_magnitude with stop_rule="correct" at the same target
+  random_biregular     fixed seeded degree-balanced random mask from step 0 (constant_sparsity)
+  random               fixed seeded uniform random mask from step 0 (constant_sparsity)
+The pruned methods other than the random ones follow PolynomialDecay from step 0 to 67 % of training, every
+--frequency steps.
+
+Writes <out>/<name>.json (every run, per-setting statistics, paired differences to tfmot and along the ablation
+chain with 95 % t intervals and paired t-test p-values from scipy.stats), <out>/<name>.md and one plot per cell
+(<out>/<name>_<cell>.png: test accuracy vs sparsity, error bars = standard deviation over seeds). Every finished
+run is kept in <runs>/<name>/<run>.json; a rerun skips it (resumable). Prints a progress line per run.
+
+  python benchmarks/pruning_seeds.py --epochs 3 --seeds 5 --threads 1                     # the seed grid
+  python benchmarks/pruning_seeds.py --name pruning_seeds_long --cells lstm --sparsities 0.95 \\
+      --methods dense tfmot degree_floor random --seeds 3 --epochs 12 --cosine-decay --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+# method -> (train_one method, mask policy, stop rule, base schedule)
+METHODS = {
+    "dense": ("dense", "", "", ""),
+    "tfmot": ("tfmot", "", "", ""),
+    "per_gate_magnitude": ("expander", "per_gate_magnitude", "monitor", "polynomial_decay"),
+    "degree_floor": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay"),
+    "correct": ("expander", "degree_floor_magnitude", "correct", "polynomial_decay"),
+    "random_biregular": ("expander", "random_biregular", "monitor", "constant_sparsity"),
+    "random": ("expander", "random", "monitor", "constant_sparsity"),
+}
+# Each ablation step adds one ingredient to the method before it.
+ABLATION_CHAIN = (("per_gate_magnitude", "tfmot", "per-gate thresholds"),
+                  ("degree_floor", "per_gate_magnitude", "degree floor"),
+                  ("correct", "degree_floor", "correct stop rule"))
+# Zhang and Stadie, ICLR 2020, Table: row-wise sequential MNIST, 400 units, 95 % sparsity, validation error (%).
+PUBLISHED = {"lstm": {"dense": 0.80, "sparse (their method)": 1.66, "random": 2.17},
+             "gru": {"dense": 0.77, "sparse (their method)": 1.46},
+             "simple_rnn": {"dense": 7.08, "sparse (their method)": 7.57}}
+
+
+def run_key(cell: str, sparsity: float, method: str, seed: int) -> str:
+    """File stem of one run: `lstm-0.95-tfmot-seed3` (dense runs carry sparsity 0)."""
+    return f"{cell}-{sparsity if method != 'dense' else 0.0:g}-{method}-seed{seed}"
+
+
+def plan_runs(cells, sparsities, methods, seeds) -> list[tuple[str, float, str, int]]:
+    """Every (cell, sparsity, method, seed) to train, seed-major so that early stops leave whole seeds."""
+    plan = []
+    for seed in seeds:
+        for cell in cells:
+            if "dense" in methods:
+                plan.append((cell, 0.0, "dense", seed))
+            plan += [(cell, s, m, seed) for s in sparsities for m in methods if m != "dense"]
+    return plan
+
+
+def paired(values: dict[int, float], baseline: dict[int, float]) -> dict | None:
+    """Paired difference over the seeds both have: mean, 95 % t interval, paired t-test p-value.
+
+    Args:
+        values, baseline: seed -> test accuracy in [0, 1].
+
+    Returns:
+        {"seeds", "mean", "ci95": [low, high], "p_value", "ci_includes_zero"} in accuracy points (%), or None with
+        fewer than 2 common seeds.
+    """
+    from scipy import stats
+
+    common = sorted(set(values) & set(baseline))
+    if len(common) < 2:
+        return None
+    differences = 100 * np.array([values[s] - baseline[s] for s in common])
+    mean = float(differences.mean())
+    if np.allclose(differences, differences[0]):
+        low = high = mean
+        p_value = 0.0 if mean else 1.0
+    else:
+        low, high = stats.t.interval(0.95, len(common) - 1, loc=mean, scale=stats.sem(differences))
+        p_value = float(stats.ttest_rel([values[s] for s in common], [baseline[s] for s in common]).pvalue)
+    return {"seeds": common, "mean": mean, "ci95": [float(low), float(high)], "p_value": p_value,
+            "ci_includes_zero": bool(low <= 0.0 <= high)}
+
+
+def summarize(rows: list[dict], cells, sparsities, methods) -> list[dict]:
+    """Per (cell, sparsity, method): accuracy statistics over seeds and the paired differences."""
+    def accuracies(cell, sparsity, method):
+        sparsity = 0.0 if method == "dense" else sparsity
+        return {r["seed"]: r["test_accuracy"] for r in rows
+                if r["cell"] == cell and r["name"] == method and r["target_sparsity"] == sparsity}
+
+    settings = []
+    for cell in cells:
+        for sparsity in sparsities:
+            for method in methods:
+                values = accuracies(cell, sparsity, method)
+                if not values:
+                    continue
+                percent = 100 * np.array(list(values.values()))
+                runs = [r for r in rows if r["cell"] == cell and r["name"] == method
+                        and r["target_sparsity"] == (0.0 if method == "dense" else sparsity)]
+                setting = {
+                    "cell": cell, "sparsity": sparsity, "method": method, "seeds": sorted(values),
+                    "mean": float(percent.mean()), "std": float(percent.std(ddof=1)) if len(percent) > 1 else 0.0,
+                    "min": float(percent.min()), "max": float(percent.max()),
+                    "measured_sparsity_mean": float(np.mean([r["measured_sparsity"] for r in runs])),
+                    "isolated_nodes_mean": float(np.mean([r["isolated_nodes"] for r in runs])),
+                    "worst_delta_r_mean": float(np.mean([r["worst_delta_r"] for r in runs])),
+                    "seconds_per_epoch_mean": float(np.mean([r["seconds_per_epoch"] for r in runs])),
+                    "vs_tfmot": paired(values, accuracies(cell, sparsity, "tfmot")) if method != "tfmot" else None,
+                }
+                for method_name, before, ingredient in ABLATION_CHAIN:
+                    if method == method_name:
+                        setting["ablation_step"] = {"ingredient": ingredient, "versus": before,
+                                                    **(paired(values, accuracies(cell, sparsity, before)) or {})}
+                settings.append(setting)
+    return settings
+
+
+def _interval(d: dict | None) -> str:
+    if not d or "mean" not in d:
+        return "-"
+    mark = " (includes 0)" if d["ci_includes_zero"] else ""
+    return f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]{mark}, p = {d['p_value']:.3f}"
+
+
+def ingredient_statements(settings: list[dict]) -> list[str]:
+    """One line per (cell, sparsity): which ablation step changes accuracy beyond noise (95 % interval)."""
+    lines = []
+    keys = sorted({(s["cell"], s["sparsity"]) for s in settings})
+    for cell, sparsity in keys:
+        steps = [s for s in settings if s["cell"] == cell and s["sparsity"] == sparsity and "ablation_step" in s
+                 and "mean" in s["ablation_step"]]
+        if not steps:
+            continue
+        gains = [f"{s['ablation_step']['ingredient']} ({s['ablation_step']['mean']:+.2f} points)" for s in steps
+                 if not s["ablation_step"]["ci_includes_zero"] and s["ablation_step"]["mean"] > 0]
+        losses = [f"{s['ablation_step']['ingredient']} ({s['ablation_step']['mean']:+.2f} points)" for s in steps
+                  if not s["ablation_step"]["ci_includes_zero"] and s["ablation_step"]["mean"] < 0]
+        noise = [s["ablation_step"]["ingredient"] for s in steps if s["ablation_step"]["ci_includes_zero"]]
+        text = f"- {cell}, sparsity {sparsity:.2f}: gain carried by " + (", ".join(gains) if gains else "none")
+        if losses:
+            text += f"; costs accuracy: {', '.join(losses)}"
+        if noise:
+            text += f"; within noise (interval includes 0): {', '.join(noise)}"
+        lines.append(text + ".")
+    return lines
+
+
+def to_markdown(payload: dict) -> str:
+    args = payload["arguments"]
+    settings = payload["settings"]
+    lines = [f"# {payload['name']}: pruning over seeds on sequential MNIST (row-wise, 28 x 28)", "",
+             f"Command: `{payload['command']}`  ",
+             f"Date: {payload['date']}. Hardware: {payload['hardware']}.  ",
+             f"Budget: {args['epochs']} epochs, batch {args['batch_size']}, Adam {args['learning_rate']:g}"
+             f"{' with cosine decay to 0' if args['cosine_decay'] else ''}, {args['units']} units; 55,000 train / "
+             f"5,000 validation (last training images) / 10,000 test images; pruning from step 0 to 67 % of "
+             f"training every {args['frequency']} steps (random masks: fixed from step 0). Sparsity is of kernel "
+             f"and recurrent kernel together. Seeds: {', '.join(str(s) for s in args['seed_list'])}.", "",
+             "Accuracy is test accuracy in %; differences are paired (same seed) in points, with the 95 % t "
+             "interval and the paired t-test p-value (scipy.stats.ttest_rel).", "",
+             "| cell | sparsity | method | seeds | mean | std | min | max | q (%) | isolated nodes | "
+             "vs tfmot: mean [95 % CI], p |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in settings:
+        lines.append(f"| {s['cell']} | {s['sparsity']:.2f} | {s['method']} | {len(s['seeds'])} | {s['mean']:.2f} | "
+                     f"{s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
+                     f"{100 * (1 - s['measured_sparsity_mean']):.2f} | {s['isolated_nodes_mean']:.1f} | "
+                     f"{_interval(s['vs_tfmot'])} |")
+    lines += ["", "## Ablation: each step adds one ingredient to the one before", "",
+              "| cell | sparsity | step | ingredient | mean [95 % CI], p |", "|---|---|---|---|---|"]
+    for s in settings:
+        if "ablation_step" in s:
+            a = s["ablation_step"]
+            lines.append(f"| {s['cell']} | {s['sparsity']:.2f} | {a['versus']} -> {s['method']} | "
+                         f"{a['ingredient']} | {_interval(a)} |")
+    lines += ["", "Which ingredient carries the gain:", ""] + ingredient_statements(settings)
+    corrected = [r for r in payload["runs"] if r["name"] == "correct"]
+    if corrected:
+        lines += ["", "Where `correct` ended (target as for the others):", ""]
+        for cell, sparsity in sorted({(r["cell"], r["target_sparsity"]) for r in corrected}):
+            runs = [r for r in corrected if r["cell"] == cell and r["target_sparsity"] == sparsity]
+            q = [100 * (1 - r["measured_sparsity"]) for r in runs]
+            lines.append(f"- {cell} at {sparsity:.2f}: q = {np.mean(q):.2f} % on average (min {min(q):.2f}, max "
+                         f"{max(q):.2f}); held in {sum(r['held_at_step'] is not None for r in runs)} of {len(runs)} "
+                         f"runs; {np.mean([r['corrected_steps'] for r in runs]):.1f} pruning steps repaired.")
+    published = [s for s in settings if s["cell"] in PUBLISHED and s["sparsity"] == 0.95]
+    if published:
+        lines += ["", "## Beside Zhang and Stadie (ICLR 2020), test error (%) here vs their validation error (%)", "",
+                  "Their setting: 400 units, validation error; ours: the units, budget and test set above.", "",
+                  "| cell | method | ours: test error mean (min-max) | published |", "|---|---|---|---|"]
+        for s in published:
+            reference = PUBLISHED[s["cell"]]
+            ref = {"dense": reference.get("dense"), "random": reference.get("random")}.get(
+                s["method"], reference.get("sparse (their method)"))
+            lines.append(f"| {s['cell']} | {s['method']} | {100 - s['mean']:.2f} ({100 - s['max']:.2f}-"
+                         f"{100 - s['min']:.2f}) | {'-' if ref is None else f'{ref:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict, cell: str, path: str) -> None:
+    """Test accuracy vs sparsity for one cell: a line per method, error bars = std over seeds; dense as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_expander.io_utils import atomic_path
+
+    settings = [s for s in payload["settings"] if s["cell"] == cell]
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for method in payload["arguments"]["methods"]:
+        points = sorted((s["sparsity"], s["mean"], s["std"]) for s in settings if s["method"] == method)
+        if not points:
+            continue
+        if method == "dense":
+            mean, std = points[0][1], points[0][2]
+            axis.axhspan(mean - std, mean + std, color="grey", alpha=0.2)
+            axis.axhline(mean, color="grey", linestyle="--", label=f"dense ({mean:.2f} %)")
+            continue
+        x, mean, std = zip(*points)
+        axis.errorbar(100 * np.array(x), mean, yerr=std, marker="o", capsize=4, label=method)
+    axis.set_xlabel("sparsity (%)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title(f"{cell}({payload['arguments']['units']}), {payload['arguments']['epochs']} epochs, "
+                   f"mean +- std over seeds")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="pruning_seeds", help="stem of the result files (default pruning_seeds)")
+    parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=["lstm", "simple_rnn"])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")
+    parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                        help="train only these seeds, in this order, and write no tables (a second process can "
+                             "share the grid, e.g. --only-seeds 4 3)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--cosine-decay", action="store_true", help="decay the learning rate to 0 along a cosine")
+    parser.add_argument("--frequency", type=int, default=100)
+    parser.add_argument("--train-samples", type=int, default=None, help="first N training images (smoke runs)")
+    parser.add_argument("--test-samples", type=int, default=None, help="first N test images (smoke runs)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow intra- and inter-op threads (default: TensorFlow's choice)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--runs", default="runs/pruning_seeds", help="per-run cache folder (resume)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1. Received: {args.seeds}")
+    for sparsity in args.sparsities:
+        if not 0.0 < sparsity < 1.0:
+            parser.error(f"--sparsities must be in (0, 1). Received: {sparsity}")
+    args.seed_list = list(range(args.seeds))
+    if args.only_seeds and not set(args.only_seeds) <= set(args.seed_list):
+        parser.error(f"--only-seeds must be among 0 .. {args.seeds - 1}. Received: {args.only_seeds}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras_expander as ke
+    from examples.sequential_mnist import VALIDATION_SIZE
+    from keras_expander import datasets
+    from keras_expander.io_utils import write_atomic
+    from pruning_quality import train_one
+
+    (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
+    validation = (x_train[-VALIDATION_SIZE:], y_train[-VALIDATION_SIZE:])
+    train = (x_train[:-VALIDATION_SIZE], y_train[:-VALIDATION_SIZE])
+    if args.train_samples:
+        train = (train[0][: args.train_samples], train[1][: args.train_samples])
+    test = (x_test[: args.test_samples], y_test[: args.test_samples]) if args.test_samples else (x_test, y_test)
+    data = (train, validation, test)
+    hardware = f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__} CPU" + \
+        (f", {args.threads} thread(s) per process" if args.threads else "")
+    cache = os.path.join(args.runs, args.name)
+    os.makedirs(cache, exist_ok=True)
+    settings_key = {k: getattr(args, k) for k in ("epochs", "units", "batch_size", "learning_rate", "cosine_decay",
+                                                 "frequency", "train_samples", "test_samples")}
+
+    plan = plan_runs(args.cells, args.sparsities, args.methods, args.seed_list)
+    if args.only_seeds:  # in the order given, e.g. from the last seed down while another process goes up
+        plan = [run for seed in args.only_seeds for run in plan if run[3] == seed]
+    rows, started = [], time.perf_counter()
+    trained = 0
+    for index, (cell, sparsity, method, seed) in enumerate(plan, 1):
+        path = os.path.join(cache, run_key(cell, sparsity, method, seed) + ".json")
+        if os.path.exists(path):
+            with open(path) as f:
+                row = json.load(f)
+            if row.get("settings") != settings_key:
+                raise SystemExit(f"pruning_seeds: cached run {path} was trained with other settings "
+                                 f"({row.get('settings')}); use another --runs folder or delete it.")
+            rows.append(row)
+            print(f"[{index}/{len(plan)}] {cell} {sparsity:g} {method} seed {seed}: cached, "
+                  f"{100 * row['test_accuracy']:.2f} %", flush=True)
+            continue
+        kind, policy, stop_rule, base = METHODS[method]
+        run_start = time.perf_counter()
+        tf.keras.backend.clear_session()
+        row = train_one(kind, cell, sparsity, stop_rule, args, data, mask_policy=policy or "degree_floor_magnitude",
+                        base=base or "polynomial_decay", seed=seed, cosine_decay=args.cosine_decay)
+        row.update(name=method, settings=settings_key, train_seconds=time.perf_counter() - run_start)
+        write_atomic(path, json.dumps(ke.analysis.nan_to_none(row), indent=2))
+        rows.append(row)
+        trained += 1
+        left = len(plan) - index
+        eta = (time.perf_counter() - started) / trained * left
+        print(f"[{index}/{len(plan)}] {cell} {sparsity:g} {method} seed {seed}: {100 * row['test_accuracy']:.2f} %, "
+              f"q = {100 * (1 - row['measured_sparsity']):.2f} %, {row['train_seconds']:.0f} s; about "
+              f"{eta / 60:.0f} min left", flush=True)
+
+    if args.only_seeds:
+        print("pruning_seeds: the runs are cached; run again without --only-seeds to write the tables")
+        return 0
+    command = "python benchmarks/pruning_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    payload = {"name": args.name, "command": command.strip(), "date": time.strftime("%Y-%m-%d"),
+               "hardware": hardware, "arguments": vars(args), "runs": rows,
+               "settings": summarize(rows, args.cells, args.sparsities, args.methods)}
+    os.makedirs(args.out, exist_ok=True)
+    write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(ke.analysis.nan_to_none(payload), indent=1))
+    markdown = to_markdown(payload)
+    write_atomic(os.path.join(args.out, f"{args.name}.md"), markdown)
+    for cell in args.cells:
+        plot(payload, cell, os.path.join(args.out, f"{args.name}_{cell}.png"))
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
