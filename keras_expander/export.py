@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -382,12 +383,19 @@ def format_report(reports: list[ExportReport]) -> list[str]:
     return lines
 
 
-_OP_METHOD_EXCEPTIONS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM"}
+# Where TFLM's MicroMutableOpResolver does not follow Add + CamelCase of the op name (checked against the tree's
+# micro_mutable_op_resolver.h by tests/test_export.py).
+_OP_METHOD_EXCEPTIONS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+                         "BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2"}
 
 
 def resolver_method(op_name: str) -> str:
-    """TFLM `MicroMutableOpResolver` method for a builtin op, e.g. FULLY_CONNECTED -> AddFullyConnected."""
-    return _OP_METHOD_EXCEPTIONS.get(op_name, "Add" + "".join(part.capitalize() for part in op_name.split("_")))
+    """TFLM `MicroMutableOpResolver` method for a builtin op, e.g. FULLY_CONNECTED -> AddFullyConnected,
+    CONV_2D -> AddConv2D (used when no TFLM tree is at hand to read the methods from)."""
+    if op_name in _OP_METHOD_EXCEPTIONS:
+        return _OP_METHOD_EXCEPTIONS[op_name]
+    parts = op_name.split("_")
+    return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part.capitalize() for part in parts)
 
 
 def write_firmware_files(model_content: bytes, ops: list[str], folder: str, array_name: str = "g_model") -> list:
@@ -412,7 +420,12 @@ def write_firmware_files(model_content: bytes, ops: list[str], folder: str, arra
 
     os.makedirs(folder, exist_ok=True)
     paths = project.write_model_data(model_content, folder, array_name)
-    registrations = {op: Registration(resolver_method(op), ()) for op in ops}
+    from keras_expander.firmware.toolchain import default_tree, resolver_registrations
+
+    # The tree's own resolver header names the methods exactly; the naming rule covers a machine without a tree.
+    tree = default_tree("host", "reference")
+    known = resolver_registrations(tree) if tree is not None else {}
+    registrations = {op: Registration(known[op].method if op in known else resolver_method(op), ()) for op in ops}
     return [str(path) for path in (*paths, project.write_op_resolver(registrations, folder))]
 
 

@@ -118,6 +118,11 @@ class TFLiteModel:
         return np.stack(outputs)
 
     @property
+    def input_quantization(self) -> tuple[float, int] | None:
+        """(scale, zero point) of the input tensor, or None for float inputs."""
+        return self._input_quantization
+
+    @property
     def output_scale(self) -> float | None:
         """Output quantization step (dequantized units per integer step), or None for float outputs."""
         return self._output_quantization[0] if self._output_quantization else None

@@ -157,3 +157,21 @@ def test_c_array_compiles_and_holds_the_flatbuffer(lstm_export, tmp_path):
     assert int(length) == len(content) and int(checksum) == sum(content) and int(misalignment) == 0
     resolver = open(os.path.join(out, "model_op_resolver.h")).read()
     assert "AddUnidirectionalSequenceLSTM()" in resolver and "AddFullyConnected()" in resolver
+
+
+def test_resolver_method_names_match_the_tflm_tree():
+    """The naming rule used without a TFLM tree gives the method that the tree's micro_mutable_op_resolver.h
+    declares for every builtin op (custom ops such as TFLM_DECODE are registered by name, not by this rule)."""
+    from keras_expander.firmware import toolchain
+
+    assert export.resolver_method("CONV_2D") == "AddConv2D"
+    assert export.resolver_method("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM"
+    tree = toolchain.default_tree("host", "reference")
+    if tree is None:
+        if os.environ.get("KERAS_EXPANDER_REQUIRE_FIRMWARE") == "1":
+            pytest.fail("firmware tests are required here, but no TFLM tree was found (KERAS_EXPANDER_TFLM)")
+        pytest.skip("no TFLM tree (KERAS_EXPANDER_TFLM) to compare with")
+    builtins = {op: r.method for op, r in toolchain.resolver_registrations(tree).items()
+                if op.isupper() and op != "TFLM_DECODE"}  # signal-library custom ops are mixed case
+    assert len(builtins) > 100
+    assert {op: export.resolver_method(op) for op in builtins} == builtins

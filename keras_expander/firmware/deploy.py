@@ -145,7 +145,7 @@ def device_inputs(model_content: bytes, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if reference.input_dtype == np.float32 or x.dtype == reference.input_dtype:
         return x.astype(reference.input_dtype)
-    return quantize(x, *reference._input_quantization, reference.input_dtype)
+    return quantize(x, *reference.input_quantization, reference.input_dtype)
 
 
 def model_input_shape(model_content: bytes) -> tuple[int, ...]:
