@@ -251,6 +251,11 @@ def plot(payload: dict, cell: str, path: str) -> None:
             continue
         x, mean, std = zip(*points)
         axis.errorbar(100 * np.array(x), mean, yerr=std, marker="o", capsize=4, label=method)
+    low, high = axis.get_xlim()
+    if high - low < 4:  # one target sparsity: do not zoom into the 0.01-point spread of measured sparsities
+        middle = (low + high) / 2
+        axis.set_xlim(middle - 2, middle + 2)
+    axis.ticklabel_format(axis="x", useOffset=False)
     axis.set_xlabel("measured sparsity (%), mean over seeds")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title(f"{cell}({payload['arguments']['units']}), {payload['arguments']['epochs']} epochs, "
