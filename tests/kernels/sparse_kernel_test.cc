@@ -257,35 +257,30 @@ int main() {
 
   // --- FULLY_CONNECTED differential cases.
   seed = 500;
+  struct FcShape {
+    const char* label;
+    int batch, cols, rows;
+  };
+  const FcShape shapes[] = {{"fc 5->7", 1, 5, 7},
+                            {"fc 128->10 b3", 3, 128, 10},
+                            {"fc 300->33 (W=2)", 1, 300, 33}};
   for (double s : levels) {
     for (int pc = 0; pc < 2; ++pc) {
-      char name[64];
-      FcCase c;
-      snprintf(name, sizeof(name), "fc 5->7 %s sparsity %.2f",
-               pc ? "per-channel" : "per-tensor", s);
-      c.name = name;
-      c.sparsity = s;
-      c.per_channel = pc;
-      c.seed = seed++;
-      TestFc(c);
-      snprintf(name, sizeof(name), "fc 128->10 b3 %s sparsity %.2f",
-               pc ? "per-channel" : "per-tensor", s);
-      c.name = name;
-      c.input_shape = {3, 128};
-      c.output_shape = {3, 10};
-      c.cols = 128;
-      c.rows = 10;
-      c.seed = seed++;
-      TestFc(c);
-      snprintf(name, sizeof(name), "fc 300->33 (W=2) %s sparsity %.2f",
-               pc ? "per-channel" : "per-tensor", s);
-      c.name = name;
-      c.input_shape = {1, 300};
-      c.output_shape = {1, 33};
-      c.cols = 300;
-      c.rows = 33;
-      c.seed = seed++;
-      TestFc(c);
+      for (const FcShape& shape : shapes) {
+        char name[64];
+        snprintf(name, sizeof(name), "%s %s sparsity %.2f", shape.label,
+                 pc ? "per-channel" : "per-tensor", s);
+        FcCase c;
+        c.name = name;
+        c.sparsity = s;
+        c.per_channel = pc;
+        c.input_shape = {shape.batch, shape.cols};
+        c.output_shape = {shape.batch, shape.rows};
+        c.cols = shape.cols;
+        c.rows = shape.rows;
+        c.seed = seed++;
+        TestFc(c);
+      }
     }
   }
   {
