@@ -157,24 +157,21 @@ def test_kernels_equal_the_stock_kernels_under_tflm_kernel_runner(target, tmp_pa
     objects += toolchain_lib.compile_objects(toolchain, [*ours, here / "sparse_kernel_test.cc"], tmp_path,
                                              extra_flags=(f"-I{project.KERNELS_DIR}",))
     binary = tmp_path / "sparse_kernel_test"
-    command = [toolchain.cxx, *map(str, objects), str(toolchain_lib.core_archive(toolchain)), "-Wl,--gc-sections",
-               "-o", str(binary)]
+    script = None
     if target == "cortex-m4":
         objects += toolchain_lib.compile_objects(toolchain, toolchain_lib.startup_sources(toolchain), tmp_path)
-        # CMSIS' reset handler calls newlib's semihosting _start (rdimon crt0: .bss, constructors, main, exit).
         # The test's std::vector buffers live on the heap: 2 MiB of the board's 4 MiB RAM.
         script = project.write_linker_script(toolchain.tree, tmp_path, device.QEMU_FLASH_BYTES,
                                              device.QEMU_RAM_BYTES, device.STACK_BYTES, 2 << 20)
-        command = [toolchain.cxx, *(flag for flag in toolchain.flags if flag.startswith("-m")),
-                   *map(str, objects), str(toolchain_lib.core_archive(toolchain)), "-Wl,--gc-sections",
-                   f"-T{script}", "--specs=nano.specs", "--specs=rdimon.specs", "-u",
-                   "_printf_float", "-lm", "-o", str(binary)]
+    # On Cortex-M4, CMSIS' reset handler calls newlib's semihosting _start (rdimon crt0: .bss, constructors, main,
+    # exit); %f in the case names needs newlib-nano's float printf.
+    command = device.link_command(toolchain, [*objects, toolchain_lib.core_archive(toolchain)], binary, script,
+                                  start_files=True,
+                                  extra_flags=("-u", "_printf_float") if target == "cortex-m4" else ())
     linked = subprocess.run(command, capture_output=True, text=True)
     assert linked.returncode == 0, linked.stderr[-2000:]
-    run = [str(binary)]
-    if target == "cortex-m4":
-        run = [toolchain.qemu, "-M", device.QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
-               "-serial", "none", "-semihosting-config", "enable=on,target=native", "-kernel", str(binary)]
+    run = device.qemu_command(toolchain, binary, count_instructions=False) if target == "cortex-m4" \
+        else [str(binary)]
     result = subprocess.run(run, capture_output=True, text=True, timeout=600)
     summary = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0 and summary.endswith(" 0 failures"), result.stdout[-3000:]

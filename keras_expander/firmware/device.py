@@ -67,19 +67,54 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
                                extra_flags=(f"-I{project}", f"-DKE_ARENA_BYTES={int(arena_bytes)}"))
     core = core_archive(toolchain)
     image = build / ("app.elf" if toolchain.target == "cortex-m4" else "app")
-    command = [toolchain.cxx, *map(str, harness + kernels), str(core), "-Wl,--gc-sections",
-               f"-Wl,-Map={build / 'app.map'}", "-o", str(image)]
-    if toolchain.target == "cortex-m4":
-        command[1:1] = [flag for flag in toolchain.flags if flag.startswith("-m")]
-        command += [f"-T{project / 'link.ld'}", "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles",
-                    "-lm"]
-    else:
-        command += ["-lm"]
+    command = link_command(toolchain, [*harness, *kernels, core], image, project / "link.ld",
+                           extra_flags=(f"-Wl,-Map={build / 'app.map'}",))
     result = run_command(command, timeout_s=300)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-12:])
         raise FirmwareError(f"Linking the {toolchain.target} firmware failed:\n{tail}")
     return image
+
+
+def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_script: Path | None = None,
+                 start_files: bool = False, extra_flags: tuple[str, ...] = ()) -> list[str]:
+    """The compiler command that links objects and archives into an executable (host) or a Cortex-M4 ELF image.
+
+    Args:
+        toolchain: Target compilers.
+        inputs: Objects and archives, in link order.
+        image: Output path; the command ends with "-o", image.
+        linker_script: The board's `link.ld` (Cortex-M4 only).
+        start_files: Cortex-M4: link newlib's semihosting start-up (rdimon crt0: .bss, constructors, main, exit);
+            False when the program provides `_start` itself, as the firmware harness does (-nostartfiles).
+        extra_flags: More linker flags (e.g. a map file).
+
+    Returns:
+        The argument list.
+    """
+    command = [toolchain.cxx, *map(str, inputs), "-Wl,--gc-sections", *extra_flags]
+    if toolchain.target == "cortex-m4":
+        command[1:1] = [flag for flag in toolchain.flags if flag.startswith("-m")]
+        command += [f"-T{linker_script}", "--specs=nano.specs", "--specs=rdimon.specs"]
+        command += [] if start_files else ["-nostartfiles"]
+    return command + ["-lm", "-o", str(image)]
+
+
+def qemu_command(toolchain: Toolchain, image: Path, count_instructions: bool = True) -> list[str]:
+    """The QEMU command that runs a Cortex-M4 image on mps2-an386 with semihosting (stdout, files, exit status).
+
+    Args:
+        toolchain: Gives `qemu-system-arm`.
+        image: The ELF image.
+        count_instructions: Add `-icount shift=0` (one instruction per virtual nanosecond), which the harness's
+            instruction counts need.
+
+    Returns:
+        The argument list.
+    """
+    command = [toolchain.qemu, "-M", QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
+               "-serial", "none", "-semihosting-config", "enable=on,target=native"]
+    return command + (["-icount", "shift=0"] if count_instructions else []) + ["-kernel", str(image)]
 
 
 def write_inputs(path: Path, inputs: np.ndarray, arena_limit: int = 0) -> None:
@@ -135,9 +170,7 @@ def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, ti
     write_inputs(workdir / "inputs.bin", inputs, arena_limit)
     ensure_deleted(workdir / "outputs.bin")
     if toolchain.target == "cortex-m4":
-        command = [toolchain.qemu, "-M", QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
-                   "-serial", "none", "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
-                   "-kernel", str(image)]
+        command = qemu_command(toolchain, image)
     else:
         command = [str(image)]
     result = run_command(command, timeout_s, cwd=workdir)
