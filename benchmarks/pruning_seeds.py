@@ -103,21 +103,22 @@ def paired(values: dict[int, float], baseline: dict[int, float]) -> dict | None:
 
 def summarize(rows: list[dict], cells, sparsities, methods) -> list[dict]:
     """Per (cell, sparsity, method): accuracy statistics over seeds and the paired differences."""
-    def accuracies(cell, sparsity, method):
+    def runs_of(cell, sparsity, method):
         sparsity = 0.0 if method == "dense" else sparsity
-        return {r["seed"]: r["test_accuracy"] for r in rows
-                if r["cell"] == cell and r["name"] == method and r["target_sparsity"] == sparsity}
+        return [r for r in rows if r["cell"] == cell and r["name"] == method and r["target_sparsity"] == sparsity]
+
+    def accuracies(cell, sparsity, method):
+        return {r["seed"]: r["test_accuracy"] for r in runs_of(cell, sparsity, method)}
 
     settings = []
     for cell in cells:
         for sparsity in sparsities:
             for method in methods:
-                values = accuracies(cell, sparsity, method)
-                if not values:
+                runs = runs_of(cell, sparsity, method)
+                if not runs:
                     continue
+                values = {r["seed"]: r["test_accuracy"] for r in runs}
                 percent = 100 * np.array(list(values.values()))
-                runs = [r for r in rows if r["cell"] == cell and r["name"] == method
-                        and r["target_sparsity"] == (0.0 if method == "dense" else sparsity)]
                 setting = {
                     "cell": cell, "sparsity": sparsity, "method": method, "seeds": sorted(values),
                     "mean": float(percent.mean()), "std": float(percent.std(ddof=1)) if len(percent) > 1 else 0.0,
@@ -313,6 +314,7 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     import keras_expander as ke
     from examples.sequential_mnist import VALIDATION_SIZE
+    from keras_expander.backend import tf_keras
     from keras_expander import datasets
     from keras_expander.io_utils import write_atomic
     from pruning_quality import train_one
@@ -350,7 +352,7 @@ def main(argv=None) -> int:
             continue
         kind, policy, stop_rule, base = METHODS[method]
         run_start = time.perf_counter()
-        tf.keras.backend.clear_session()
+        tf_keras.backend.clear_session()
         row = train_one(kind, cell, sparsity, stop_rule, args, data, mask_policy=policy or "degree_floor_magnitude",
                         base=base or "polynomial_decay", seed=seed, cosine_decay=args.cosine_decay)
         row.update(name=method, settings=settings_key, train_seconds=time.perf_counter() - run_start)
