@@ -1,9 +1,11 @@
-"""keras-expander: expansion-aware pruning of SimpleRNN/LSTM layers for tfmot, with TFLite/TFLM export.
+"""keras-expander: expansion-aware pruning of SimpleRNN, LSTM, GRU and Bidirectional layers of Keras 3 and tf_keras
+models, with TFLite/TFLM export.
 
 The numpy-only math (`graph`, `spectral`, `masks`, `analysis`) imports no TensorFlow. The TensorFlow-backed API
-(`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`, `PruneExpander`) is loaded
-on first use; loading it sets ``TF_USE_LEGACY_KERAS=1`` before TensorFlow is imported (see
-`keras_expander.backend`).
+(`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`, `load_model`) is loaded
+on first use. Importing keras_expander never changes what `tf.keras` means; tfmot is imported only when a tf_keras
+model is pruned (see `keras_expander.backend`). `PruneExpander` is the tf_keras wrapper; the Keras 3 one is
+`keras_expander.prune_keras3.PruneExpander`.
 """
 
 import importlib
@@ -19,7 +21,7 @@ _LAZY = {
     "ExpanderPruningSchedule": "keras_expander.schedule",
     "ExpanderPruningCallback": "keras_expander.callbacks",
     "PruningEvent": "keras_expander.callbacks",
-    "PruneExpander": "keras_expander.prune",
+    "PruneExpander": "keras_expander.prune_tf_keras",
     "prune_expander": "keras_expander.prune",
     "strip_pruning": "keras_expander.prune",
     "load_model": "keras_expander.prune",

@@ -1,30 +1,71 @@
-"""The one module that imports TensorFlow, tf_keras and tfmot, with the environment they need.
+"""TensorFlow, Keras 3, tf_keras and tfmot, each imported on first use and without changing what `tf.keras` means.
 
-tfmot 0.8.1 accepts only tf_keras (Keras 2) objects, and importing it sets ``TF_USE_LEGACY_KERAS=1`` as a side
-effect, which silently changes what ``tf.keras`` means for code imported afterwards. We set the variable here,
-before TensorFlow is imported (and refuse an explicit TF_USE_LEGACY_KERAS=0 instead of overriding it), so that
-``tf.keras`` is tf_keras before and after tfmot is imported, and we use ``tf_keras`` explicitly everywhere. Import keras_expander (or this module) before TensorFlow to get the same
-``tf.keras`` in your own code; keras_expander itself never relies on ``tf.keras``.
+`from keras_expander.backend import tf` (or `keras`, `tf_keras`, `tfmot`, `PruneLowMagnitude`, `Pruning`) imports
+that package at that moment; importing `keras_expander` imports none of them.
+
+tfmot 0.8.1 prunes only tf_keras (Keras 2) objects, and importing it sets ``TF_USE_LEGACY_KERAS=1`` and reads
+`tf.keras` (tensorflow_model_optimization/python/core/keras/compat.py). TensorFlow resolves `tf.keras` once, on its
+first use, from that variable, so an unguarded tfmot import would turn `tf.keras` into tf_keras for the rest of a
+Keras 3 user's process. `tfmot` is therefore imported only when a tf_keras model is pruned, and `_import_tfmot`
+first lets TensorFlow resolve `tf.keras` under the user's own setting and afterwards restores the variable as it
+was: a Keras 3 user keeps Keras 3 and a tf_keras user (``TF_USE_LEGACY_KERAS=1``) keeps tf_keras.
 """
 
+import importlib
 import os
+import sys
 
-_USER_VALUE = os.environ.get("TF_USE_LEGACY_KERAS")
-if _USER_VALUE is not None and _USER_VALUE.strip().lower() not in ("1", "true"):
-    # Never override what the user set: tfmot would flip it to 1 anyway, changing tf.keras behind their back.
-    raise ImportError(f"keras_expander's pruning API runs on tf_keras through tfmot, which needs "
-                      f"TF_USE_LEGACY_KERAS=1, but the environment sets TF_USE_LEGACY_KERAS={_USER_VALUE!r}; unset it "
-                      f"or set it to 1 (the analysis functions work either way).")
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+_TFMOT = "tensorflow_model_optimization"
 
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
-import tensorflow_model_optimization as tfmot  # noqa: E402
-# tfmot's wrapper class and its masking object are not exported publicly; isinstance checks and our subclass
-# need them.
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_impl import Pruning  # noqa: E402
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
-    PruneLowMagnitude,
-)
 
-__all__ = ["tf", "tf_keras", "tfmot", "PruneLowMagnitude", "Pruning"]
+def _import_tfmot():
+    if _TFMOT in sys.modules:
+        return sys.modules[_TFMOT]
+    import tensorflow as tf
+
+    getattr(tf.keras, "__version__", None)  # resolves tf.keras now, under the user's setting
+    saved = os.environ.get("TF_USE_LEGACY_KERAS")
+    try:
+        return importlib.import_module(_TFMOT)
+    finally:
+        if saved is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = saved
+
+
+def __getattr__(name):
+    if name == "tf":
+        return importlib.import_module("tensorflow")
+    if name in ("keras", "tf_keras"):
+        return importlib.import_module(name)
+    if name == "tfmot":
+        return _import_tfmot()
+    if name == "PruneLowMagnitude":
+        _import_tfmot()
+        return importlib.import_module(f"{_TFMOT}.python.core.sparsity.keras.pruning_wrapper").PruneLowMagnitude
+    if name == "Pruning":  # tfmot's masking object; not exported publicly
+        _import_tfmot()
+        return importlib.import_module(f"{_TFMOT}.python.core.sparsity.keras.pruning_impl").Pruning
+    raise AttributeError(f"module 'keras_expander.backend' has no attribute {name!r}")
+
+
+def keras_flavour(obj) -> str:
+    """Which Keras an object belongs to: "keras3" or "tf_keras".
+
+    Args:
+        obj: A Keras model or layer.
+
+    Returns:
+        "keras3" for Keras 3 (`import keras`) objects, "tf_keras" for tf_keras (Keras 2) objects.
+
+    Raises:
+        TypeError: `obj` is neither (the message names its type).
+    """
+    keras = importlib.import_module("keras")
+    if isinstance(obj, keras.layers.Layer):
+        return "keras3"
+    tf_keras = importlib.import_module("tf_keras")
+    if isinstance(obj, tf_keras.layers.Layer):
+        return "tf_keras"
+    raise TypeError(f"Expected a Keras 3 or tf_keras model or layer. Received: {type(obj)!r}")

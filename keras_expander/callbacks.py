@@ -3,8 +3,8 @@
 At every pruning step of every `PruneExpander` layer it computes the candidate mask (mask policy), measures the
 criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits,
 corrects (``stop_rule="correct"``: blends the failing graphs with random edges) or holds. At epoch end it writes
-sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It
-replaces tfmot's `UpdatePruningStep` (it is one) and also monitors plain tfmot-pruned layers.
+sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It drives tf_keras and Keras 3 models
+alike, replaces tfmot's `UpdatePruningStep` (it does its work) and also monitors plain tfmot-pruned layers.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import numpy as np
 from keras_expander import graph as graph_lib
 from keras_expander import masks as masks_lib
 from keras_expander import spectral
-from keras_expander.backend import PruneLowMagnitude, tf, tfmot
-from keras_expander.prune import PruneExpander, mask_sparsity
+import keras
+
+from keras_expander.backend import tf
+from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers
 from keras_expander.schedule import ExpanderPruningSchedule
 
 
@@ -104,8 +106,13 @@ class _ExpectedSlowBatchHook(logging.Filter):
         return "`on_train_batch_begin` is slow" not in record.getMessage()
 
 
-class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
+class ExpanderPruningCallback(keras.callbacks.Callback):
     """Applies expansion-aware pruning during `model.fit` and logs the spectral health of every pruned layer.
+
+    One class for both Kerases: it is a Keras 3 callback that also implements the hooks tf_keras' `fit` asks of a
+    callback. With tf_keras it does the work of tfmot's `UpdatePruningStep` (first step 0, masks re-applied at epoch
+    end); with Keras 3 it also keeps each wrapper's `pruning_step` variable (written at every epoch end and at the
+    end of training, so a model saved then resumes at the right step).
 
     Place it before CSVLogger / TensorBoard in the callbacks list so that they see its `logs` entries. Each epoch
     adds, per pruned layer L and monitored graph G (in the schedule's representation; unweighted for plain tfmot
@@ -127,6 +134,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
 
     def __init__(self, verbose: int = 0, log_dir: str | None = None, method: str = "auto"):
         super().__init__()
+        self.prunable_layers = []
         if verbose not in (0, 1):
             raise ValueError(f"Argument `verbose` must be 0 or 1. Received: verbose={verbose!r}")
         self.verbose = verbose
@@ -140,32 +148,40 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         self._warned_graphs: set[str] = set()
         self._slow_hook_filter = _ExpectedSlowBatchHook()
 
+    # tf_keras' CallbackList asks every callback which batch hooks it implements.
+    def _implements_train_batch_hooks(self):
+        return True
+
+    def _implements_test_batch_hooks(self):
+        return False
+
+    def _implements_predict_batch_hooks(self):
+        return False
+
     def set_model(self, model):
         super().set_model(model)
-        for layer in self._wrappers(model):
-            if isinstance(layer, PruneExpander):
+        for layer in pruning_wrappers(model):
+            if is_expander(layer):
                 layer.callback_attached = True
             elif isinstance(layer.pruning_schedule, ExpanderPruningSchedule):
                 raise ValueError(f"Layer {layer.name!r} is a tfmot PruneLowMagnitude wrapper with an "
                                  f"ExpanderPruningSchedule; tfmot would prune it by magnitude without the expansion "
                                  f"check. Wrap it with keras_expander.prune_expander(...) instead.")
 
-    @staticmethod
-    def _wrappers(model) -> list:
-        return [layer for layer in model.submodules if isinstance(layer, PruneLowMagnitude)] if model else []
-
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self.prunable_layers = pruning_wrappers(self.model)
         if not self.prunable_layers:
             raise ValueError(f"ExpanderPruningCallback found no pruned layer in model {self.model.name!r}, so nothing "
                              f"would be pruned. Call fit on the model that keras_expander.prune_expander(...) "
                              f"returned, not on the original model.")
         for layer in self.prunable_layers:
-            if isinstance(layer, PruneExpander):
+            if is_expander(layer):
                 layer.callback_attached = True
+            if int(np.asarray(layer.pruning_step)) == -1:  # a new model starts at step 0; a resumed one keeps its own
+                layer.pruning_step.assign(0)
         logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
         self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
-                              for layer in self.prunable_layers if isinstance(layer, PruneExpander)}
+                              for layer in self.prunable_layers if is_expander(layer)}
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -173,20 +189,27 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         logging.getLogger("tensorflow").removeFilter(self._slow_hook_filter)
         if self._writer is not None:
             self._writer.flush()
+        self._write_keras3_steps()
         for layer in self.prunable_layers:
-            if isinstance(layer, PruneExpander):
+            if is_expander(layer):
                 self._report_unfinished_schedule(layer)
                 layer.callback_attached = False
         # Keras reuses the traced train step in a later fit; dropping it makes the wrappers check again that this
         # callback is there (a fit without it would otherwise train with frozen masks, silently).
         self.model.train_function = None
 
-    def _report_unfinished_schedule(self, layer: PruneExpander) -> None:
+    def _write_keras3_steps(self) -> None:
+        # tfmot's wrapper counts its own steps in the graph; the Keras 3 wrapper's step is this callback's count.
+        for layer in self._expanders:
+            if not hasattr(layer, "pruning_obj"):
+                layer.pruning_step.assign(self._step)
+
+    def _report_unfinished_schedule(self, layer) -> None:
         """Warns when training ended before the schedule's end_step and the layer was not held by the stop rule:
         its sparsity is short of the target, and nothing else would say so."""
         schedule = layer.pruning_schedule
-        step = int(layer.pruning_step.numpy())
-        if schedule.end_step == -1 or step >= schedule.end_step or float(layer.expansion_stopped.numpy()):
+        step = int(np.asarray(layer.pruning_step))
+        if schedule.end_step == -1 or step >= schedule.end_step or float(np.asarray(layer.expansion_stopped)):
             return
         done = any(event.layer == layer.layer.name for event in self.events)
         warnings.warn(
@@ -199,13 +222,13 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
     def on_epoch_begin(self, epoch, logs=None):
         # The step counter is kept in Python (a variable read per batch costs about 1 ms); resynchronise it with
         # the layers' pruning_step once per epoch.
-        self._expanders = [layer for layer in self.prunable_layers if isinstance(layer, PruneExpander)]
-        self._step = int(self._expanders[0].pruning_step.numpy()) if self._expanders else 0
+        self._expanders = [layer for layer in self.prunable_layers if is_expander(layer)]
+        self._step = int(np.asarray(self._expanders[0].pruning_step)) if self._expanders else 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self._expanders:
             return
-        # The wrapper increments pruning_step before the forward pass, so this batch runs at step + 1.
+        # tfmot's wrapper increments pruning_step before the forward pass, so this batch runs at step + 1.
         self._step += 1
         for layer in self._expanders:
             if not layer.pruning_schedule.is_pruning_turn(self._step):
@@ -215,7 +238,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
                 with spectral.single_threaded_blas():
                     self._prune_layer(layer, float(target), self._step)
 
-    def _prune_layer(self, layer: PruneExpander, target: float, step: int) -> None:
+    def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
         current = graph_lib.layer_matrices(layer)
         raw = {key: np.asarray(weight.numpy(), dtype=np.float64)
@@ -254,8 +277,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
             self._warned_graphs.add(name)
             warnings.warn(f"Graph {name}: {schedule.criterion} = {below[name]:.4g} < margin {schedule.margin} at "
                           f"step {step} (sparsity {target:.4f}); expansion is lost past this point.", stacklevel=2)
-        for key, mask in graph_lib.mask_variables(layer).items():
-            mask.assign(candidate_masks[key].astype(mask.dtype.as_numpy_dtype))
+        layer.commit_masks(candidate_masks)
         sparsity = mask_sparsity(layer)
         self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph, correction,
                                   kept_share), values)
@@ -295,7 +317,7 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
                 return share, blended, values
         return None
 
-    def _hold(self, layer: PruneExpander, step, target, sparsity, worst_value, worst_graph, reason) -> None:
+    def _hold(self, layer, step, target, sparsity, worst_value, worst_graph, reason) -> None:
         layer.expansion_stopped.assign(1.0)
         layer.expansion_sparsity_cap.assign(sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, worst_value, worst_graph, reason),
@@ -304,11 +326,14 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
             self._say(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): "
                       f"{reason}")
 
-    @staticmethod
-    def _say(line: str) -> None:
+    def _say(self, line: str) -> None:
         # Through Keras' own output; on a terminal the progress bar is redrawn in place (no newline), so start a
-        # fresh line instead of gluing this one onto the bar.
-        from tf_keras.src.utils import io_utils  # Keras' progress-aware output (not re-exported publicly)
+        # fresh line instead of gluing this one onto the bar. io_utils is Keras' progress-aware output (not
+        # re-exported publicly).
+        if any(hasattr(layer, "pruning_obj") for layer in self.prunable_layers):
+            from tf_keras.src.utils import io_utils
+        else:
+            from keras.src.utils import io_utils
 
         prefix = "\n" if sys.stdout.isatty() else ""
         io_utils.print_msg(prefix + line)
@@ -334,10 +359,10 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         logs = {}
         for layer in self.prunable_layers:
             schedule = layer.pruning_schedule
-            expander = isinstance(layer, PruneExpander)
+            expander = is_expander(layer)
             matrices = graph_lib.layer_matrices(layer)
             logs[f"sparsity/{matrices.layer}"] = mask_sparsity(layer)
-            logs[f"stopped/{matrices.layer}"] = float(layer.expansion_stopped.numpy()) if expander else 0.0
+            logs[f"stopped/{matrices.layer}"] = float(np.asarray(layer.expansion_stopped)) if expander else 0.0
             try:
                 values = criterion_values(matrices, schedule.criterion if expander else "delta_r",
                                           schedule.representation if expander else "unweighted",
@@ -350,6 +375,9 @@ class ExpanderPruningCallback(tfmot.sparsity.keras.UpdatePruningStep):
         return logs
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
+        self._write_keras3_steps()
+        for layer in self.prunable_layers:  # as tfmot's UpdatePruningStep: saved weights are mask * weights
+            if hasattr(layer, "pruning_obj"):
+                layer.pruning_obj.weight_mask_op()
         if logs is not None:
             logs.update(self.layer_logs())

@@ -4,16 +4,20 @@ Unfolded over time, a recurrent layer is a stack of bipartite layers x_t -> h_t 
 and h_{t-1} -> h_t (the `recurrent_kernel`, shape (H, H) per gate). Weights are shared across time, so each matrix
 is one graph (Kalra, Biswas, Mitra, Basu, arXiv 2403.11100: expansion per bipartite layer of the unfolded network).
 
-Keras stores LSTM gates side by side in columns, in the order i, f, c, o: column block g*H:(g+1)*H is gate g.
-Gate views of an LSTM matrix:
-- ``per_gate``: one graph per gate, named ``<layer>/<matrix>/<i|f|c|o>`` (a layer is as good as its worst gate);
+Keras stores gates side by side in columns: column block g*H:(g+1)*H is gate g, in the order i, f, c, o for LSTM
+and z, r, h (update, reset, candidate) for GRU, with either value of `reset_after` (it changes where the reset gate
+acts and the bias shape, not the kernels). Gate views of a gated matrix:
+- ``per_gate``: one graph per gate, named ``<layer>/<matrix>/<gate>`` (a layer is as good as its worst gate);
 - ``union``: edge u -> v if any gate has it, named ``<layer>/<matrix>/union``;
-- ``stacked``: the whole (left, 4H) matrix as one graph, named ``<layer>/<matrix>/stacked``.
+- ``stacked``: the whole (left, gates*H) matrix as one graph, named ``<layer>/<matrix>/stacked``.
 Layers without gates (SimpleRNN, and Dense when asked for) have one graph per matrix, gate label ``all``, in every
-view.
+view. A Bidirectional layer has the matrices of both directions, named ``<layer>/forward/<matrix>/<gate>`` and
+``<layer>/backward/<matrix>/<gate>``. `keras.layers.RNN` over an LSTMCell, GRUCell or SimpleRNNCell is read like
+the corresponding layer.
 
-This module imports no TensorFlow: layers are recognised by their class names (tf_keras, Keras 3 and tfmot's
-`PruneLowMagnitude` wrapper alike) and their variables read with ``numpy()``.
+This module imports no TensorFlow: layers are recognised by their class names (tf_keras, Keras 3, tfmot's
+`PruneLowMagnitude` wrapper and keras_expander's `PruneExpander` wrappers alike) and their variables read with
+``numpy()``.
 """
 
 from __future__ import annotations
@@ -24,14 +28,16 @@ import numpy as np
 
 GATE_VIEWS = ("per_gate", "union", "stacked")
 LSTM_GATES = ("i", "f", "c", "o")
+GRU_GATES = ("z", "r", "h")
 SINGLE_GATE = "all"
+DIRECTIONS = ("forward", "backward")
 # Recurrent cells whose matrices are analysed, by class name (tf_keras and Keras 3 share the names).
-CELL_GATES = {"LSTMCell": LSTM_GATES, "SimpleRNNCell": (SINGLE_GATE,)}
+CELL_GATES = {"LSTMCell": LSTM_GATES, "GRUCell": GRU_GATES, "SimpleRNNCell": (SINGLE_GATE,)}
+WRAPPER_CLASSES = {"PruneLowMagnitude", "PruneExpander"}
 # Recurrent layers refused with the reason given, by class name.
 UNSUPPORTED = {
-    "GRU": "GRU is not supported yet (its reset gate acts on h_{t-1} after the matrix product)",
-    "GRUCell": "GRU is not supported yet",
-    "Bidirectional": "Bidirectional is not supported yet: wrap the forward and backward layers separately",
+    "StackedRNNCells": "RNN over a list of cells (StackedRNNCells) is not supported: stack RNN layers with "
+                       "return_sequences=True instead",
     "ConvLSTM1D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
     "ConvLSTM2D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
     "ConvLSTM3D": "ConvLSTM is not supported (convolutional, not a bipartite dense layer)",
@@ -43,10 +49,11 @@ class BipartiteGraph:
     """One bipartite layer of the time-unfolded network.
 
     Attributes:
-        name: ``<layer>/<kernel|recurrent_kernel>/<gate>``.
+        name: ``<layer>/<matrix>/<gate>``.
         layer: Layer name (the wrapped layer's name for a pruning wrapper).
-        matrix: "kernel" (input -> hidden) or "recurrent_kernel" (hidden(t-1) -> hidden(t)).
-        gate: "i", "f", "c", "o", "union", "stacked" or "all".
+        matrix: "kernel" (input -> hidden) or "recurrent_kernel" (hidden(t-1) -> hidden(t)), prefixed with
+            "forward/" or "backward/" in a Bidirectional layer.
+        gate: "i", "f", "c", "o" (LSTM), "z", "r", "h" (GRU), "union", "stacked" or "all".
         mask: Bool array of shape (left, right): True where an edge exists.
         weights: Float array of shape (left, right): W * mask (zero off the mask).
     """
@@ -85,8 +92,9 @@ class LayerMatrices:
 
     Attributes:
         layer: Layer name.
-        gates: Gate labels in column-block order, e.g. ("i", "f", "c", "o") or ("all",).
-        kernels: Dict "kernel" / "recurrent_kernel" -> float array of shape (left, gates * H).
+        gates: Gate labels in column-block order, e.g. ("i", "f", "c", "o"), ("z", "r", "h") or ("all",).
+        kernels: Dict matrix name ("kernel", "recurrent_kernel", or those prefixed with "forward/" and
+            "backward/") -> float array of shape (left, gates * H).
         masks: Dict of the same keys -> bool array of the same shapes.
     """
 
@@ -106,52 +114,84 @@ def _to_numpy(variable) -> np.ndarray:
 
 
 def is_pruning_wrapper(layer) -> bool:
-    """True for tfmot's `PruneLowMagnitude` (and subclasses such as keras_expander's `PruneExpander`)."""
-    return "PruneLowMagnitude" in _class_names(layer)
+    """True for tfmot's `PruneLowMagnitude` and keras_expander's `PruneExpander` (tf_keras and Keras 3)."""
+    return bool(_class_names(layer) & WRAPPER_CLASSES) and hasattr(layer, "layer")
+
+
+def _unwrap(layer):
+    return layer.layer if is_pruning_wrapper(layer) else layer
+
+
+def recurrent_cells(layer) -> list[tuple[str, object]]:
+    """The recurrent cells of a layer with the prefix of their matrix names.
+
+    Args:
+        layer: Any Keras layer, wrapped or not.
+
+    Returns:
+        [("", cell)] for an RNN layer (SimpleRNN, LSTM, GRU, `RNN(cell)`), [("forward/", cell), ("backward/", cell)]
+        for a Bidirectional one, [] for any other layer.
+    """
+    inner = _unwrap(layer)
+    if "Bidirectional" in _class_names(inner):
+        directions = (getattr(inner, "forward_layer", None), getattr(inner, "backward_layer", None))
+        return [(f"{name}/", getattr(direction, "cell", None)) for name, direction in zip(DIRECTIONS, directions)]
+    cell = getattr(inner, "cell", None)
+    return [("", cell)] if cell is not None else []
+
+
+def _cell_gates(cell) -> tuple[str, ...] | None:
+    known = _class_names(cell) & CELL_GATES.keys()
+    return CELL_GATES[next(iter(known))] if known else None
 
 
 def unsupported_reason(layer) -> str | None:
     """Why a layer cannot be analysed, or None when it can.
 
     Args:
-        layer: Any Keras layer (tf_keras or Keras 3), optionally wrapped by tfmot's `PruneLowMagnitude`.
+        layer: Any Keras layer (tf_keras or Keras 3), optionally wrapped by a pruning wrapper.
 
     Returns:
-        None for SimpleRNN/LSTM layers (including `keras.layers.RNN` over a `SimpleRNNCell`/`LSTMCell`) and for
-        Dense; otherwise a sentence naming the class.
+        None for SimpleRNN, LSTM and GRU layers (including `keras.layers.RNN` over their cells and Bidirectional
+        wrappers of them) and for Dense; otherwise a sentence naming the class.
     """
-    inner = layer.layer if is_pruning_wrapper(layer) else layer
-    names = _class_names(inner)
+    inner = _unwrap(layer)
+    cells = recurrent_cells(layer)
     for class_name, reason in UNSUPPORTED.items():
-        if class_name in names:
+        if class_name in _class_names(inner) or any(class_name in _class_names(cell) for _, cell in cells):
             return reason
-    cell = getattr(inner, "cell", None)
-    if cell is not None and _class_names(cell) & CELL_GATES.keys():
+    if cells:
+        gates = [_cell_gates(cell) for _, cell in cells]
+        if any(g is None for g in gates):
+            names = ", ".join(type(cell).__name__ for _, cell in cells)
+            return f"its cell ({names}) is not a SimpleRNNCell, LSTMCell or GRUCell"
+        if len(set(gates)) > 1:
+            return "its forward and backward layers have different cell types"
         return None
-    if "Dense" in names:
+    if "Dense" in _class_names(inner):
         return None
-    return f"{type(inner).__name__} is not a SimpleRNN, LSTM or Dense layer"
+    return f"{type(inner).__name__} is not a SimpleRNN, LSTM, GRU, Bidirectional or Dense layer"
 
 
 def is_recurrent(layer) -> bool:
-    """True for supported recurrent layers (SimpleRNN, LSTM), wrapped or not."""
-    inner = layer.layer if is_pruning_wrapper(layer) else layer
-    cell = getattr(inner, "cell", None)
-    return cell is not None and bool(_class_names(cell) & CELL_GATES.keys()) and unsupported_reason(layer) is None
+    """True for supported recurrent layers (SimpleRNN, LSTM, GRU, RNN over their cells, Bidirectional), wrapped or
+    not."""
+    return bool(recurrent_cells(layer)) and unsupported_reason(layer) is None
 
 
 def layer_matrices(layer) -> LayerMatrices:
     """Reads the prunable matrices and their masks from a layer.
 
-    Masks come from a tfmot pruning wrapper's mask variables when the layer is wrapped (not from `weights == 0`:
-    right after an optimizer step masked weights are briefly non-zero), and from `weights != 0` otherwise.
+    Masks come from a pruning wrapper's mask variables when the layer is wrapped (not from `weights == 0`: right
+    after an optimizer step tfmot's masked weights are briefly non-zero), and from `weights != 0` otherwise.
 
     Args:
-        layer: A tf_keras or Keras 3 SimpleRNN, LSTM or Dense layer, or a tfmot `PruneLowMagnitude` wrapper of one.
-            The layer must be built.
+        layer: A tf_keras or Keras 3 SimpleRNN, LSTM, GRU, Bidirectional or Dense layer, or a pruning wrapper of
+            one. The layer must be built.
 
     Returns:
-        A `LayerMatrices` with kernel (I, gates*H) and, for recurrent layers, recurrent_kernel (H, gates*H).
+        A `LayerMatrices` with kernel (I, gates*H) and, for recurrent layers, recurrent_kernel (H, gates*H); for a
+        Bidirectional layer, forward/kernel, forward/recurrent_kernel, backward/kernel, backward/recurrent_kernel.
 
     Raises:
         TypeError: the layer (or the wrapped layer) is not supported; the message names its class and why.
@@ -161,34 +201,35 @@ def layer_matrices(layer) -> LayerMatrices:
     if reason is not None:
         raise TypeError(f"Layer {layer.name!r} of class {type(layer).__name__} cannot be read as bipartite graphs: "
                         f"{reason}.")
-    inner = layer.layer if is_pruning_wrapper(layer) else layer
-    cell = getattr(inner, "cell", None)
-    gates = CELL_GATES[next(iter(_class_names(cell) & CELL_GATES.keys()))] if cell is not None else (SINGLE_GATE,)
+    cells = recurrent_cells(layer)
+    gates = _cell_gates(cells[0][1]) if cells else (SINGLE_GATE,)
     variables = matrix_variables(layer)
     kernels = {key: _to_numpy(variable).astype(np.float64) for key, variable in variables.items()}
     masks = {key: value != 0 for key, value in kernels.items()}
     for key, mask in mask_variables(layer).items():
         masks[key] = _to_numpy(mask) != 0
     kernels = {key: np.where(masks[key], value, 0.0) for key, value in kernels.items()}
-    return LayerMatrices(layer=inner.name, gates=gates, kernels=kernels, masks=masks)
+    return LayerMatrices(layer=_unwrap(layer).name, gates=gates, kernels=kernels, masks=masks)
 
 
 def matrix_variables(layer) -> dict:
-    """The weight variables of a supported layer: {"kernel": ..., "recurrent_kernel": ...} ({"kernel"} for Dense).
+    """The weight variables of a supported layer by matrix name.
 
     Args:
-        layer: A built supported layer or a tfmot pruning wrapper of one.
+        layer: A built supported layer or a pruning wrapper of one.
 
     Returns:
-        Dict matrix name -> variable (tf.Variable or Keras 3 Variable).
+        Dict matrix name -> variable (tf.Variable or Keras 3 Variable): {"kernel", "recurrent_kernel"} for an RNN
+        layer, the same names prefixed with "forward/" and "backward/" for a Bidirectional one, {"kernel"} for Dense.
 
     Raises:
         ValueError: the layer is not built yet.
     """
-    inner = layer.layer if is_pruning_wrapper(layer) else layer
-    cell = getattr(inner, "cell", None)
-    if cell is not None:
-        variables = {"kernel": getattr(cell, "kernel", None), "recurrent_kernel": getattr(cell, "recurrent_kernel", None)}
+    inner = _unwrap(layer)
+    cells = recurrent_cells(layer)
+    if cells:
+        variables = {f"{prefix}{name}": getattr(cell, name, None) for prefix, cell in cells
+                     for name in ("kernel", "recurrent_kernel")}
     else:
         variables = {"kernel": getattr(inner, "kernel", None)}
     if any(variable is None for variable in variables.values()):
@@ -197,19 +238,19 @@ def matrix_variables(layer) -> dict:
 
 
 def mask_variables(layer) -> dict:
-    """The mask variables of a tfmot pruning wrapper by matrix name ({} for an unwrapped layer).
+    """The mask variables of a pruning wrapper by matrix name ({} for an unwrapped layer).
 
     Args:
         layer: A built layer, wrapped or not.
 
     Returns:
-        Dict "kernel" / "recurrent_kernel" -> the wrapper's float mask variable of the same shape.
+        Dict matrix name (as in `matrix_variables`) -> the wrapper's float mask variable of the same shape.
     """
     if not is_pruning_wrapper(layer):
         return {}
     variables = matrix_variables(layer)
-    return {key: mask for weight, mask, _ in layer.pruning_vars for key, variable in variables.items()
-            if weight is variable}
+    return {key: entry[1] for entry in layer.pruning_vars for key, variable in variables.items()
+            if entry[0] is variable}
 
 
 def graphs_from_matrices(matrices: LayerMatrices, gate_view: str = "per_gate") -> list[BipartiteGraph]:

@@ -1,7 +1,8 @@
-"""`ExpanderPruningSchedule`: a tfmot `PruningSchedule` whose sparsity is capped by an expansion check.
+"""`ExpanderPruningSchedule`: a pruning schedule in tfmot's interface whose sparsity is capped by an expansion check.
 
 The base schedule is tfmot's `PolynomialDecay` (Zhu and Gupta 2017, "To prune, or not to prune") or
-`ConstantSparsity`, with tfmot's keyword arguments. The expansion check itself runs in
+`ConstantSparsity`, with tfmot's keyword arguments and tfmot's formulas (reproduced in `_base_schedule`, so that the
+Keras 3 path needs no tfmot; the tests compare both on every step). The expansion check itself runs in
 `keras_expander.callbacks.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
 variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and ``expansion_sparsity_cap``.
 `__call__` reads them with TensorFlow ops, so it works eagerly and inside a `tf.function` graph.
@@ -14,7 +15,7 @@ import numbers
 
 import warnings
 
-from keras_expander.backend import tf, tfmot
+from keras_expander.backend import tf
 from keras_expander.graph import GATE_VIEWS
 
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
@@ -42,7 +43,7 @@ def _choice(name: str, value, allowed) -> None:
         raise ValueError(f"Argument `{name}` must be one of {allowed}. Received: {name}={value!r}")
 
 
-class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
+class ExpanderPruningSchedule:
     """Pruning schedule that never prunes a layer past the point where its graphs stop being good expanders.
 
     Decision 1 of expansion-aware pruning (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100, whose
@@ -127,25 +128,19 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
         self.margin = float(margin)
         self.gate_view = gate_view
         self.stop_rule = stop_rule
-        if base == "polynomial_decay":
-            self._base = tfmot.sparsity.keras.PolynomialDecay(
-                initial_sparsity=self.initial_sparsity, final_sparsity=self.final_sparsity, begin_step=begin_step,
-                end_step=end_step, power=self.power, frequency=frequency)
-        else:
-            self._base = tfmot.sparsity.keras.ConstantSparsity(
-                target_sparsity=self.final_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency)
         self._stopped = None
         self._sparsity_cap = None
         self._warned_unbound = False
 
-    def bind_state(self, stopped: tf.Variable, sparsity_cap: tf.Variable) -> None:
+    def bind_state(self, stopped, sparsity_cap) -> None:
         """Connects the schedule to the stop-rule variables of the layer it prunes.
 
         Called by `PruneExpander.build`; each pruned layer owns its own copy of the schedule and its own variables,
         which are saved with the model (`.keras`, SavedModel, TF checkpoints) so a resumed run keeps its stop state.
 
         Args:
-            stopped: Scalar float32 variable, 1.0 once the stop rule has held the layer.
+            stopped: Scalar float32 variable (tf.Variable or Keras 3 Variable), 1.0 once the stop rule has held the
+                layer.
             sparsity_cap: Scalar float32 variable, the highest sparsity the layer may reach (1.0 = no cap).
         """
         self._stopped = stopped
@@ -166,7 +161,7 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
             (bool tensor, float32 tensor): prune at this step, and the target sparsity min(base(step), cap).
             A held layer (``stopped``) never prunes again.
         """
-        should_prune, sparsity = self._base(step)
+        should_prune, sparsity = self._base_schedule(step)
         if not self.is_bound:
             if not self._warned_unbound:
                 self._warned_unbound = True
@@ -176,6 +171,19 @@ class ExpanderPruningSchedule(tfmot.sparsity.keras.PruningSchedule):
             return should_prune, sparsity
         should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
         return should_prune, tf.minimum(sparsity, self._sparsity_cap)
+
+    def _base_schedule(self, step):
+        """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__`, op for op (pruning_schedule.py)."""
+        step = tf.cast(step, tf.int64)
+        in_range = tf.logical_and(tf.greater_equal(step, self.begin_step),
+                                  tf.logical_or(tf.less_equal(step, self.end_step), tf.less(self.end_step, 0)))
+        should_prune = tf.logical_and(in_range, tf.equal(tf.math.floormod(step - self.begin_step, self.frequency), 0))
+        if self.base == "constant_sparsity":
+            return should_prune, tf.constant(self.final_sparsity, dtype=tf.float32)
+        progress = tf.minimum(1.0, tf.maximum(0.0, tf.math.divide(tf.cast(step - self.begin_step, tf.float32),
+                                                                  self.end_step - self.begin_step)))
+        sparsity = (self.initial_sparsity - self.final_sparsity) * tf.pow(1 - progress, self.power) + self.final_sparsity
+        return should_prune, sparsity
 
     def is_pruning_turn(self, step: int) -> bool:
         """Python twin of tfmot's `_should_prune_in_step` (begin <= step <= end, every `frequency` steps).

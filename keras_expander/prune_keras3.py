@@ -1,0 +1,158 @@
+"""Expansion-aware pruning of Keras 3 models: masks in non-trainable variables, applied by weight constraints.
+
+Keras 3 has no pruning API and tfmot does not accept Keras 3 objects (tfmot issue #1119). `PruneExpander` wraps a
+recurrent layer and holds, as non-trainable weights saved with the model, one float mask per prunable matrix, the
+pruning step and the stop state of its `ExpanderPruningSchedule`. Each mask is applied through the matrix
+variable's `constraint`, which the Keras 3 optimizer applies after every update (keras/src/optimizers/
+base_optimizer.py, `apply`): pruned weights are exactly zero after every step and the forward pass costs nothing
+extra. `ExpanderPruningCallback` chooses the masks and keeps the step, exactly as on the tf_keras path.
+
+Only `keras.ops` is used on variables, so the wrapper itself is backend-agnostic; it is tested with the TensorFlow
+backend (JAX and PyTorch do not install on this project's machines).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_expander import graph as graph_lib
+from keras_expander import prune as prune_lib
+from keras_expander.schedule import ExpanderPruningSchedule
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Weight constraint w -> inner(w) * mask, with `mask` a float variable of w's shape that the callback updates.
+
+    Args:
+        mask: Keras variable of the weight's shape, 1.0 = kept.
+        inner: The constraint the variable had before pruning (applied first), or None.
+    """
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, weight):
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+
+
+@keras.saving.register_keras_serializable(package="keras_expander")
+class PruneExpander(keras.layers.Wrapper):
+    """Keras 3 pruning wrapper whose masks follow a keras_expander mask policy and stop rule.
+
+    The Keras 3 twin of `keras_expander.prune_tf_keras.PruneExpander` (same arguments, attributes and checks).
+
+    Args:
+        layer: The Keras 3 layer to prune (SimpleRNN, LSTM, GRU, RNN over their cells, Bidirectional; Dense when
+            asked for).
+        pruning_schedule: An `ExpanderPruningSchedule`; the wrapper keeps its own copy (one stop state per layer).
+        mask_policy: One of `keras_expander.MASK_POLICIES` (default "degree_floor_magnitude").
+        min_degree: Degree floor of "degree_floor_magnitude", >= 1.
+        seed: Seed of the random policies.
+        **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
+
+    Attributes:
+        pruning_vars: [(weight variable, mask variable)] per prunable matrix.
+        pruning_step: int64 variable, -1 before training; written by the callback.
+        expansion_stopped, expansion_sparsity_cap: float32 stop-rule variables bound to the schedule.
+
+    Raises:
+        TypeError: `pruning_schedule` is not an `ExpanderPruningSchedule`, or the layer is unsupported.
+        ValueError: unknown `mask_policy`, `min_degree` < 1, or (at build) `min_degree` above a graph's side.
+    """
+
+    def __init__(self, layer, pruning_schedule, mask_policy: str = "degree_floor_magnitude", min_degree: int = 1,
+                 seed: int = 0, **kwargs):
+        prune_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
+        kwargs.setdefault("name", f"prune_expander_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = ExpanderPruningSchedule.from_config(pruning_schedule.get_config())
+        self.mask_policy = mask_policy
+        self.min_degree = int(min_degree)
+        self.seed = int(seed)
+        self.callback_attached = False
+        self.pruning_vars = []
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        pruning_vars = []
+        for key, weight in graph_lib.matrix_variables(self.layer).items():
+            mask = self.add_weight(name=f"{key.replace('/', '_')}_mask", shape=weight.shape, initializer="ones",
+                                   dtype=weight.dtype, trainable=False)
+            inner = weight.constraint
+            if isinstance(inner, MaskConstraint):  # re-wrapping a stripped-and-rewrapped layer
+                inner = inner.inner
+            weight.constraint = MaskConstraint(mask, inner)
+            pruning_vars.append((weight, mask))
+        self.pruning_vars = pruning_vars
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
+                                            dtype="int64", trainable=False)
+        self.expansion_stopped = self.add_weight(name="expansion_stopped", shape=(), initializer="zeros",
+                                                 dtype="float32", trainable=False)
+        self.expansion_sparsity_cap = self.add_weight(name="expansion_sparsity_cap", shape=(), initializer="ones",
+                                                      dtype="float32", trainable=False)
+        self.pruning_schedule.bind_state(self.expansion_stopped, self.expansion_sparsity_cap)
+        prune_lib.check_min_degree(self)
+
+    def call(self, inputs, training=None, **kwargs):
+        if training and not self.callback_attached:
+            raise RuntimeError(prune_lib.CALLBACK_MISSING.format(name=self.layer.name))
+        return self.layer(inputs, training=training, **kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def commit_masks(self, masks: dict) -> None:
+        """Writes new masks and zeroes the weights they remove at once (the constraint does so after each step).
+
+        Args:
+            masks: Dict matrix name (as in `keras_expander.graph.matrix_variables`) -> bool array of its shape.
+        """
+        variables = graph_lib.matrix_variables(self.layer)
+        for key, mask in graph_lib.mask_variables(self).items():
+            mask.assign(masks[key].astype(np.float32))
+            weight = variables[key]
+            weight.assign(keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pruning_schedule=self.pruning_schedule.get_config(), mask_policy=self.mask_policy,
+                      min_degree=self.min_degree, seed=self.seed)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["pruning_schedule"] = ExpanderPruningSchedule.from_config(config["pruning_schedule"])
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def clone_with(model, clone_function):
+    """`keras.models.clone_model` with `clone_function`, keeping the returned layers (and their weights)."""
+    return keras.models.clone_model(model, clone_function=clone_function)
+
+
+def strip(model):
+    """Bakes the masks into the weights, restores the matrices' own constraints and removes the wrappers.
+
+    Args:
+        model: A Keras 3 Sequential or functional model with `PruneExpander` layers.
+
+    Returns:
+        A model of the unwrapped layers (sharing their weights).
+    """
+    for wrapper in prune_lib.pruning_wrappers(model):
+        for weight, mask in wrapper.pruning_vars:
+            weight.assign(keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype)))
+            if isinstance(weight.constraint, MaskConstraint):
+                weight.constraint = weight.constraint.inner
+    return clone_with(model, lambda layer: layer.layer if isinstance(layer, PruneExpander) else layer)
+
+
+def load(path: str):
+    """Loads a Keras 3 `.keras` file, with keras_expander's wrapper registered."""
+    return keras.saving.load_model(path)
