@@ -160,7 +160,11 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        for layer in pruning_wrappers(model):
+        wrappers = pruning_wrappers(model)
+        if any(is_expander(layer) for layer in wrappers) and hasattr(model, "train_function"):
+            # A train step traced by an earlier fit that ran (or failed) without this callback is traced again.
+            model.train_function = None
+        for layer in wrappers:
             if is_expander(layer):
                 layer.callback_attached = True
             elif isinstance(layer.pruning_schedule, ExpanderPruningSchedule):

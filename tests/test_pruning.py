@@ -1,14 +1,31 @@
-"""Expansion-aware pruning during model.fit: schedule, callback, stop rule, save/load, strip."""
+"""Expansion-aware pruning during model.fit: schedule, callback, stop rule, save/load, strip.
+
+The behaviour tests take the `K` fixture and run once with tf_keras (tfmot's wrapper) and once with Keras 3 (the
+constraint-based wrapper).
+"""
 
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 
 import keras_expander as ke
 from keras_expander.backend import tf, tf_keras, tfmot
+from keras_expander.graph import is_pruning_wrapper
+from keras_expander.prune import is_expander
 from keras_expander.schedule import ExpanderPruningSchedule
+
+
+@pytest.fixture(params=["tf_keras", "keras3"])
+def K(request):
+    """The Keras module a test builds its model with."""
+    return tf_keras if request.param == "tf_keras" else keras
+
+
+def masks_of(wrapper):
+    return [entry[1].numpy() for entry in wrapper.pruning_vars]
 
 
 def data(n=256, steps=6, features=8, seed=0):
@@ -17,14 +34,14 @@ def data(n=256, steps=6, features=8, seed=0):
     return x, (x[:, :, 0].sum(axis=1) > 0).astype("int64")
 
 
-def model_with(cell, units=16, features=8):
-    layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
-    return tf_keras.Sequential([tf_keras.Input((6, features)), layer(units, name="rnn"),
-                                tf_keras.layers.Dense(2, name="out")])
+def model_with(cell, units=16, features=8, K=tf_keras):
+    layer = {"lstm": K.layers.LSTM, "simple_rnn": K.layers.SimpleRNN, "gru": K.layers.GRU}[cell]
+    return K.Sequential([K.Input((6, features)), layer(units, name="rnn"), K.layers.Dense(2, name="out")])
 
 
 def compile_(model):
-    model.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    K = keras if ke.backend.keras_flavour(model) == "keras3" else tf_keras
+    model.compile("adam", K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
 
@@ -99,18 +116,18 @@ def test_python_pruning_turn_agrees_with_tfmot_in_graph_rule(base, end_step):
 # -- prune_expander and the callback --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell", ["lstm", "simple_rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "simple_rnn", "gru"])
 @pytest.mark.parametrize("policy", ke.MASK_POLICIES)
-def test_policy_reaches_target_sparsity_during_fit(cell, policy):
+def test_policy_reaches_target_sparsity_during_fit(cell, policy, K):
     base = "constant_sparsity" if policy.startswith("random") else "polynomial_decay"
     schedule = ExpanderPruningSchedule(final_sparsity=0.7, begin_step=0, end_step=8, frequency=2, base=base,
                                        stop_rule="monitor")
-    model = compile_(ke.prune_expander(model_with(cell), schedule, mask_policy=policy))
+    model = compile_(ke.prune_expander(model_with(cell, K=K), schedule, mask_policy=policy))
     history, _ = fit(model)
     layer = model.layers[0]
-    assert isinstance(layer, ke.PruneExpander) and isinstance(model.layers[1], tf_keras.layers.Dense)
+    assert is_expander(layer) and isinstance(model.layers[1], K.layers.Dense)
     assert abs(history.history["sparsity/rnn"][-1] - 0.7) <= 0.005
-    weights = [w.numpy() for w, _, _ in layer.pruning_vars]
+    weights = [entry[0].numpy() for entry in layer.pruning_vars]
     measured = 1 - sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)
     assert abs(measured - 0.7) <= 0.005
     if policy == "degree_floor_magnitude":
@@ -118,9 +135,9 @@ def test_policy_reaches_target_sparsity_during_fit(cell, policy):
         assert all(r.unweighted.isolated_left == 0 and r.unweighted.isolated_right == 0 for r in report)
 
 
-def test_logs_hold_sparsity_delta_and_stop_state():
+def test_logs_hold_sparsity_delta_and_stop_state(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     history, callback = fit(model)
     keys = set(history.history)
     for gate in "ifco":
@@ -130,10 +147,10 @@ def test_logs_hold_sparsity_delta_and_stop_state():
     assert callback.events and all(event.committed for event in callback.events)
 
 
-def test_stop_rule_holds_before_delta_crosses_zero():
+def test_stop_rule_holds_before_delta_crosses_zero(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
                                        criterion="delta_r", margin=0.0)
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     history, callback = fit(model, epochs=3)
     assert history.history["stopped/rnn"][-1] == 1.0
     held = [e for e in callback.events if not e.committed]
@@ -146,7 +163,7 @@ def test_stop_rule_holds_before_delta_crosses_zero():
     assert abs(float(model.layers[0].expansion_sparsity_cap.numpy()) - final) <= 1e-6
 
 
-def rank_one_rnn(stop_rule):
+def rank_one_rnn(stop_rule, K):
     """SimpleRNN(32) over 16 features whose kernel has |w| = a_i b_j, pruned once to 50 % with a margin just above
     the Delta_R of its magnitude mask: the candidate fails only through its block structure."""
     rng = np.random.default_rng(0)
@@ -158,7 +175,7 @@ def rank_one_rnn(stop_rule):
     assert recurrent_delta >= margin  # only the kernel graph fails
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, frequency=1, base="constant_sparsity",
                                        margin=margin, stop_rule=stop_rule)
-    model = ke.prune_expander(model_with("simple_rnn", units=32, features=16), schedule)
+    model = ke.prune_expander(model_with("simple_rnn", units=32, features=16, K=K), schedule)
     model.layers[0].layer.cell.kernel.assign(kernel)
     model.layers[0].layer.cell.recurrent_kernel.assign(recurrent)
     x, y = data(n=32, features=16)  # one batch: one pruning event, on the weights set above
@@ -167,21 +184,21 @@ def rank_one_rnn(stop_rule):
     return model, callback, margin, kernel, recurrent
 
 
-def test_hold_holds_where_correct_repairs_the_failing_graph():
-    _, held_callback, *_ = rank_one_rnn("hold")
+def test_hold_holds_where_correct_repairs_the_failing_graph(K):
+    _, held_callback, *_ = rank_one_rnn("hold", K)
     assert [e.committed for e in held_callback.events] == [False]
 
-    model, callback, margin, kernel, recurrent = rank_one_rnn("correct")
+    model, callback, margin, kernel, recurrent = rank_one_rnn("correct", K)
     [event] = callback.events
     assert event.committed and 0.0 <= event.kept_share < 1.0
     assert "rnn/kernel/all" in event.reason and "rnn/recurrent_kernel" not in event.reason
     assert abs(event.sparsity - 0.5) <= 0.005
     report = ke.analysis.analyze_layer(model.layers[0])
     assert min(r.unweighted.delta_r for r in report) >= margin
-    (_, kernel_mask, _), (_, recurrent_mask, _) = model.layers[0].pruning_vars
+    kernel_mask, recurrent_mask = masks_of(model.layers[0])
     # the event ran before the optimizer step: only the failing graph departs from its magnitude mask
-    assert np.array_equal(recurrent_mask.numpy() != 0, ke.compute_mask(recurrent, 0.5, "degree_floor_magnitude"))
-    assert not np.array_equal(kernel_mask.numpy() != 0, ke.compute_mask(kernel, 0.5, "degree_floor_magnitude"))
+    assert np.array_equal(recurrent_mask != 0, ke.compute_mask(recurrent, 0.5, "degree_floor_magnitude"))
+    assert not np.array_equal(kernel_mask != 0, ke.compute_mask(kernel, 0.5, "degree_floor_magnitude"))
     assert float(model.layers[0].expansion_stopped.numpy()) == 0.0
 
 
@@ -190,10 +207,10 @@ def test_correct_rule_needs_the_unweighted_graph():
         ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, stop_rule="correct", representation="weighted")
 
 
-def test_monitor_reaches_target_and_warns_once_per_graph():
+def test_monitor_reaches_target_and_warns_once_per_graph(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
                                        stop_rule="monitor")
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     with pytest.warns(UserWarning, match="expansion is lost") as caught:
         history, _ = fit(model, epochs=3)
     messages = [str(w.message).split(":")[0] for w in caught if "expansion is lost" in str(w.message)]
@@ -202,12 +219,16 @@ def test_monitor_reaches_target_and_warns_once_per_graph():
     assert history.history["stopped/rnn"][-1] == 0.0
 
 
-def test_training_without_the_callback_raises():
+def test_training_without_the_callback_raises(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     x, y = data()
+    others = [tfmot.sparsity.keras.UpdatePruningStep()] if K is tf_keras else []
     with pytest.raises(RuntimeError, match="ExpanderPruningCallback"):
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=others)
+    fit(model, epochs=1)  # with the callback it trains
+    with pytest.raises(RuntimeError, match="ExpanderPruningCallback"):  # and a later fit without it is refused
+        model.fit(x, y, epochs=1, verbose=0, callbacks=others)
 
 
 def test_tfmot_wrapper_with_our_schedule_is_refused():
@@ -227,53 +248,93 @@ def test_callback_monitors_plain_tfmot_pruning():
     assert math.isfinite(history.history["delta_r/rnn/kernel/i"][-1])
 
 
-def test_prune_expander_arguments():
+def test_prune_expander_arguments(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     with pytest.raises(ValueError, match="nope"):
-        ke.prune_expander(model_with("lstm"), schedule, layers=["nope"])
+        ke.prune_expander(model_with("lstm", K=K), schedule, layers=["nope"])
     with pytest.raises(ValueError, match="mask_policy='top_k'"):
-        ke.prune_expander(model_with("lstm"), schedule, mask_policy="top_k")
-    with pytest.raises(TypeError, match="GRU"):
-        ke.prune_expander(tf_keras.layers.GRU(4), schedule)
-    with pytest.raises(ValueError, match="no SimpleRNN or LSTM"):
-        ke.prune_expander(tf_keras.Sequential([tf_keras.Input((3,)), tf_keras.layers.Dense(2)]), schedule)
+        ke.prune_expander(model_with("lstm", K=K), schedule, mask_policy="top_k")
+    with pytest.raises(TypeError, match="StackedRNNCells"):
+        ke.prune_expander(K.layers.RNN([K.layers.LSTMCell(4), K.layers.LSTMCell(4)]), schedule)
+    with pytest.raises(TypeError, match="ConvLSTM"):
+        ke.prune_expander(K.layers.ConvLSTM1D(4, 3), schedule)
+    with pytest.raises(ValueError, match="no SimpleRNN, LSTM, GRU or Bidirectional"):
+        ke.prune_expander(K.Sequential([K.Input((3,)), K.layers.Dense(2)]), schedule)
     with pytest.raises(TypeError, match="ExpanderPruningSchedule"):
-        ke.prune_expander(model_with("lstm"), tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
+        ke.prune_expander(model_with("lstm", K=K), tfmot.sparsity.keras.ConstantSparsity(0.5, 0))
     with pytest.raises(ValueError, match="min_degree=9"):
-        ke.prune_expander(model_with("lstm", units=4, features=8), schedule, min_degree=9)
-    both = ke.prune_expander(model_with("lstm"), schedule, layers=["rnn", "out"])
-    assert all(isinstance(layer, ke.PruneExpander) for layer in both.layers)
+        ke.prune_expander(model_with("lstm", units=4, features=8, K=K), schedule, min_degree=9)
+    with pytest.raises(TypeError, match="Keras 3 or tf_keras"):
+        ke.prune_expander(object(), schedule)
+    both = ke.prune_expander(model_with("lstm", K=K), schedule, layers=["rnn", "out"])
+    assert all(is_expander(layer) for layer in both.layers)
 
 
-def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path):
+def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path, K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2)
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     fit(model, epochs=3)
     path = str(tmp_path / "pruned.keras")
     model.save(path)
     restored = ke.load_model(path)
     original, loaded = model.layers[0], restored.layers[0]
-    assert isinstance(loaded, ke.PruneExpander) and loaded.mask_policy == original.mask_policy
+    assert type(loaded) is type(original) and loaded.mask_policy == original.mask_policy
     assert loaded.pruning_schedule.get_config() == original.pruning_schedule.get_config()
     assert int(loaded.pruning_step.numpy()) == int(original.pruning_step.numpy()) > 0
     assert float(loaded.expansion_stopped.numpy()) == float(original.expansion_stopped.numpy()) == 1.0
-    for (_, mask_a, _), (_, mask_b, _) in zip(original.pruning_vars, loaded.pruning_vars):
-        assert np.array_equal(mask_a.numpy(), mask_b.numpy())
-    masks_before = [m.numpy().copy() for _, m, _ in loaded.pruning_vars]
+    for mask_a, mask_b in zip(masks_of(original), masks_of(loaded)):
+        assert np.array_equal(mask_a, mask_b)
+    masks_before = masks_of(loaded)
     step_before = int(loaded.pruning_step.numpy())
     fit(restored, epochs=1)  # continues: held layer keeps its masks, the step advances
     assert int(loaded.pruning_step.numpy()) == step_before + 8
-    for before, (_, mask, _) in zip(masks_before, loaded.pruning_vars):
-        assert np.array_equal(before, mask.numpy())
+    for before, after in zip(masks_before, masks_of(loaded)):
+        assert np.array_equal(before, after)
 
 
-def test_stripped_model_outputs_equal_wrapped_model():
+def test_stripped_model_outputs_equal_wrapped_model(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
-    model = compile_(ke.prune_expander(model_with("lstm"), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     fit(model)
     x, _ = data(n=16, seed=3)
     stripped = ke.strip_pruning(model)
-    assert not any(isinstance(layer, tfmot.sparsity.keras.PrunableLayer) for layer in stripped.layers)
+    assert not any(is_pruning_wrapper(layer) for layer in stripped.layers)
     assert np.max(np.abs(stripped.predict(x, verbose=0) - model.predict(x, verbose=0))) <= 1e-6
     kernel = stripped.layers[0].cell.kernel.numpy()
     assert abs((1 - np.count_nonzero(kernel) / kernel.size) - 0.6) <= 0.005
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_graphs_are_gates_z_r_h_and_reach_the_target(K, reset_after):
+    inputs = K.Input((6, 8))
+    hidden = K.layers.GRU(16, reset_after=reset_after, name="rnn")(inputs)
+    model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
+    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
+    pruned = compile_(ke.prune_expander(model, schedule))
+    history, _ = fit(pruned)
+    assert abs(history.history["sparsity/rnn"][-1] - 0.6) <= 0.005
+    assert {key for key in history.history if key.startswith("delta_r/")} == {
+        f"delta_r/rnn/{matrix}/{gate}" for matrix in ("kernel", "recurrent_kernel") for gate in "zrh"}
+    x, _ = data(n=16, seed=3)
+    stripped = ke.strip_pruning(pruned)
+    assert np.max(np.abs(stripped.predict(x, verbose=0) - pruned.predict(x, verbose=0))) <= 1e-6
+
+
+def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
+    inputs = K.Input((6, 8))
+    hidden = K.layers.Bidirectional(K.layers.LSTM(8, return_sequences=True), name="bi")(inputs)
+    hidden = K.layers.RNN(K.layers.GRUCell(8), return_sequences=True, name="cell_gru")(hidden)
+    hidden = K.layers.SimpleRNN(8, name="top")(hidden)
+    model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    pruned = compile_(ke.prune_expander(model, schedule))
+    history, _ = fit(pruned)
+    for layer in ("bi", "cell_gru", "top"):
+        assert abs(history.history[f"sparsity/{layer}"][-1] - 0.5) <= 0.01
+    for direction in ("forward", "backward"):
+        for gate in "ifco":
+            assert f"delta_r/bi/{direction}/recurrent_kernel/{gate}" in history.history
+    bi = next(layer for layer in pruned.layers if getattr(layer, "layer", None) is not None
+              and layer.layer.name == "bi")
+    for key, mask in ke.graph.mask_variables(bi).items():  # each direction at the target, not only their average
+        assert abs(1 - np.count_nonzero(mask.numpy()) / mask.numpy().size - 0.5) <= 0.01, key
