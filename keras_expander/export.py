@@ -2,7 +2,9 @@
 
 Steps, each guarding a trap of the stack (docs/STACK.md):
 1. strip the pruning wrappers if present, and rebuild a batch-1 tf_keras copy with the same weights (only a fixed
-   batch converts); for int8, SimpleRNN layers are unrolled (the WHILE-loop form crashes the int8 calibrator);
+   batch converts, and only tf_keras' LSTM fuses; Keras 3 models are rebuilt as tf_keras, see
+   `keras_expander.converter_model`); for int8, SimpleRNN and GRU layers are unrolled (the WHILE-loop form crashes
+   the int8 calibrator);
 2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
    instead of killing the caller; the `.tflite` is written atomically;
 3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, argmax agreement, output error;
@@ -28,6 +30,9 @@ import time
 
 import numpy as np
 
+from keras_expander import graph as graph_lib
+from keras_expander.backend import keras_flavour
+from keras_expander.converter_model import converter_model
 from keras_expander.io_utils import atomic_path, check_output_folder, die_with_parent, staged_folder, write_atomic
 from keras_expander.runtime import TFLiteModel
 
@@ -123,33 +128,42 @@ def check_sparsity_encoding(sparsity_encoding: bool, target: str) -> None:
                          "target='litert' to use it anyway.")
 
 
-def batch_one_model(model, unroll_simple_rnn: bool = False):
-    """A copy of a tf_keras Sequential/functional model with batch size 1 and the same weights.
+def unrolled_layer_classes(model, mode: str, target: str) -> frozenset:
+    """The recurrent layer classes of `model` (RNN cells and Bidirectional layers included) a conversion unrolls.
 
-    Args:
-        model: A stripped (unwrapped) tf_keras model.
-        unroll_simple_rnn: Set `unroll=True` on SimpleRNN layers (FULLY_CONNECTED/TANH/ADD per step instead of a
-            WHILE loop, which the int8 converter cannot calibrate).
+    TFLite has no fused GRU or SimpleRNN op, so the converter makes them WHILE loops. That form crashes the int8
+    calibrator (SimpleRNN and GRU are unrolled for int8), and a GRU WHILE loop with return_sequences=True never
+    finishes an invoke under TFLite Micro (GRU is unrolled for every TFLM export). Unrolled, each step is
+    FULLY_CONNECTED and elementwise ops sharing one copy of the weights.
 
     Returns:
-        The rebuilt model (new layers, weights copied).
+        A subset of {"SimpleRNN", "GRU"}.
     """
-    from keras_expander.backend import tf_keras
+    cells = {type(cell).__name__ for layer in model.layers for _, cell in graph_lib.recurrent_cells(layer)}
+    unroll = set()
+    if "SimpleRNNCell" in cells and mode == "int8":
+        unroll.add("SimpleRNN")
+    if "GRUCell" in cells and (mode == "int8" or target == "tflm"):
+        unroll.add("GRU")
+    return frozenset(unroll)
 
-    config = model.get_config()
-    for layer in config["layers"]:
-        layer_config = layer["config"]
-        if "batch_input_shape" in layer_config:
-            layer_config["batch_input_shape"] = [1, *layer_config["batch_input_shape"][1:]]
-        if unroll_simple_rnn and layer["class_name"] == "SimpleRNN":
-            layer_config["unroll"] = True
-    rebuilt = model.__class__.from_config(config)
-    if not rebuilt.built:
-        rebuilt.build((1, *model.input_shape[1:]))
-    rebuilt.set_weights(model.get_weights())
-    if not isinstance(rebuilt, tf_keras.Model):
-        raise ExportError(f"Model {model.name!r} is not a tf_keras model after rebuilding.")
-    return rebuilt
+
+def check_tflm_layers(model, target: str) -> None:
+    """Refuses, before converting, what the converter emits in a form TFLite Micro cannot run.
+
+    Raises:
+        ValueError: a GRU with reset_after=False and target "tflm" (the converter gives it a SPLIT_V with a dynamic
+            output tensor; TFLM allocates no dynamic tensors).
+    """
+    if target != "tflm":
+        return
+    for layer in model.layers:
+        for prefix, cell in graph_lib.recurrent_cells(layer):
+            if type(cell).__name__ == "GRUCell" and not getattr(cell, "reset_after", True):
+                raise ValueError(f"Layer {layer.name!r}: a GRU with reset_after=False converts to a SPLIT_V op with "
+                                 f"a dynamic output tensor, which TFLite Micro cannot allocate (\"Dynamic tensors "
+                                 f"are not supported\"). Train it with reset_after=True (the Keras default), or "
+                                 f"export with target='litert'.")
 
 
 def convert(model, mode: str = "float32", representative_data: np.ndarray | None = None, target: str = "tflm",
@@ -158,7 +172,8 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     """Converts a (stripped) tf_keras recurrent model to a TFLite flatbuffer in a subprocess.
 
     Args:
-        model: tf_keras model; pruning wrappers are stripped first.
+        model: tf_keras or Keras 3 model; pruning wrappers are stripped first, and the converter gets its tf_keras
+            copy (`keras_expander.converter_model`).
         mode: "float32", "int8" (full integer: int8 kernels, int8 input and output; needs `representative_data`)
             or "dynamic_range" (LiteRT only).
         representative_data: float32 array of shape (N, T, F) from the training data, for int8 calibration.
@@ -171,11 +186,11 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
         (flatbuffer bytes, notes): notes list conversions applied, e.g. SimpleRNN unrolled for int8.
 
     Raises:
-        ValueError: a mode/target combination TFLM cannot run, or int8 without representative data.
+        ValueError: a mode/target combination TFLM cannot run, int8 without representative data, or a layer the
+            export cannot rebuild or TFLM cannot run (`check_tflm_layers`).
         ExportError: the converter failed or crashed; the message names the model, the mode and the exit status.
     """
-    from keras_expander.prune import strip_pruning
-    from keras_expander.backend import PruneLowMagnitude
+    from keras_expander.prune import pruning_wrappers, strip_pruning
 
     check_mode(mode, target)
     check_sparsity_encoding(sparsity_encoding, target)
@@ -183,13 +198,17 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
         raise ValueError("mode='int8' needs `representative_data`: float32 samples of shape (N, T, F) from the "
                          "training data.")
     notes = []
-    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+    if pruning_wrappers(model):
         model = strip_pruning(model)
         notes.append("pruning wrappers stripped")
-    unroll = mode == "int8" and any(type(layer).__name__ == "SimpleRNN" for layer in model.layers)
+    check_tflm_layers(model, target)
+    unroll = unrolled_layer_classes(model, mode, target)
     if unroll:
-        notes.append("SimpleRNN unrolled (unroll=True) for int8: the WHILE-loop form cannot be calibrated")
-    single = batch_one_model(model, unroll_simple_rnn=unroll)
+        notes.append(f"{' and '.join(sorted(unroll))} unrolled (unroll=True): the WHILE-loop form "
+                     + ("crashes the int8 calibrator" if mode == "int8" else "does not run under TFLite Micro"))
+    if keras_flavour(model) == "keras3":
+        notes.append("Keras 3 model rebuilt as tf_keras for the converter (same weights)")
+    single = converter_model(model, unroll)
     with tempfile.TemporaryDirectory(prefix="keras_expander_export_", dir=work_dir) as folder:
         model_path = os.path.join(folder, "model.keras")
         single.save(model_path)
@@ -453,7 +472,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     end, so an interrupted or failed export (even kill -9) leaves `out_dir` as it was.
 
     Args:
-        model: tf_keras model, pruned (wrappers are stripped) or stripped.
+        model: tf_keras or Keras 3 model, pruned (wrappers are stripped) or stripped.
         modes: Any of "float32", "int8" ("dynamic_range" with target="litert").
         x_test, y_test: Test sequences (N, T, F) float32 and labels (N,) for verification.
         representative_data: Training samples (N, T, F) for int8 calibration.
@@ -472,8 +491,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
             is an existing file or not writable (all checked before the conversion).
         ExportError: conversion or runtime failure (`out_dir` is left untouched).
     """
-    from keras_expander.prune import strip_pruning
-    from keras_expander.backend import PruneLowMagnitude
+    from keras_expander.prune import pruning_wrappers, strip_pruning
 
     for mode in modes:
         check_mode(mode, target)
@@ -482,8 +500,9 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
         raise ValueError("Arguments `x_test` and `y_test` are required and must not be empty: every export is "
                          "verified.")
     check_output_folder(out_dir)
-    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+    if pruning_wrappers(model):
         model = strip_pruning(model)
+    check_tflm_layers(model, target)
     check_finite_weights(model)
     say = print_fn or (lambda line: None)
     reports, contents = [], {}

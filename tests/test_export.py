@@ -1,4 +1,7 @@
-"""TFLite export: Keras vs LiteRT vs TFLM agreement, state reset, conversion failures, firmware files."""
+"""TFLite export: Keras vs LiteRT vs TFLM agreement, state reset, conversion failures, firmware files.
+
+The LSTM export tests run on a tf_keras and on a Keras 3 model (the `lstm_export` fixture's two params).
+"""
 
 import os
 import shutil
@@ -6,6 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
+
+import keras
 
 from keras_expander import export
 from keras_expander.backend import tf_keras
@@ -19,20 +24,20 @@ def sequences(n=48, seed=0):
     return rng.normal(size=(n, 6, 5)).astype("float32"), rng.integers(0, 3, n)
 
 
-def small_model(cell):
-    tf_keras.utils.set_random_seed(1)
-    layer = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}[cell]
-    model = tf_keras.Sequential([tf_keras.Input((6, 5)), layer(8, name=cell), tf_keras.layers.Dense(3)])
+def small_model(cell, K=tf_keras):
+    K.utils.set_random_seed(1)
+    layer = {"lstm": K.layers.LSTM, "simple_rnn": K.layers.SimpleRNN}[cell]
+    model = K.Sequential([K.Input((6, 5)), layer(8, name=cell), K.layers.Dense(3)])
     kernel = model.layers[0].cell.kernel.numpy()
     kernel[np.abs(kernel) < 0.2] = 0.0  # a pruned-looking matrix
     model.layers[0].cell.kernel.assign(kernel)
     return model
 
 
-@pytest.fixture(scope="module")
-def lstm_export(tmp_path_factory):
+@pytest.fixture(scope="module", params=["tf_keras", "keras3"])
+def lstm_export(tmp_path_factory, request):
     x, y = sequences()
-    model = small_model("lstm")
+    model = small_model("lstm", tf_keras if request.param == "tf_keras" else keras)
     out = str(tmp_path_factory.mktemp("lstm"))
     reports = export.export_model(model, modes=("float32", "int8"), x_test=x, y_test=y, representative_data=x,
                                   out_dir=out)
@@ -109,6 +114,43 @@ def test_arena_search_finds_the_smallest_working_size(lstm_export):
     path = reports["int8"].tflite_path
     assert export._arena_works(path, arena)
     assert not export._arena_works(path, arena - 16)
+
+
+def gru_model(reset_after, K=keras):
+    K.utils.set_random_seed(2)
+    inputs = K.Input((6, 5))
+    hidden = K.layers.GRU(8, reset_after=reset_after, return_sequences=True, name="gru")(inputs)
+    hidden = K.layers.Bidirectional(K.layers.GRU(4), name="bi_gru")(hidden)
+    return K.Model(inputs, K.layers.Dense(3)(hidden))
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_gru_exports_unrolled_and_runs_under_tflm(mode):
+    x, _ = sequences()
+    model = gru_model(reset_after=True)
+    content, notes = export.convert(model, mode, representative_data=x)
+    assert "GRU unrolled" in " ".join(notes) and "WHILE" not in export.tflite_ops(content)
+    litert = TFLiteModel(content, runtime="litert")
+    tflm = TFLiteModel(content, runtime="tflm", arena_size=export.find_arena_size(content))
+    if mode == "float32":
+        for outputs in (litert.predict(x), tflm.predict(x)):
+            assert np.max(np.abs(outputs - model.predict(x, verbose=0))) <= FLOAT_TOL
+    else:
+        litert_raw = np.stack([litert.predict_raw(s) for s in x]).astype(int)
+        tflm_raw = np.stack([tflm.predict_raw(s) for s in x]).astype(int)
+        # LiteRT and TFLM compute int8 LOGISTIC/TANH differently (one step at most), and the GRU's recurrence
+        # carries such a step through 6 time steps: a few steps apart on a few sequences, most identical.
+        assert np.max(np.abs(litert_raw - tflm_raw)) <= 4 and np.mean(litert_raw == tflm_raw) >= 0.9
+
+
+def test_gru_without_reset_after_is_refused_for_tflm_and_runs_under_litert():
+    x, _ = sequences()
+    model = gru_model(reset_after=False, K=tf_keras)
+    with pytest.raises(ValueError, match="Layer 'gru': a GRU with reset_after=False .* target='litert'"):
+        export.convert(model, "float32")
+    content, _ = export.convert(model, "float32", target="litert")
+    outputs = TFLiteModel(content, runtime="litert").predict(x)
+    assert np.max(np.abs(outputs - model.predict(x, verbose=0))) <= FLOAT_TOL
 
 
 def test_failing_conversion_raises_export_error_and_leaves_no_file(tmp_path):
