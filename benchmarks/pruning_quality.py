@@ -24,12 +24,15 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tfmot's own prune_low_magnitude (the baseline here) looks RNN cells up among tf.keras' classes, so in this
+# process tf.keras must be tf_keras; set before TensorFlow is imported. keras_expander itself needs no such setting.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from examples.sequential_mnist import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
+from examples.sequential_mnist import CELLS, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.backend import tf_keras, tfmot  # noqa: E402
 from keras_expander.io_utils import write_atomic  # noqa: E402
@@ -55,7 +58,7 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
 
     Args:
         method: "dense", "tfmot" (prune_low_magnitude + PolynomialDecay) or "expander" (prune_expander).
-        cell: "lstm" or "simple_rnn".
+        cell: "lstm", "simple_rnn" or "gru".
         sparsity: Target sparsity of kernel and recurrent kernel, in [0, 1).
         stop_rule: Stop rule of the expander schedule ("monitor", "hold", "correct").
         args: Namespace with epochs, units, batch_size, frequency, seed and learning_rate (default 1e-3).
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--frequency", type=int, default=100)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
-    parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=["lstm", "simple_rnn"])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=list(CELLS))
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)

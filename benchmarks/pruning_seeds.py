@@ -22,6 +22,8 @@ run is kept in <runs>/<name>/<run>.json; a rerun skips it (resumable). Prints a 
   python benchmarks/pruning_seeds.py --name pruning_seeds_long --cells lstm --sparsities 0.95 \\
       --methods dense tfmot degree_floor random --seeds 3 --epochs 16 --learning-rate 2e-3 --cosine-decay \\
       --threads 1 --published                                                               # the long budget
+  python benchmarks/pruning_seeds.py --name pruning_seeds_gru --cells gru --sparsities 0.9 \
+      --methods dense tfmot per_gate_magnitude degree_floor --seeds 5 --threads 1         # GRU(128) at 90 %
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# tfmot's own prune_low_magnitude (the baseline here) looks RNN cells up among tf.keras' classes, so in this
+# process tf.keras must be tf_keras; set before TensorFlow is imported. keras_expander itself needs no such setting.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -271,7 +276,7 @@ def plot(payload: dict, cell: str, path: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="pruning_seeds", help="stem of the result files (default pruning_seeds)")
-    parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=["lstm", "simple_rnn"])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "simple_rnn"], choices=["lstm", "simple_rnn", "gru"])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")

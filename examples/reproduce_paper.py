@@ -28,6 +28,10 @@ import sys
 import time
 import warnings
 
+# tfmot's own prune_low_magnitude (the baseline here) looks RNN cells up among tf.keras' classes, so in this
+# process tf.keras must be tf_keras; set before TensorFlow is imported. keras_expander itself needs no such setting.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
 from keras_expander.io_utils import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output

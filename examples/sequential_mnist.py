@@ -36,49 +36,59 @@ from keras_expander.schedule import CRITERIA, STOP_RULES  # noqa: E402
 VALIDATION_SIZE = 5000
 
 
+CELLS = ("lstm", "simple_rnn", "gru")
+
+
 def build_model(cell: str, units: int, timesteps: int = 28, features: int = 28, classes: int = 10,
-                batch_size: int | None = None):
-    """A tf_keras recurrent classifier: Input -> LSTM/SimpleRNN(units) -> Dense(classes) logits.
+                batch_size: int | None = None, keras_version: str = "tf_keras"):
+    """A recurrent classifier: Input -> LSTM/SimpleRNN/GRU(units) -> Dense(classes) logits.
 
     Args:
-        cell: "lstm" or "simple_rnn".
+        cell: "lstm", "simple_rnn" or "gru".
         units: Hidden units H.
         timesteps, features: Input shape (T, I).
         classes: Output logits.
         batch_size: Fixed batch size (1 for TFLite export), or None.
+        keras_version: "tf_keras" or "keras3": which Keras builds the model.
 
     Returns:
-        An uncompiled tf_keras functional model.
+        An uncompiled functional model of that Keras.
 
     Raises:
-        ValueError: unknown `cell`.
+        ValueError: unknown `cell` or `keras_version`.
     """
-    from keras_expander.backend import tf_keras
+    from keras_expander import backend
 
-    layers = {"lstm": tf_keras.layers.LSTM, "simple_rnn": tf_keras.layers.SimpleRNN}
+    if keras_version not in ("tf_keras", "keras3"):
+        raise ValueError(f"Argument `keras_version` must be 'tf_keras' or 'keras3'. Received: "
+                         f"keras_version={keras_version!r}")
+    k = backend.keras if keras_version == "keras3" else backend.tf_keras
+    layers = {"lstm": k.layers.LSTM, "simple_rnn": k.layers.SimpleRNN, "gru": k.layers.GRU}
     if cell not in layers:
         raise ValueError(f"Argument `cell` must be one of {sorted(layers)}. Received: cell={cell!r}")
-    inputs = tf_keras.Input((timesteps, features), batch_size=batch_size, name="rows")
+    inputs = k.Input((timesteps, features), batch_size=batch_size, name="rows")
     hidden = layers[cell](units, name=cell)(inputs)
-    outputs = tf_keras.layers.Dense(classes, name="logits")(hidden)
-    return tf_keras.Model(inputs, outputs, name=f"seq_mnist_{cell}{units}")
+    outputs = k.layers.Dense(classes, name="logits")(hidden)
+    return k.Model(inputs, outputs, name=f"seq_mnist_{cell}{units}")
 
 
 def measure_trained_model(model, x_test, y_test):
     """Strips a trained model if it is pruned, then measures its test accuracy and the spectra of its graphs.
 
     Args:
-        model: A trained tf_keras model, with or without pruning wrappers.
+        model: A trained tf_keras or Keras 3 model, with or without pruning wrappers.
         x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
 
     Returns:
         (test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
     """
-    from keras_expander.backend import PruneLowMagnitude, tf_keras
+    from keras_expander.backend import keras, tf_keras
+    from keras_expander.prune import pruning_wrappers
 
-    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
+    if pruning_wrappers(model):
         model = ke.strip_pruning(model)
-    model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    losses = (keras if ke.backend.keras_flavour(model) == "keras3" else tf_keras).losses
+    model.compile(loss=losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     report = ke.analyze(model, gate_views=("per_gate",))
     return float(accuracy), report, ke.summarize_layers(report)
@@ -86,7 +96,7 @@ def measure_trained_model(model, x_test, y_test):
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cell", choices=("lstm", "simple_rnn"), default="lstm")
+    parser.add_argument("--cell", choices=CELLS, default="lstm")
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--final-sparsity", type=float, default=0.9,
                         help="target fraction of zeros of kernel and recurrent kernel (default 0.9)")
