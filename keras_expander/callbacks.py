@@ -23,7 +23,7 @@ from keras_expander import spectral
 import keras
 
 from keras_expander.backend import tf
-from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers
+from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers, value as variable_value
 from keras_expander.schedule import ExpanderPruningSchedule
 
 
@@ -181,7 +181,7 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
         for layer in self.prunable_layers:
             if is_expander(layer):
                 layer.callback_attached = True
-            if int(np.asarray(layer.pruning_step)) == -1:  # a new model starts at step 0; a resumed one keeps its own
+            if int(variable_value(layer.pruning_step)) == -1:  # a new model starts at step 0, a resumed one at its
                 layer.pruning_step.assign(0)
         logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
         self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
@@ -212,8 +212,8 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
         """Warns when training ended before the schedule's end_step and the layer was not held by the stop rule:
         its sparsity is short of the target, and nothing else would say so."""
         schedule = layer.pruning_schedule
-        step = int(np.asarray(layer.pruning_step))
-        if schedule.end_step == -1 or step >= schedule.end_step or float(np.asarray(layer.expansion_stopped)):
+        step = int(variable_value(layer.pruning_step))
+        if schedule.end_step == -1 or step >= schedule.end_step or float(variable_value(layer.expansion_stopped)):
             return
         done = any(event.layer == layer.layer.name for event in self.events)
         warnings.warn(
@@ -227,7 +227,7 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
         # The step counter is kept in Python (a variable read per batch costs about 1 ms); resynchronise it with
         # the layers' pruning_step once per epoch.
         self._expanders = [layer for layer in self.prunable_layers if is_expander(layer)]
-        self._step = int(np.asarray(self._expanders[0].pruning_step)) if self._expanders else 0
+        self._step = int(variable_value(self._expanders[0].pruning_step)) if self._expanders else 0
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self._expanders:
@@ -366,7 +366,7 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
             expander = is_expander(layer)
             matrices = graph_lib.layer_matrices(layer)
             logs[f"sparsity/{matrices.layer}"] = mask_sparsity(layer)
-            logs[f"stopped/{matrices.layer}"] = float(np.asarray(layer.expansion_stopped)) if expander else 0.0
+            logs[f"stopped/{matrices.layer}"] = float(variable_value(layer.expansion_stopped)) if expander else 0.0
             try:
                 values = criterion_values(matrices, schedule.criterion if expander else "delta_r",
                                           schedule.representation if expander else "unweighted",

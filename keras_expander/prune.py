@@ -94,9 +94,14 @@ def pruning_wrappers(model) -> list:
     return [layer for layer in layers if graph_lib.is_pruning_wrapper(layer)]
 
 
+def value(variable) -> np.ndarray:
+    """A tf_keras, Keras 3 or distributed (mirrored) variable's value as a numpy array."""
+    return np.asarray(variable.numpy())
+
+
 def mask_sparsity(wrapper) -> float:
     """Fraction of zeros over all masks of a pruning wrapper (read from its mask variables), in [0, 1]."""
-    masks = [np.asarray(entry[1]) for entry in wrapper.pruning_vars]
+    masks = [value(entry[1]) for entry in wrapper.pruning_vars]
     return 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / sum(m.size for m in masks)
 
 
@@ -197,11 +202,11 @@ def strip_pruning(model):
             export carries pruned weights).
     """
     impl = implementation(model)
-    expected = [(entry[0], np.asarray(entry[1]) == 0) for wrapper in pruning_wrappers(model)
+    expected = [(entry[0], value(entry[1]) == 0) for wrapper in pruning_wrappers(model)
                 for entry in wrapper.pruning_vars]
     stripped = impl.strip(model)
     for weight, zero in expected:
-        leaked = int(np.count_nonzero(np.asarray(weight)[zero]))
+        leaked = int(np.count_nonzero(value(weight)[zero]))
         if leaked:
             raise RuntimeError(f"strip_pruning: {leaked} masked entries of {weight.name} are non-zero after baking "
                                f"the masks in.")

@@ -1,4 +1,9 @@
-"""Test set-up: quiet TensorFlow, tf_keras as tf.keras, and the offline data folder when the project has one."""
+"""Test set-up: quiet TensorFlow, tf_keras as tf.keras, and the offline data folder when the project has one.
+
+tf.keras is tf_keras in the test process because some tests run tfmot's own `prune_low_magnitude` on RNN layers,
+and tfmot looks RNN cells up among tf.keras' classes. keras_expander needs no such setting: tests/test_keras3.py
+runs it in fresh processes without the variable, where tf.keras is Keras 3.
+"""
 
 import os
 from pathlib import Path

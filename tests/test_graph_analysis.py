@@ -75,11 +75,15 @@ def test_tfmot_wrapper_is_read_from_its_masks_not_from_zero_weights():
     assert graphs["lstm/kernel/f"].mask.all()
 
 
-@pytest.mark.parametrize("layer", [tf_keras.layers.GRU(4), tf_keras.layers.Conv1D(4, 3),
-                                   tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(4))])
-def test_unsupported_layers_raise_type_error_naming_the_class(layer):
+@pytest.mark.parametrize("layer,match", [
+    (tf_keras.layers.Conv1D(4, 3), "Conv1D"),
+    (tf_keras.layers.RNN([tf_keras.layers.LSTMCell(4), tf_keras.layers.LSTMCell(4)]), "StackedRNNCells"),
+    (tf_keras.layers.Bidirectional(tf_keras.layers.LSTM(4), backward_layer=tf_keras.layers.GRU(4, go_backwards=True)),
+     "different cell types"),
+])
+def test_unsupported_layers_raise_type_error_naming_the_class(layer, match):
     layer.build((None, 5, 3))
-    with pytest.raises(TypeError, match=type(layer).__name__):
+    with pytest.raises(TypeError, match=match):
         graph.layer_graphs(layer)
 
 
@@ -90,12 +94,13 @@ def test_analyze_model_lists_skipped_layers_and_prints_units():
     report = ke.analyze(model)
     names = [r.name for r in report]
     assert "a/kernel/i" in names and "a/recurrent_kernel/union" in names and "b/recurrent_kernel/all" in names
-    assert set(report.skipped) == {"g", "d"} and "GRU" in report.skipped["g"]
+    assert "g/kernel/z" in names and "g/recurrent_kernel/h" in names
+    assert set(report.skipped) == {"d"} and "not a recurrent layer" in report.skipped["d"]
     lines = []
     ke.print_report(report, print_fn=lines.append)
     assert "q (%)" in lines[1] and any(line.startswith("a/kernel/i") for line in lines)
     payload = json.loads(ke.analysis.report_to_json(report))
-    assert {layer["layer"] for layer in payload["layers"]} == {"a", "b"}
+    assert {layer["layer"] for layer in payload["layers"]} == {"a", "g", "b"}
     summary = {s.layer: s for s in ke.summarize_layers(report)}
     dense_delta_r = np.sqrt(8 - 1) + np.sqrt(5 - 1)  # complete 5 x 8 graph, mu1 = 0
     assert abs(summary["a"].worst_delta_r - dense_delta_r) <= 1e-6

@@ -126,11 +126,12 @@ def test_nan_weights_stop_pruning_with_a_named_warning_and_training_goes_on():
     assert history.history["stopped/rnn"][-1] == 1.0
 
 
-def test_bidirectional_is_refused_with_its_class_name():
+def test_bidirectional_with_different_cells_is_refused_naming_the_layer():
     schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = tf_keras.Sequential([tf_keras.Input((6, 8)), tf_keras.layers.Bidirectional(
-        tf_keras.layers.LSTM(4), name="bi"), tf_keras.layers.Dense(2)])
-    with pytest.raises(TypeError, match="Bidirectional"):
+        tf_keras.layers.LSTM(4), backward_layer=tf_keras.layers.GRU(4, go_backwards=True), name="bi"),
+        tf_keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match="Layer 'bi' .* different cell types"):
         ke.prune_expander(model, schedule, layers=["bi"])
 
 
