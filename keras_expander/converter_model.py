@@ -88,24 +88,25 @@ def _layer_config(layer: dict, keras3: bool) -> dict:
     return converted
 
 
-def _set_batch_and_unroll(layer: dict, unroll: frozenset) -> None:
+def _set_batch_and_unroll(layer: dict, unroll: frozenset, unroll_sequences: frozenset) -> None:
     config = layer["config"]
     if "batch_input_shape" in config:
         config["batch_input_shape"] = [1, *config["batch_input_shape"][1:]]
-    if layer["class_name"] in unroll:
+    if layer["class_name"] in unroll or (layer["class_name"] in unroll_sequences and config.get("return_sequences")):
         config["unroll"] = True
     for key in NESTED_LAYERS:
         if isinstance(config.get(key), dict):
-            _set_batch_and_unroll(config[key], unroll)
+            _set_batch_and_unroll(config[key], unroll, unroll_sequences)
 
 
-def converter_model(model, unroll: frozenset = frozenset()):
+def converter_model(model, unroll: frozenset = frozenset(), unroll_sequences: frozenset = frozenset()):
     """A tf_keras copy of a stripped Sequential or functional model, batch size 1, with the same weights.
 
     Args:
         model: A stripped (unwrapped) tf_keras or Keras 3 Sequential or functional model.
         unroll: Class names of the recurrent layers to unroll ("SimpleRNN", "GRU"): FULLY_CONNECTED and
             elementwise ops per step instead of a WHILE loop, which the int8 calibrator cannot handle.
+        unroll_sequences: Class names of the recurrent layers to unroll when they return sequences.
 
     Returns:
         The rebuilt tf_keras model (new layers, weights copied from the layer of the same name).
@@ -119,7 +120,7 @@ def converter_model(model, unroll: frozenset = frozenset()):
     config = model.get_config()
     layers = [_layer_config(layer, keras3) for layer in config["layers"]]
     for layer in layers:
-        _set_batch_and_unroll(layer, unroll)
+        _set_batch_and_unroll(layer, unroll, unroll_sequences)
     sequential = type(model).__name__ == "Sequential"
     if not sequential and "input_layers" not in config:
         raise ValueError(f"Model {model.name!r} of class {type(model).__name__} is neither Sequential nor functional; "

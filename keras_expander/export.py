@@ -3,8 +3,8 @@
 Steps, each guarding a trap of the stack (docs/STACK.md):
 1. strip the pruning wrappers if present, and rebuild a batch-1 tf_keras copy with the same weights (only a fixed
    batch converts, and only tf_keras' LSTM fuses; Keras 3 models are rebuilt as tf_keras, see
-   `keras_expander.converter_model`); for int8, SimpleRNN and GRU layers are unrolled (the WHILE-loop form crashes
-   the int8 calibrator);
+   `keras_expander.converter_model`); SimpleRNN and GRU layers are unrolled for int8 (the WHILE-loop form crashes
+   the int8 calibrator) and, for TFLM, when they return sequences (that WHILE loop never finishes under TFLM);
 2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
    instead of killing the caller; the `.tflite` is written atomically;
 3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, argmax agreement, output error;
@@ -128,24 +128,23 @@ def check_sparsity_encoding(sparsity_encoding: bool, target: str) -> None:
                          "target='litert' to use it anyway.")
 
 
-def unrolled_layer_classes(model, mode: str, target: str) -> frozenset:
-    """The recurrent layer classes of `model` (RNN cells and Bidirectional layers included) a conversion unrolls.
+def unrolled_layer_classes(model, mode: str, target: str) -> tuple[frozenset, frozenset]:
+    """Which recurrent layer classes of `model` (RNN cells and Bidirectional layers included) a conversion unrolls.
 
     TFLite has no fused GRU or SimpleRNN op, so the converter makes them WHILE loops. That form crashes the int8
-    calibrator (SimpleRNN and GRU are unrolled for int8), and a GRU WHILE loop with return_sequences=True never
-    finishes an invoke under TFLite Micro (GRU is unrolled for every TFLM export). Unrolled, each step is
-    FULLY_CONNECTED and elementwise ops sharing one copy of the weights.
+    calibrator (both are unrolled for int8), and with return_sequences=True it never finishes an invoke under
+    TFLite Micro (such layers are unrolled for every TFLM export). Unrolled, each step is FULLY_CONNECTED and
+    elementwise ops sharing one copy of the weights.
 
     Returns:
-        A subset of {"SimpleRNN", "GRU"}.
+        (classes always unrolled, classes unrolled when they return sequences), subsets of {"SimpleRNN", "GRU"}.
     """
     cells = {type(cell).__name__ for layer in model.layers for _, cell in graph_lib.recurrent_cells(layer)}
-    unroll = set()
-    if "SimpleRNNCell" in cells and mode == "int8":
-        unroll.add("SimpleRNN")
-    if "GRUCell" in cells and (mode == "int8" or target == "tflm"):
-        unroll.add("GRU")
-    return frozenset(unroll)
+    present = frozenset(layer for cell, layer in (("SimpleRNNCell", "SimpleRNN"), ("GRUCell", "GRU"))
+                        if cell in cells)
+    if mode == "int8":
+        return present, frozenset()
+    return frozenset(), present if target == "tflm" else frozenset()
 
 
 def check_tflm_layers(model, target: str) -> None:
@@ -202,13 +201,16 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
         model = strip_pruning(model)
         notes.append("pruning wrappers stripped")
     check_tflm_layers(model, target)
-    unroll = unrolled_layer_classes(model, mode, target)
+    unroll, unroll_sequences = unrolled_layer_classes(model, mode, target)
     if unroll:
-        notes.append(f"{' and '.join(sorted(unroll))} unrolled (unroll=True): the WHILE-loop form "
-                     + ("crashes the int8 calibrator" if mode == "int8" else "does not run under TFLite Micro"))
+        notes.append(f"{' and '.join(sorted(unroll))} unrolled (unroll=True): the WHILE-loop form crashes the int8 "
+                     f"calibrator")
+    if unroll_sequences:
+        notes.append(f"{' and '.join(sorted(unroll_sequences))} layers with return_sequences=True unrolled: their "
+                     f"WHILE-loop form does not finish under TFLite Micro")
     if keras_flavour(model) == "keras3":
         notes.append("Keras 3 model rebuilt as tf_keras for the converter (same weights)")
-    single = converter_model(model, unroll)
+    single = converter_model(model, unroll, unroll_sequences)
     with tempfile.TemporaryDirectory(prefix="keras_expander_export_", dir=work_dir) as folder:
         model_path = os.path.join(folder, "model.keras")
         single.save(model_path)

@@ -182,7 +182,8 @@ class ExpanderPruningSchedule:
             return should_prune, tf.constant(self.final_sparsity, dtype=tf.float32)
         progress = tf.minimum(1.0, tf.maximum(0.0, tf.math.divide(tf.cast(step - self.begin_step, tf.float32),
                                                                   self.end_step - self.begin_step)))
-        sparsity = (self.initial_sparsity - self.final_sparsity) * tf.pow(1 - progress, self.power) + self.final_sparsity
+        decay = tf.pow(1 - progress, self.power)
+        sparsity = (self.initial_sparsity - self.final_sparsity) * decay + self.final_sparsity
         return should_prune, sparsity
 
     def is_pruning_turn(self, step: int) -> bool:

@@ -47,7 +47,8 @@ PRUNE_BOTH = """
 """
 
 
-@pytest.mark.parametrize("imports", ["", "import keras", "import tensorflow as tf", "import tensorflow as tf; tf.keras"])
+@pytest.mark.parametrize("imports", ["", "import keras", "import tensorflow as tf",
+                                     "import tensorflow as tf; tf.keras"])
 def test_keras3_user_keeps_keras3_after_importing_and_using_keras_expander(imports):
     out = run_fresh(PRUNE_BOTH.format(imports=imports))
     assert not out["imported"]["tensorflow_model_optimization"] and not out["imported"]["tf_keras"]
