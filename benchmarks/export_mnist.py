@@ -1,13 +1,15 @@
-"""Benchmark: export of a real sequential-MNIST LSTM(128), pruned to 90 % and dense, to int8 TFLite for TFLM.
+"""Benchmark: export of a real sequential-MNIST LSTM(128) or GRU(128), pruned to 90 % and dense, to int8 TFLite for
+TFLM.
 
 Trains both with the main job (examples/sequential_mnist.py: same seed, epochs and data; the pruned one with
 stop_rule="monitor" so that it reaches 90 %), exports each to float32 and int8 with keras_expander.export, runs
-every test sequence under LiteRT and TFLM, and writes results/export_mnist_lstm.json with the acceptance checks:
+every test sequence under LiteRT and TFLM, and writes results/export_mnist_<cell>.json with the acceptance checks:
   int8 TFLM accuracy within 0.5 points of the Keras float accuracy;
   gzip bytes of the pruned int8 model <= 0.30 x those of the dense int8 model;
   TFLM arena <= 16 KiB.
 
   python benchmarks/export_mnist.py --epochs 6 --out results
+  python benchmarks/export_mnist.py --cell gru --epochs 3 --out results   # GRU: unrolled for int8
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from keras_expander.prune import load_model  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--test-samples", type=int, default=0, help="0 = all 10,000 test sequences")
@@ -44,8 +47,8 @@ def main(argv=None) -> int:
     representative = x_train[:: len(x_train) // 500][:500]
     runs = {}
     for name, sparsity, stop_rule in (("pruned", args.sparsity, "monitor"), ("dense", 0.0, "hold")):
-        folder = os.path.join(args.work_dir, name)
-        train_argv = ["--cell", "lstm", "--units", "128", "--final-sparsity", str(sparsity), "--epochs",
+        folder = os.path.join(args.work_dir, args.cell, name)
+        train_argv = ["--cell", args.cell, "--units", "128", "--final-sparsity", str(sparsity), "--epochs",
                       str(args.epochs), "--stop-rule", stop_rule, "--seed", str(args.seed), "--out", folder,
                       "--verbose", "2"] + (["--data-dir", args.data_dir] if args.data_dir else [])
         summary = sequential_mnist.run(sequential_mnist.parse_args(train_argv))
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
     payload = {"command": "python benchmarks/export_mnist.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "hardware": f"{os.cpu_count()} CPU cores (TFLM timings are this host, not a microcontroller)",
                "test_sequences": int(len(x_test)), "checks": checks, "runs": runs}
-    write_atomic(os.path.join(args.out, "export_mnist_lstm.json"), json.dumps(payload, indent=2))
+    write_atomic(os.path.join(args.out, f"export_mnist_{args.cell}.json"), json.dumps(payload, indent=2))
     print(json.dumps(checks, indent=2))
     return 0
 

@@ -1,7 +1,8 @@
 """Spectral analysis of every recurrent layer of a model, and report tables.
 
-`analyze(model)` walks a model (nested models included), reads every SimpleRNN/LSTM layer as bipartite graphs
-(`keras_expander.graph`) and measures each graph unweighted and weighted (`keras_expander.spectral`).
+`analyze(model)` walks a model (nested models included), reads every SimpleRNN, LSTM and GRU layer (Bidirectional
+too) as bipartite graphs (`keras_expander.graph`) and measures each graph unweighted and weighted
+(`keras_expander.spectral`).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _measure(matrices: graph_lib.LayerMatrices, gate_views: Iterable[str], metho
 
 
 def analyze(model, gate_views: Iterable[str] = graph_lib.GATE_VIEWS, method: str = "auto") -> AnalysisReport:
-    """Spectral analysis of every SimpleRNN/LSTM layer of a model.
+    """Spectral analysis of every SimpleRNN, LSTM and GRU layer of a model (both directions of Bidirectional ones).
 
     Args:
         model: A built tf_keras or Keras 3 model (Sequential, functional or nested), pruned with tfmot /
@@ -156,7 +157,7 @@ def analyze(model, gate_views: Iterable[str] = graph_lib.GATE_VIEWS, method: str
             reason = graph_lib.unsupported_reason(layer) or "not a recurrent layer"
             skipped[layer.name] = reason
     if not reports:
-        raise ValueError(f"Model {getattr(model, 'name', model)!r} has no SimpleRNN or LSTM layer to analyse. "
+        raise ValueError(f"Model {getattr(model, 'name', model)!r} has no SimpleRNN, LSTM or GRU layer to analyse. "
                          f"Layers with weights: {skipped or 'none'}.")
     return AnalysisReport(reports, skipped)
 

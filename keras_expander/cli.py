@@ -1,6 +1,6 @@
 """keras-expander: expansion-aware pruning of recurrent layers, TFLite export, and firmware for microcontrollers.
 
-  keras-expander analyze MODEL_PATH [--json PATH]        spectral report of every SimpleRNN/LSTM layer
+  keras-expander analyze MODEL_PATH [--json PATH]        spectral report of every SimpleRNN/LSTM/GRU layer
   keras-expander export MODEL_PATH [--mode float32 int8]  TFLite export verified under LiteRT and TFLite Micro
   keras-expander firmware MODEL.tflite [--target ...]     build into firmware, run on the host / Cortex-M4 (QEMU),
                                                           verify against TFLite Micro, measure flash/RAM/instructions
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"keras-expander {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    analyze = commands.add_parser("analyze", help="spectral expansion report of every SimpleRNN/LSTM layer",
+    analyze = commands.add_parser("analyze", help="spectral expansion report of every SimpleRNN/LSTM/GRU layer",
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     analyze.add_argument("model_path", help="a .keras file or SavedModel folder")
     analyze.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")

@@ -139,12 +139,19 @@ def unrolled_layer_classes(model, mode: str, target: str) -> tuple[frozenset, fr
     Returns:
         (classes always unrolled, classes unrolled when they return sequences), subsets of {"SimpleRNN", "GRU"}.
     """
-    cells = {type(cell).__name__ for layer in model.layers for _, cell in graph_lib.recurrent_cells(layer)}
-    present = frozenset(layer for cell, layer in (("SimpleRNNCell", "SimpleRNN"), ("GRUCell", "GRU"))
-                        if cell in cells)
+    classes = {"SimpleRNNCell": "SimpleRNN", "GRUCell": "GRU"}
+    present, sequences = set(), set()
+    for layer in model.layers:
+        inner = graph_lib.unwrap(layer)
+        for _, cell in graph_lib.recurrent_cells(layer):
+            name = classes.get(type(cell).__name__)
+            if name:
+                present.add(name)
+                if getattr(inner, "return_sequences", False):
+                    sequences.add(name)
     if mode == "int8":
-        return present, frozenset()
-    return frozenset(), present if target == "tflm" else frozenset()
+        return frozenset(present), frozenset()
+    return frozenset(), frozenset(sequences) if target == "tflm" else frozenset()
 
 
 def check_tflm_layers(model, target: str) -> None:

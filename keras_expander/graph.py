@@ -118,7 +118,8 @@ def is_pruning_wrapper(layer) -> bool:
     return bool(_class_names(layer) & WRAPPER_CLASSES) and hasattr(layer, "layer")
 
 
-def _unwrap(layer):
+def unwrap(layer):
+    """The layer a pruning wrapper wraps, or the layer itself."""
     return layer.layer if is_pruning_wrapper(layer) else layer
 
 
@@ -132,7 +133,7 @@ def recurrent_cells(layer) -> list[tuple[str, object]]:
         [("", cell)] for an RNN layer (SimpleRNN, LSTM, GRU, `RNN(cell)`), [("forward/", cell), ("backward/", cell)]
         for a Bidirectional one, [] for any other layer.
     """
-    inner = _unwrap(layer)
+    inner = unwrap(layer)
     if "Bidirectional" in _class_names(inner):
         directions = (getattr(inner, "forward_layer", None), getattr(inner, "backward_layer", None))
         return [(f"{name}/", getattr(direction, "cell", None)) for name, direction in zip(DIRECTIONS, directions)]
@@ -155,7 +156,7 @@ def unsupported_reason(layer) -> str | None:
         None for SimpleRNN, LSTM and GRU layers (including `keras.layers.RNN` over their cells and Bidirectional
         wrappers of them) and for Dense; otherwise a sentence naming the class.
     """
-    inner = _unwrap(layer)
+    inner = unwrap(layer)
     cells = recurrent_cells(layer)
     for class_name, reason in UNSUPPORTED.items():
         if class_name in _class_names(inner) or any(class_name in _class_names(cell) for _, cell in cells):
@@ -209,7 +210,7 @@ def layer_matrices(layer) -> LayerMatrices:
     for key, mask in mask_variables(layer).items():
         masks[key] = _to_numpy(mask) != 0
     kernels = {key: np.where(masks[key], value, 0.0) for key, value in kernels.items()}
-    return LayerMatrices(layer=_unwrap(layer).name, gates=gates, kernels=kernels, masks=masks)
+    return LayerMatrices(layer=unwrap(layer).name, gates=gates, kernels=kernels, masks=masks)
 
 
 def matrix_variables(layer) -> dict:
@@ -225,7 +226,7 @@ def matrix_variables(layer) -> dict:
     Raises:
         ValueError: the layer is not built yet.
     """
-    inner = _unwrap(layer)
+    inner = unwrap(layer)
     cells = recurrent_cells(layer)
     if cells:
         variables = {f"{prefix}{name}": getattr(cell, name, None) for prefix, cell in cells

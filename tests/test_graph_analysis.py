@@ -108,7 +108,7 @@ def test_analyze_model_lists_skipped_layers_and_prints_units():
 
 def test_analyze_model_without_recurrent_layer_raises():
     model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2, name="only")])
-    with pytest.raises(ValueError, match="no SimpleRNN or LSTM"):
+    with pytest.raises(ValueError, match="no SimpleRNN, LSTM or GRU"):
         ke.analyze(model)
 
 
