@@ -27,25 +27,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras  # noqa: E402
 
+from keras_expander.callbacks import DualKerasCallback  # noqa: E402
+
 KERAS_VERSIONS = ("tf_keras", "keras3")
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of every epoch; a Keras 3 callback that tf_keras' fit accepts too."""
+class EpochTimer(DualKerasCallback):
+    """Wall-clock seconds of every epoch, for either Keras' fit."""
 
     def __init__(self):
         super().__init__()
         self.seconds = []
         self._start = 0.0
-
-    def _implements_train_batch_hooks(self):
-        return False
-
-    def _implements_test_batch_hooks(self):
-        return False
-
-    def _implements_predict_batch_hooks(self):
-        return False
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()

@@ -106,7 +106,23 @@ class _ExpectedSlowBatchHook(logging.Filter):
         return "`on_train_batch_begin` is slow" not in record.getMessage()
 
 
-class ExpanderPruningCallback(keras.callbacks.Callback):
+class DualKerasCallback(keras.callbacks.Callback):
+    """A Keras 3 callback that tf_keras' `fit` accepts too: tf_keras' CallbackList asks every callback which batch
+    hooks it implements. Subclasses that use `on_train_batch_begin`/`end` set `train_batch_hooks = True`."""
+
+    train_batch_hooks = False
+
+    def _implements_train_batch_hooks(self):
+        return self.train_batch_hooks
+
+    def _implements_test_batch_hooks(self):
+        return False
+
+    def _implements_predict_batch_hooks(self):
+        return False
+
+
+class ExpanderPruningCallback(DualKerasCallback):
     """Applies expansion-aware pruning during `model.fit` and logs the spectral health of every pruned layer.
 
     One class for both Kerases: it is a Keras 3 callback that also implements the hooks tf_keras' `fit` asks of a
@@ -148,15 +164,7 @@ class ExpanderPruningCallback(keras.callbacks.Callback):
         self._warned_graphs: set[str] = set()
         self._slow_hook_filter = _ExpectedSlowBatchHook()
 
-    # tf_keras' CallbackList asks every callback which batch hooks it implements.
-    def _implements_train_batch_hooks(self):
-        return True
-
-    def _implements_test_batch_hooks(self):
-        return False
-
-    def _implements_predict_batch_hooks(self):
-        return False
+    train_batch_hooks = True
 
     def set_model(self, model):
         super().set_model(model)
