@@ -110,6 +110,7 @@ def test_cli_export_refuses_a_model_that_does_not_fit_the_dataset(data_dir, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # the CLI export path is the MNIST test's; this one adds the Speech Commands features (31 s)
 def test_cli_export_of_a_speech_commands_model(data_dir, tmp_path):
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((49, 40)), tf_keras.layers.LSTM(8), tf_keras.layers.Dense(12)])

@@ -180,7 +180,10 @@ print("EXPORT DONE", flush=True)
 """
 
 
-@pytest.mark.parametrize("kill_after", ["converting", "searching the smallest", "[int8] converting"])
+# One kill point by default (the second conversion: a staged folder already holds files); all three with -m slow.
+@pytest.mark.parametrize("kill_after", [pytest.param("converting", marks=pytest.mark.slow),
+                                        pytest.param("searching the smallest", marks=pytest.mark.slow),
+                                        "[int8] converting"])
 def test_export_folder_is_complete_or_untouched_after_kill_9(tmp_path, kill_after):
     model_path = tmp_path / "model.keras"
     lstm_model().save(model_path)

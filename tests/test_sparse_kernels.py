@@ -49,7 +49,7 @@ def both_builds(plain, tmp_path, target="host", kernels="reference", n=24, force
     return stock, ours, rewritten
 
 
-@pytest.mark.parametrize("sparsity", [0.5, 0.99])
+@pytest.mark.parametrize("sparsity", [0.5, pytest.param(0.99, marks=pytest.mark.slow)])
 def test_sparse_lstm_equals_the_stock_kernel_on_the_host(sparsity, tmp_path):
     require_toolchain("host")
     plain = int8_model("lstm", 7, sparsity, zero_row_and_column=sparsity == 0.5)
