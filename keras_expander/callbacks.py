@@ -15,13 +15,12 @@ import math
 import sys
 import warnings
 
+import keras
 import numpy as np
 
 from keras_expander import graph as graph_lib
 from keras_expander import masks as masks_lib
 from keras_expander import spectral
-import keras
-
 from keras_expander.backend import tf
 from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers, value as variable_value
 from keras_expander.schedule import ExpanderPruningSchedule
@@ -148,6 +147,8 @@ class ExpanderPruningCallback(DualKerasCallback):
             magnitude in-graph and never run the expansion check; wrap with `keras_expander.prune_expander`.
     """
 
+    train_batch_hooks = True
+
     def __init__(self, verbose: int = 0, log_dir: str | None = None, method: str = "auto"):
         super().__init__()
         self.prunable_layers = []
@@ -163,8 +164,6 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._step = 0
         self._warned_graphs: set[str] = set()
         self._slow_hook_filter = _ExpectedSlowBatchHook()
-
-    train_batch_hooks = True
 
     def set_model(self, model):
         super().set_model(model)

@@ -164,7 +164,7 @@ def check_tflm_layers(model, target: str) -> None:
     if target != "tflm":
         return
     for layer in model.layers:
-        for prefix, cell in graph_lib.recurrent_cells(layer):
+        for _, cell in graph_lib.recurrent_cells(layer):
             if type(cell).__name__ == "GRUCell" and not getattr(cell, "reset_after", True):
                 raise ValueError(f"Layer {layer.name!r}: a GRU with reset_after=False converts to a SPLIT_V op with "
                                  f"a dynamic output tensor, which TFLite Micro cannot allocate (\"Dynamic tensors "

@@ -78,8 +78,7 @@ def check_min_degree(wrapper) -> None:
 
 def is_expander(layer) -> bool:
     """True for keras_expander's `PruneExpander` wrappers (tf_keras or Keras 3), False for plain tfmot wrappers."""
-    return type(layer).__name__ == "PruneExpander" or any(
-        klass.__name__ == "PruneExpander" for klass in type(layer).__mro__)
+    return any(klass.__name__ == "PruneExpander" for klass in type(layer).__mro__)
 
 
 def pruning_wrappers(model) -> list:
@@ -87,11 +86,8 @@ def pruning_wrappers(model) -> list:
     `PruneLowMagnitude`, in model order."""
     if model is None:
         return []
-    if hasattr(model, "_flatten_layers"):
-        layers = model._flatten_layers(include_self=False, recursive=True)
-    else:
-        layers = model.submodules
-    return [layer for layer in layers if graph_lib.is_pruning_wrapper(layer)]
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if graph_lib.is_pruning_wrapper(layer)]
 
 
 def value(variable) -> np.ndarray:

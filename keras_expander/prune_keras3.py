@@ -21,6 +21,11 @@ from keras_expander import prune as prune_lib
 from keras_expander.schedule import ExpanderPruningSchedule
 
 
+def masked(weight, mask):
+    """weight * mask, the mask cast to the weight's dtype."""
+    return keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype))
+
+
 class MaskConstraint(keras.constraints.Constraint):
     """Weight constraint w -> inner(w) * mask, with `mask` a float variable of w's shape that the callback updates.
 
@@ -36,7 +41,7 @@ class MaskConstraint(keras.constraints.Constraint):
     def __call__(self, weight):
         if self.inner is not None:
             weight = self.inner(weight)
-        return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+        return masked(weight, self.mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_expander")
@@ -114,8 +119,7 @@ class PruneExpander(keras.layers.Wrapper):
         variables = graph_lib.matrix_variables(self.layer)
         for key, mask in graph_lib.mask_variables(self).items():
             mask.assign(masks[key].astype(np.float32))
-            weight = variables[key]
-            weight.assign(keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype)))
+            variables[key].assign(masked(variables[key], mask))
 
     def get_config(self):
         config = super().get_config()
@@ -147,7 +151,7 @@ def strip(model):
     """
     for wrapper in prune_lib.pruning_wrappers(model):
         for weight, mask in wrapper.pruning_vars:
-            weight.assign(keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype)))
+            weight.assign(masked(weight, mask))
             if isinstance(weight.constraint, MaskConstraint):
                 weight.constraint = weight.constraint.inner
     return clone_with(model, lambda layer: layer.layer if isinstance(layer, PruneExpander) else layer)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 
-
 from keras_expander import graph as graph_lib
 from keras_expander import prune as prune_lib
 from keras_expander.backend import PruneLowMagnitude, Pruning, tf, tf_keras, tfmot

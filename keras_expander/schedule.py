@@ -2,7 +2,7 @@
 
 The base schedule is tfmot's `PolynomialDecay` (Zhu and Gupta 2017, "To prune, or not to prune") or
 `ConstantSparsity`, with tfmot's keyword arguments and tfmot's formulas (reproduced in `_base_schedule`, so that the
-Keras 3 path needs no tfmot; the tests compare both on every step). The expansion check itself runs in
+Keras 3 path needs no tfmot; a test compares both on every step of a schedule). The expansion check itself runs in
 `keras_expander.callbacks.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
 variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and ``expansion_sparsity_cap``.
 `__call__` reads them with TensorFlow ops, so it works eagerly and inside a `tf.function` graph.

@@ -100,6 +100,17 @@ def test_schedule_matches_tfmot_polynomial_decay_and_is_capped_in_graph():
     for step in (0, 10, 35, 50, 100):
         ours, theirs = in_graph(tf.constant(step, tf.int64)), reference(tf.constant(step, tf.int64))
         assert bool(ours[0]) == bool(theirs[0]) and abs(float(ours[1]) - float(theirs[1])) <= 1e-7
+    # Our copy of tfmot's formulas (the Keras 3 path runs without tfmot) agrees with tfmot on every step.
+    for base, end_step, reference in (
+            ("polynomial_decay", 95, tfmot.sparsity.keras.PolynomialDecay(
+                initial_sparsity=0.1, final_sparsity=0.8, begin_step=5, end_step=95, power=2.0, frequency=7)),
+            ("constant_sparsity", -1, tfmot.sparsity.keras.ConstantSparsity(0.8, begin_step=5, frequency=7))):
+        unbound = ExpanderPruningSchedule(final_sparsity=0.8, initial_sparsity=0.1, begin_step=5, end_step=end_step,
+                                          power=2.0, frequency=7, base=base)
+        for step in range(130):
+            ours, theirs = unbound._base_schedule(step), reference(tf.constant(step, tf.int64))
+            assert bool(ours[0]) == bool(theirs[0]), (base, step)
+            assert abs(float(ours[1]) - float(theirs[1])) <= 1e-7, (base, step)
     cap.assign(0.3)
     assert abs(float(in_graph(tf.constant(50, tf.int64))[1]) - 0.3) <= 1e-7
     stopped.assign(1.0)
