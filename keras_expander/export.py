@@ -212,6 +212,9 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     if unroll:
         notes.append(f"{' and '.join(sorted(unroll))} unrolled (unroll=True): the WHILE-loop form crashes the int8 "
                      f"calibrator")
+        notes.append("FULLY_CONNECTED weights quantized per tensor (one scale per matrix, as in TFLite's fused "
+                     "LSTM), so that each unrolled layer can become one fused op (keras-expander firmware "
+                     "--compression ke_fused / ke_sparse)")
     if unroll_sequences:
         notes.append(f"{' and '.join(sorted(unroll_sequences))} layers with return_sequences=True unrolled: their "
                      f"WHILE-loop form does not finish under TFLite Micro")
@@ -228,6 +231,8 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
             command += ["--representative", os.path.join(folder, "representative.npy")]
         if sparsity_encoding:
             command.append("--sparsity-encoding")
+        if unroll:
+            command.append("--per-tensor-weights")
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), preexec_fn=die_with_parent)
@@ -244,7 +249,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
 
 
 def _convert_worker(model_path: str, mode: str, out_path: str, representative: str | None,
-                    sparsity_encoding: bool) -> None:
+                    sparsity_encoding: bool, per_tensor_weights: bool = False) -> None:
     from keras_expander.backend import tf
     from keras_expander.prune import load_model
 
@@ -256,6 +261,9 @@ def _convert_worker(model_path: str, mode: str, out_path: str, representative: s
     if sparsity_encoding:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
+    # Per-channel scales would give every time step of an unrolled SimpleRNN/GRU per-row multipliers of its own
+    # (each step's output has its own calibrated scale); per tensor, a step needs one.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = per_tensor_weights
     if mode == "int8":
         samples = np.load(representative)
 
@@ -544,13 +552,15 @@ def _main(argv: list[str]) -> int:
     convert_parser.add_argument("out_path")
     convert_parser.add_argument("--representative")
     convert_parser.add_argument("--sparsity-encoding", action="store_true")
+    convert_parser.add_argument("--per-tensor-weights", action="store_true")
     probe_parser = commands.add_parser("probe")
     probe_parser.add_argument("tflite_path")
     probe_parser.add_argument("arena_size", type=int)
     args = parser.parse_args(argv)
     if args.command == "convert":
         with atomic_path(args.out_path) as temporary:
-            _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding)
+            _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding,
+                            args.per_tensor_weights)
     else:
         _probe_worker(args.tflite_path, args.arena_size)
     return 0

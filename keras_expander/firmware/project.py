@@ -27,10 +27,12 @@ class CustomKernel:
     Attributes:
         register_function: C++ function returning its `TFLMRegistration`.
         sources: Our kernel sources (in `keras_expander/firmware/kernels`).
+        header: The header that declares the registration function.
     """
 
     register_function: str
     sources: tuple[str, ...]
+    header: str = "sparse_ops.h"
 
 
 # Our custom ops, by custom code (the versioned name the flatbuffer carries).
@@ -39,6 +41,10 @@ CUSTOM_KERNELS = {
                                       ("sparse_lstm.cc", "sparse_weights.cc")),
     "KE_SPARSE_FC_V1": CustomKernel("keras_expander::Register_SPARSE_FULLY_CONNECTED",
                                     ("sparse_fully_connected.cc", "sparse_weights.cc")),
+    **{name: CustomKernel(f"keras_expander::Register_{function}", ("fused_rnn.cc", "sparse_weights.cc"),
+                          "fused_rnn.h")
+       for name, function in (("KE_SIMPLE_RNN_V1", "SIMPLE_RNN"), ("KE_SPARSE_SIMPLE_RNN_V1", "SPARSE_SIMPLE_RNN"),
+                              ("KE_GRU_V1", "GRU"), ("KE_SPARSE_GRU_V1", "SPARSE_GRU"))},
 }
 
 
@@ -112,8 +118,8 @@ def write_op_resolver(registrations: dict[str, Registration | CustomKernel], fol
     lines, includes = [], ['#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"']
     for op, registration in sorted(registrations.items()):
         if isinstance(registration, CustomKernel):
-            if '#include "sparse_ops.h"' not in includes:
-                includes.append('#include "sparse_ops.h"')
+            if f'#include "{registration.header}"' not in includes:
+                includes.append(f'#include "{registration.header}"')
             variable = op.lower()
             lines.append(f"  static const TFLMRegistration {variable} = {registration.register_function}();")
             lines.append(f'  TF_LITE_ENSURE_STATUS(resolver.AddCustom("{op}", &{variable}));')

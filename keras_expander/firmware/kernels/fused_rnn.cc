@@ -1,0 +1,841 @@
+// KE_SIMPLE_RNN_V1, KE_SPARSE_SIMPLE_RNN_V1, KE_GRU_V1, KE_SPARSE_GRU_V1:
+// one int8 op per recurrent layer that replays, step by step, the int8
+// arithmetic of the graph the TFLite converter unrolls for a SimpleRNN or a
+// GRU layer (FULLY_CONNECTED, SPLIT, ADD, SUB, MUL, TANH, LOGISTIC,
+// QUANTIZE per time step), with the scales and zero points that graph was
+// calibrated with (keras_expander/fused_rnn.py builds the op from it).
+//
+// Inputs (all constant but 0):
+//   0 input sequence, int8, T * I elements in time order ([T, 1, I]).
+//   1 input weights W_x: dense int8 [G*H, I], or (sparse ops) a sparse blob
+//     (sparse_weights.h), per-tensor scale, zero point 0.
+//   2 recurrent weights W_h: dense int8 [G*H, H], or a sparse blob.
+//   3 biases, int32 [B, G*H] (optional, -1): the distinct FULLY_CONNECTED
+//     biases of the unrolled graph. The recurrent biases of a GRU differ
+//     from step to step (their scale is the product of the weight scale and
+//     the scale of the previous step's hidden state).
+//   4 program, int32 (format below).
+//   5 tables, int8 [L, 256] (optional): 256-entry lookup tables of the
+//     unrolled graph's elementwise unary ops (TANH, LOGISTIC, QUANTIZE, and
+//     SUB or MUL with a scalar constant) and their chains; entry q + 128 is
+//     the op's int8 output for the int8 input q, computed by TFLM itself.
+//   6 constant vectors, int8 [C, H] (optional): operands the converter
+//     folded into constants (the GRU's step-0 recurrent bias blocks).
+// Output 0: int8 [T, 1, H] (the whole sequence) or [1, H] (the last state).
+//
+// Program (int32, little-endian). Header: version 1, cell (1 SimpleRNN,
+// 2 GRU), steps T, input size I, units H, gate blocks G (1 or 3),
+// temporaries K, flags (bit 0: the output is the whole sequence). Then one
+// record per step, in processing order: input slot (the [I] slice of input
+// 0 it reads), output slot (its [H] slice of a sequence output),
+// instruction count n, and n instructions: a word
+// opcode | dst << 8 | a << 16 | b << 24 followed by the opcode's parameters,
+// all as TFLM's Prepare of the unrolled op computes them:
+//   1 FC_INPUT   X = FC(x_t):  input_offset, multiplier, shift,
+//   2 FC_RECURRENT R = FC(a):    output_offset, act_min, act_max, bias row
+//                                (-1: none)
+//   3 ADD, 4 SUB dst = a +- b:  input1_offset, input2_offset, input1
+//                                multiplier, input1 shift, input2 multiplier,
+//                                input2 shift, output multiplier, output
+//                                shift, output_offset, act_min, act_max
+//   5 MUL dst = a * b:          input1_offset, input2_offset, multiplier,
+//                                shift, output_offset, act_min, act_max
+//   6 LUT dst = table[a]:       table row
+// Operands: 0x00 + g input gate block g of X; 0x10 + g recurrent gate
+// block g of R; 0x20 the previous step's hidden state; 0x21 this step's
+// hidden state; 0x40 + k temporary k; 0x80 + c constant vector c. Every
+// operand but X and R (the FC outputs, G*H) is H int8 values. Prepare
+// checks every index, that every operand is written before it is read
+// within a step, and that each step writes its hidden state.
+//
+// Byte cost (flash): the weights (dense G*H*(I+H); sparse blobs
+// 8 + W (rows + nnz) + nnz each), 4 (G*H) bytes per distinct bias, about
+// 30 words per step for a SimpleRNN and 120 for a GRU of program, and 256
+// bytes per lookup table (1 per step for a SimpleRNN, 4 for a GRU). Example,
+// SimpleRNN(128) over 28 x 28 at 90 % sparsity: about 4.4 KB of blobs,
+// 3.4 KB of program and 7 KB of tables, against 134 KB for the unrolled
+// graph.
+//
+// Arena: one scratch buffer of 2 G*H + K*H (+ 2 H when only the last state
+// is output) int8 and max(I, H) int16; no per-step tensors.
+//
+// Exactness. Each instruction is the integer arithmetic of TFLM's reference
+// kernel for that op (reference_integer_ops::FullyConnected, Add, Mul,
+// reference_ops::Sub): requantization by TFLM's rounding doubling high
+// multiply and rounding right shift, evaluated with SMMULR and shifts
+// where the operand bounds make that exact (checked in Prepare for ADD,
+// SUB and MUL; per FULLY_CONNECTED at Eval from a bound on its
+// accumulators, else TFLM's generic arithmetic). A pruned weight adds
+// exactly 0 to an accumulator, so a sparse dot product equals the dense
+// one. The outputs equal the unrolled graph's on TFLM's reference kernels
+// byte for byte (tests/test_fused_rnn.py, host and Cortex-M4).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "fused_rnn.h"
+#include "sparse_weights.h"
+#include "tensorflow/lite/c/common.h"
+#include "tensorflow/lite/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+namespace keras_expander {
+namespace {
+
+using sparse::LoadIndex;
+using sparse::SparseMatrix;
+using sparse::SparseRowDot;
+
+constexpr int kInputTensor = 0;
+constexpr int kInputWeightsTensor = 1;
+constexpr int kRecurrentWeightsTensor = 2;
+constexpr int kBiasTensor = 3;
+constexpr int kProgramTensor = 4;
+constexpr int kTablesTensor = 5;
+constexpr int kConstantsTensor = 6;
+constexpr int kOutputTensor = 0;
+
+constexpr int kCellSimpleRnn = 1;
+constexpr int kCellGru = 2;
+
+constexpr int kHeaderWords = 8;
+constexpr int kStepWords = 3;
+constexpr int kTableSize = 256;
+
+enum Opcode : uint8_t {
+  kFcInput = 1,
+  kFcRecurrent = 2,
+  kAdd = 3,
+  kSub = 4,
+  kMul = 5,
+  kLut = 6,
+};
+constexpr int kParamWords[7] = {0, 7, 7, 11, 11, 7, 1};
+
+constexpr uint8_t kOperandInputBlock = 0x00;
+constexpr uint8_t kOperandRecurrentBlock = 0x10;
+constexpr uint8_t kOperandPreviousState = 0x20;
+constexpr uint8_t kOperandNewState = 0x21;
+constexpr uint8_t kOperandTemporary = 0x40;
+constexpr uint8_t kOperandConstant = 0x80;
+
+// TFLM's requantization MultiplyByQuantizedMultiplier(v << extra_left,
+// multiplier, shift) for values known to satisfy
+// |v| * 2^(extra_left + max(shift, 0) + 1) < 2^31: the rounding doubling
+// high multiply is then SMMULR(v << pre_shift, multiplier), and the
+// rounding right shift (half away from zero) is
+// (x + half - (x < 0)) >> right_shift, both branch-free.
+struct Requant {
+  int32_t multiplier;
+  int32_t pre_shift;   // extra_left + max(shift, 0) + 1
+  int32_t half;        // 2^(right_shift - 1), or 0
+  int32_t round_mask;  // -1 with a right shift, else 0
+  int32_t right_shift;
+};
+
+Requant MakeRequant(int32_t multiplier, int32_t shift, int extra_left) {
+  Requant q;
+  q.multiplier = multiplier;
+  q.pre_shift = extra_left + (shift > 0 ? shift : 0) + 1;
+  q.right_shift = shift < 0 ? -shift : 0;
+  q.half = q.right_shift > 0 ? static_cast<int32_t>(1) << (q.right_shift - 1)
+                             : 0;
+  q.round_mask = q.right_shift > 0 ? -1 : 0;
+  return q;
+}
+
+inline int32_t Apply(int32_t v, const Requant& q) {
+  const int32_t x = sparse::MulHighRounded(
+      static_cast<int32_t>(static_cast<uint32_t>(v) << q.pre_shift),
+      q.multiplier);
+  return (x + ((x >> 31) & q.round_mask) + q.half) >> q.right_shift;
+}
+
+inline int8_t Clamp(int32_t v, int32_t lo, int32_t hi) {
+  return static_cast<int8_t>(v < lo ? lo : (v > hi ? hi : v));
+}
+
+struct OpDataFusedRnn {
+  int steps;
+  int input_size;
+  int units;
+  int gates;
+  int temporaries;
+  bool sequence_output;
+  int tables;
+  int constants;
+  int biases;
+  int program_words;
+  int scratch_index;
+  // Byte offset of the int16 activations in the scratch buffer.
+  int widened_offset;
+  // Largest |accumulator| of each matrix without its bias: 255 times the
+  // largest row L1 norm (|x - zero point| <= 255 for int8 x); and the
+  // largest |bias|. A FULLY_CONNECTED takes the fast requantization when
+  // their sum is within sparse::FastRequantizeLimit of its shift.
+  int64_t input_bound;
+  int64_t recurrent_bound;
+  int64_t max_abs_bias;
+};
+
+// A weight matrix as the Eval loops read it: dense rows or a sparse blob.
+struct Matrix {
+  const int8_t* dense;  // rows x cols, or nullptr for a sparse matrix
+  SparseMatrix sparse;
+  int rows;
+  int cols;
+};
+
+const char* OpName(int cell, bool sparse_weights) {
+  if (cell == kCellGru) return sparse_weights ? kSparseGruOpName : kGruOpName;
+  return sparse_weights ? kSparseSimpleRnnOpName : kSimpleRnnOpName;
+}
+
+// ---------------------------------------------------------------------------
+// Prepare: validation of the program against the tensors.
+
+// Validates one operand read or written by an instruction of `step`, and
+// whether it is defined at that point (`defined`: bit per temporary, bits
+// 16/17 for X/R, bit 18 the previous state, bit 19 this step's state).
+constexpr uint32_t kDefinedInput = 1u << 16;
+constexpr uint32_t kDefinedRecurrent = 1u << 17;
+constexpr uint32_t kDefinedPrevious = 1u << 18;
+constexpr uint32_t kDefinedNew = 1u << 19;
+
+// Returns nullptr when `operand` can be read, else what is wrong.
+const char* CheckRead(uint8_t operand, uint32_t defined,
+                      const OpDataFusedRnn& data) {
+  if (operand < kOperandRecurrentBlock) {
+    if (operand >= data.gates) return "input gate block out of range";
+    return (defined & kDefinedInput) ? nullptr : "X read before FC_INPUT";
+  }
+  if (operand < kOperandPreviousState) {
+    if (operand - kOperandRecurrentBlock >= data.gates) {
+      return "recurrent gate block out of range";
+    }
+    return (defined & kDefinedRecurrent) ? nullptr
+                                         : "R read before FC_RECURRENT";
+  }
+  if (operand == kOperandPreviousState) {
+    return (defined & kDefinedPrevious) ? nullptr
+                                        : "previous state read at step 0";
+  }
+  if (operand == kOperandNewState) {
+    return (defined & kDefinedNew) ? nullptr : "state read before written";
+  }
+  if (operand >= kOperandConstant) {
+    return operand - kOperandConstant < data.constants
+               ? nullptr
+               : "constant vector out of range";
+  }
+  if (operand >= kOperandTemporary &&
+      operand - kOperandTemporary < data.temporaries) {
+    return (defined & (1u << (operand - kOperandTemporary)))
+               ? nullptr
+               : "temporary read before written";
+  }
+  return "unknown operand";
+}
+
+// Marks `operand` written; nullptr when it may be written.
+const char* MarkWritten(uint8_t operand, uint32_t* defined,
+                        const OpDataFusedRnn& data) {
+  if (operand == kOperandNewState) {
+    *defined |= kDefinedNew;
+    return nullptr;
+  }
+  if (operand >= kOperandTemporary && operand < kOperandConstant &&
+      operand - kOperandTemporary < data.temporaries) {
+    *defined |= 1u << (operand - kOperandTemporary);
+    return nullptr;
+  }
+  return "instruction writes an operand that is not a temporary or the state";
+}
+
+bool ValidShift(int32_t shift) { return shift >= -31 && shift <= 30; }
+
+// Checks the parameters that the fast requantization relies on.
+const char* CheckParams(uint8_t opcode, const int32_t* p,
+                        const OpDataFusedRnn& data) {
+  switch (opcode) {
+    case kFcInput:
+    case kFcRecurrent:
+      if (p[1] < 0 || !ValidShift(p[2])) return "bad FC multiplier or shift";
+      if (p[6] < -1 || p[6] >= data.biases) return "FC bias row out of range";
+      if (p[4] > p[5]) return "FC activation range empty";
+      return nullptr;
+    case kAdd:
+    case kSub:
+      // TFLM's QuantizeMultiplierSmallerThanOneExp: right shifts only, so
+      // |(x + offset) << 20| * 2 < 2^31 and the fast path is exact.
+      if (p[2] < 0 || p[4] < 0 || p[6] < 0 || p[3] > 0 || p[5] > 0 ||
+          p[7] > 0 || p[3] < -31 || p[5] < -31 || p[7] < -31) {
+        return "ADD/SUB multipliers must be below one";
+      }
+      if (p[0] < -127 || p[0] > 128 || p[1] < -127 || p[1] > 128) {
+        return "ADD/SUB input offset out of the int8 range";
+      }
+      return p[9] > p[10] ? "activation range empty" : nullptr;
+    case kMul:
+      // |product| <= 255^2 < 2^16: exact for left shifts up to 13.
+      if (p[2] < 0 || p[3] < -31 || p[3] > 13) return "MUL shift out of range";
+      if (p[0] < -127 || p[0] > 128 || p[1] < -127 || p[1] > 128) {
+        return "MUL input offset out of the int8 range";
+      }
+      return p[5] > p[6] ? "activation range empty" : nullptr;
+    case kLut:
+      return p[0] >= 0 && p[0] < data.tables ? nullptr
+                                             : "table row out of range";
+    default:
+      return "unknown opcode";
+  }
+}
+
+TfLiteStatus ValidateProgram(const int32_t* program, int words,
+                             OpDataFusedRnn* data, const char* name) {
+  int position = kHeaderWords;
+  bool slot_written[1024] = {};
+  for (int step = 0; step < data->steps; ++step) {
+    if (position + kStepWords > words) {
+      MicroPrintf("%s: program ends at step %d", name, step);
+      return kTfLiteError;
+    }
+    const int input_slot = program[position];
+    const int output_slot = program[position + 1];
+    const int count = program[position + 2];
+    position += kStepWords;
+    if (input_slot < 0 || input_slot >= data->steps || output_slot < 0 ||
+        output_slot >= data->steps || count < 1) {
+      MicroPrintf("%s: step %d has slots %d/%d and %d instructions", name,
+                  step, input_slot, output_slot, count);
+      return kTfLiteError;
+    }
+    if (data->sequence_output) {
+      if (slot_written[output_slot]) {
+        MicroPrintf("%s: output slot %d written twice", name, output_slot);
+        return kTfLiteError;
+      }
+      slot_written[output_slot] = true;
+    }
+    uint32_t defined = step > 0 ? kDefinedPrevious : 0;
+    for (int i = 0; i < count; ++i) {
+      if (position >= words) {
+        MicroPrintf("%s: program ends inside step %d", name, step);
+        return kTfLiteError;
+      }
+      const uint32_t word = static_cast<uint32_t>(program[position]);
+      const uint8_t opcode = word & 0xff;
+      const uint8_t dst = (word >> 8) & 0xff;
+      const uint8_t a = (word >> 16) & 0xff;
+      const uint8_t b = (word >> 24) & 0xff;
+      const char* error =
+          opcode >= kFcInput && opcode <= kLut ? nullptr : "unknown opcode";
+      if (error == nullptr && position + 1 + kParamWords[opcode] > words) {
+        error = "parameters run past the program";
+      }
+      if (error == nullptr) {
+        error = CheckParams(opcode, program + position + 1, *data);
+      }
+      if (error == nullptr) {
+        switch (opcode) {
+          case kFcInput:
+            defined |= kDefinedInput;
+            break;
+          case kFcRecurrent:
+            error = CheckRead(a, defined, *data);
+            defined |= kDefinedRecurrent;
+            break;
+          case kLut:
+            error = CheckRead(a, defined, *data);
+            if (error == nullptr) error = MarkWritten(dst, &defined, *data);
+            break;
+          default:  // binary
+            error = CheckRead(a, defined, *data);
+            if (error == nullptr) error = CheckRead(b, defined, *data);
+            if (error == nullptr) error = MarkWritten(dst, &defined, *data);
+        }
+      }
+      if (error != nullptr) {
+        MicroPrintf("%s: step %d instruction %d (opcode %d): %s", name, step,
+                    i, opcode, error);
+        return kTfLiteError;
+      }
+      position += 1 + kParamWords[opcode];
+    }
+    if (!(defined & kDefinedNew)) {
+      MicroPrintf("%s: step %d does not write its hidden state", name, step);
+      return kTfLiteError;
+    }
+  }
+  if (position != words) {
+    MicroPrintf("%s: program has %d words, its steps use %d", name, words,
+                position);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+// A weight input: dense [rows, cols] int8 or a sparse blob of that shape.
+TfLiteStatus CheckWeights(const TfLiteTensor* tensor, int rows, int cols,
+                          bool sparse_weights, const char* what,
+                          const char* name) {
+  if (sparse_weights) {
+    if (sparse::ValidateSparseWeightTensor(tensor, rows, cols,
+                                           /*allow_per_channel=*/false,
+                                           what) != kTfLiteOk) {
+      MicroPrintf("%s: %s is not a valid sparse weight blob", name, what);
+      return kTfLiteError;
+    }
+    return kTfLiteOk;
+  }
+  if (tensor == nullptr || tensor->type != kTfLiteInt8 ||
+      !tflite::IsConstantTensor(tensor) || tensor->dims->size != 2 ||
+      tensor->dims->data[0] != rows || tensor->dims->data[1] != cols ||
+      tensor->params.zero_point != 0) {
+    MicroPrintf("%s: %s must be constant int8 [%d, %d] with zero point 0",
+                name, what, rows, cols);
+    return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+// 255 times the largest L1 norm of a row (see OpDataFusedRnn).
+int64_t AccumulatorBound(const TfLiteTensor* tensor, int rows, int cols,
+                         bool sparse_weights) {
+  if (sparse_weights) {
+    const SparseMatrix m = sparse::ViewSparseBlob(tensor->data.uint8,
+                                                  tensor->bytes);
+    return sparse::MaxAbsRowAccumulator(m, nullptr, 255);
+  }
+  int64_t worst = 0;
+  const int8_t* w = tensor->data.int8;
+  for (int r = 0; r < rows; ++r) {
+    int64_t l1 = 0;
+    for (int c = 0; c < cols; ++c) l1 += w[r * cols + c] < 0 ? -w[r * cols + c]
+                                                            : w[r * cols + c];
+    if (l1 > worst) worst = l1;
+  }
+  return worst * 255;
+}
+
+// Optional constant tensor of `rows` x `cols` elements of `type` (rows
+// read from its first dimension); sets *rows_out (0 when absent).
+TfLiteStatus CheckTable(const TfLiteTensor* tensor, TfLiteType type,
+                        int cols, const char* what, const char* name,
+                        int* rows_out) {
+  *rows_out = 0;
+  if (tensor == nullptr) return kTfLiteOk;
+  if (tensor->type != type || !tflite::IsConstantTensor(tensor) ||
+      tensor->dims->size != 2 || tensor->dims->data[1] != cols) {
+    MicroPrintf("%s: %s must be a constant %s [rows, %d] tensor", name, what,
+                TfLiteTypeGetName(type), cols);
+    return kTfLiteError;
+  }
+  *rows_out = tensor->dims->data[0];
+  return kTfLiteOk;
+}
+
+void* FusedRnnInit(TfLiteContext* context, const char* buffer,
+                   size_t length) {
+  TFLITE_DCHECK(context->AllocatePersistentBuffer != nullptr);
+  void* raw =
+      context->AllocatePersistentBuffer(context, sizeof(OpDataFusedRnn));
+  if (raw == nullptr) return nullptr;
+  *static_cast<OpDataFusedRnn*>(raw) = OpDataFusedRnn{};
+  return raw;
+}
+
+// Sets d->widened_offset and returns the scratch bytes: X, R, the
+// temporaries and (last-state output) two alternating states as int8, then
+// the widened FULLY_CONNECTED activations as int16.
+size_t LayOutScratch(OpDataFusedRnn* d) {
+  const int int8_bytes = 2 * d->gates * d->units +
+                         d->temporaries * d->units +
+                         (d->sequence_output ? 0 : 2 * d->units);
+  d->widened_offset = (int8_bytes + 3) & ~3;
+  const int widest = d->input_size > d->units ? d->input_size : d->units;
+  return d->widened_offset + sizeof(int16_t) * widest;
+}
+
+template <int kCell, bool kSparse>
+TfLiteStatus FusedRnnPrepare(TfLiteContext* context, TfLiteNode* node) {
+  const char* name = OpName(kCell, kSparse);
+  TF_LITE_ENSURE(context, node->user_data != nullptr);
+  auto* data = static_cast<OpDataFusedRnn*>(node->user_data);
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, 7);
+  TF_LITE_ENSURE_EQ(context, node->outputs->size, 1);
+
+  tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
+  TfLiteTensor* tensors[7];
+  for (int i = 0; i < 7; ++i) {
+    tensors[i] = micro_context->AllocateTempInputTensor(node, i);
+  }
+  TfLiteTensor* output =
+      micro_context->AllocateTempOutputTensor(node, kOutputTensor);
+
+  TfLiteStatus status = kTfLiteError;
+  do {  // single exit, so every temp tensor is released
+    const TfLiteTensor* input = tensors[kInputTensor];
+    const TfLiteTensor* program_tensor = tensors[kProgramTensor];
+    if (input == nullptr || output == nullptr || program_tensor == nullptr ||
+        tensors[kInputWeightsTensor] == nullptr ||
+        tensors[kRecurrentWeightsTensor] == nullptr) {
+      MicroPrintf("%s: input, weights, program and output are required",
+                  name);
+      break;
+    }
+    if (input->type != kTfLiteInt8 || output->type != kTfLiteInt8) {
+      MicroPrintf("%s: int8 input and output only (got %s, %s)", name,
+                  TfLiteTypeGetName(input->type),
+                  TfLiteTypeGetName(output->type));
+      break;
+    }
+    if (program_tensor->type != kTfLiteInt32 ||
+        !tflite::IsConstantTensor(program_tensor) ||
+        program_tensor->dims->size != 1 ||
+        program_tensor->dims->data[0] < kHeaderWords) {
+      MicroPrintf("%s: the program must be a constant int32 vector", name);
+      break;
+    }
+    const int32_t* program = program_tensor->data.i32;
+    const int words = program_tensor->dims->data[0];
+    if (program[0] != 1 || program[1] != kCell) {
+      MicroPrintf("%s: program version %d for cell %d; expected version 1 "
+                  "for cell %d",
+                  name, static_cast<int>(program[0]),
+                  static_cast<int>(program[1]), kCell);
+      break;
+    }
+    data->steps = program[2];
+    data->input_size = program[3];
+    data->units = program[4];
+    data->gates = program[5];
+    data->temporaries = program[6];
+    data->sequence_output = (program[7] & 1) != 0;
+    data->program_words = words;
+    const int expected_gates = kCell == kCellGru ? 3 : 1;
+    if (data->steps < 1 || data->steps > 1024 || data->input_size < 1 ||
+        data->units < 1 || data->gates != expected_gates ||
+        data->temporaries < 0 || data->temporaries > 16 ||
+        (program[7] & ~1) != 0) {
+      MicroPrintf("%s: bad program header (T %d, I %d, H %d, G %d, K %d, "
+                  "flags %d)",
+                  name, data->steps, data->input_size, data->units,
+                  data->gates, data->temporaries,
+                  static_cast<int>(program[7]));
+      break;
+    }
+    const int rows = data->gates * data->units;
+    if (rows > 0xffff || data->input_size > 0xffff) {
+      MicroPrintf("%s: layer too large", name);
+      break;
+    }
+    if (tflite::NumElements(input) != data->steps * data->input_size) {
+      MicroPrintf("%s: input has %d elements, the program needs T x I = %d",
+                  name, static_cast<int>(tflite::NumElements(input)),
+                  data->steps * data->input_size);
+      break;
+    }
+    const int output_elements =
+        data->sequence_output ? data->steps * data->units : data->units;
+    if (tflite::NumElements(output) != output_elements) {
+      MicroPrintf("%s: output has %d elements, expected %d", name,
+                  static_cast<int>(tflite::NumElements(output)),
+                  output_elements);
+      break;
+    }
+    if (CheckWeights(tensors[kInputWeightsTensor], rows, data->input_size,
+                     kSparse, "input weights", name) != kTfLiteOk ||
+        CheckWeights(tensors[kRecurrentWeightsTensor], rows, data->units,
+                     kSparse, "recurrent weights", name) != kTfLiteOk ||
+        CheckTable(tensors[kBiasTensor], kTfLiteInt32, rows, "biases", name,
+                   &data->biases) != kTfLiteOk ||
+        CheckTable(tensors[kTablesTensor], kTfLiteInt8, kTableSize, "tables",
+                   name, &data->tables) != kTfLiteOk ||
+        CheckTable(tensors[kConstantsTensor], kTfLiteInt8, data->units,
+                   "constant vectors", name, &data->constants) != kTfLiteOk) {
+      break;
+    }
+    if (ValidateProgram(program, words, data, name) != kTfLiteOk) break;
+    data->input_bound = AccumulatorBound(tensors[kInputWeightsTensor], rows,
+                                         data->input_size, kSparse);
+    data->recurrent_bound = AccumulatorBound(tensors[kRecurrentWeightsTensor],
+                                             rows, data->units, kSparse);
+    data->max_abs_bias = 0;
+    if (tensors[kBiasTensor] != nullptr) {
+      const int32_t* bias = tensors[kBiasTensor]->data.i32;
+      for (int i = 0; i < data->biases * rows; ++i) {
+        const int64_t magnitude = bias[i] < 0 ? -int64_t{bias[i]} : bias[i];
+        if (magnitude > data->max_abs_bias) data->max_abs_bias = magnitude;
+      }
+    }
+    status = context->RequestScratchBufferInArena(
+        context, LayOutScratch(data), &data->scratch_index);
+  } while (false);
+
+  for (TfLiteTensor* tensor : tensors) {
+    if (tensor != nullptr) micro_context->DeallocateTempTfLiteTensor(tensor);
+  }
+  micro_context->DeallocateTempTfLiteTensor(output);
+  return status;
+}
+
+// ---------------------------------------------------------------------------
+// Eval.
+
+// x16[i] = source[i] + offset, the activations of one FULLY_CONNECTED.
+inline void Widen(const int8_t* source, int n, int32_t offset, int16_t* x16) {
+  for (int i = 0; i < n; ++i) {
+    x16[i] = static_cast<int16_t>(source[i] + offset);
+  }
+}
+
+inline int32_t DenseRowDot(const int8_t* w, const int16_t* x, int cols,
+                           int32_t acc) {
+  int c = 0;
+  for (; c + 4 <= cols; c += 4) {
+    acc += w[c] * x[c] + w[c + 1] * x[c + 1] + w[c + 2] * x[c + 2] +
+           w[c + 3] * x[c + 3];
+  }
+  for (; c < cols; ++c) acc += w[c] * x[c];
+  return acc;
+}
+
+// out[r] = clamp(requant(bias[r] + W[r] . x16) + output_offset): the
+// arithmetic of reference_integer_ops::FullyConnected (x16 = x + offset).
+template <bool kFast, int W>
+void SparseFc(const SparseMatrix& m, const int16_t* x16, const int32_t* bias,
+              const int32_t* p, int8_t* out) {
+  const uint8_t* counts = m.row_counts;
+  const uint8_t* indices = m.col_indices;
+  const int8_t* values = m.values;
+  const Requant fast = MakeRequant(p[1], p[2], 0);
+  const sparse::Requantizer generic = sparse::MakeRequantizer(p[1], p[2]);
+  for (int r = 0; r < m.rows; ++r) {
+    const int32_t acc = SparseRowDot<W>(indices, values, LoadIndex<W>(counts),
+                                        x16, bias != nullptr ? bias[r] : 0);
+    counts += W;
+    const int32_t scaled =
+        kFast ? Apply(acc, fast) : sparse::Requantize(acc, generic);
+    out[r] = Clamp(scaled + p[3], p[4], p[5]);
+  }
+}
+
+template <bool kFast>
+void DenseFc(const int8_t* w, int rows, int cols, const int16_t* x16,
+             const int32_t* bias, const int32_t* p, int8_t* out) {
+  const Requant fast = MakeRequant(p[1], p[2], 0);
+  const sparse::Requantizer generic = sparse::MakeRequantizer(p[1], p[2]);
+  for (int r = 0; r < rows; ++r) {
+    const int32_t acc = DenseRowDot(w + r * cols, x16, cols,
+                                    bias != nullptr ? bias[r] : 0);
+    const int32_t scaled =
+        kFast ? Apply(acc, fast) : sparse::Requantize(acc, generic);
+    out[r] = Clamp(scaled + p[3], p[4], p[5]);
+  }
+}
+
+void FullyConnected(const Matrix& m, int64_t bound, const int16_t* x16,
+                    const int32_t* bias, const int32_t* p, int8_t* out) {
+  const int64_t limit = sparse::FastRequantizeLimit(p[2]);
+  const bool fast = bound <= limit;
+  if (m.dense != nullptr) {
+    (fast ? &DenseFc<true> : &DenseFc<false>)(m.dense, m.rows, m.cols, x16,
+                                              bias, p, out);
+  } else if (m.sparse.index_bytes == 1) {
+    (fast ? &SparseFc<true, 1> : &SparseFc<false, 1>)(m.sparse, x16, bias, p,
+                                                      out);
+  } else {
+    (fast ? &SparseFc<true, 2> : &SparseFc<false, 2>)(m.sparse, x16, bias, p,
+                                                      out);
+  }
+}
+
+// reference_ops::Add / Sub on int8: both inputs rescaled to 2 x the larger
+// input scale with 20 extra bits, summed, rescaled to the output.
+template <bool kSubtract>
+void AddSub(const int8_t* a, const int8_t* b, int n, const int32_t* p,
+            int8_t* out) {
+  const Requant q1 = MakeRequant(p[2], p[3], 20);
+  const Requant q2 = MakeRequant(p[4], p[5], 20);
+  const Requant qo = MakeRequant(p[6], p[7], 0);
+  for (int i = 0; i < n; ++i) {
+    const int32_t x = Apply(a[i] + p[0], q1);
+    const int32_t y = Apply(b[i] + p[1], q2);
+    out[i] = Clamp(Apply(kSubtract ? x - y : x + y, qo) + p[8], p[9], p[10]);
+  }
+}
+
+// reference_integer_ops::Mul on int8.
+void Mul(const int8_t* a, const int8_t* b, int n, const int32_t* p,
+         int8_t* out) {
+  const Requant q = MakeRequant(p[2], p[3], 0);
+  for (int i = 0; i < n; ++i) {
+    out[i] = Clamp(Apply((a[i] + p[0]) * (b[i] + p[1]), q) + p[4], p[5],
+                   p[6]);
+  }
+}
+
+void Lut(const int8_t* a, int n, const int8_t* table, int8_t* out) {
+  for (int i = 0; i < n; ++i) {
+    out[i] = table[static_cast<uint8_t>(a[i]) ^ 0x80];
+  }
+}
+
+struct Registers {
+  int8_t* input_full;      // X, G*H
+  int8_t* recurrent_full;  // R, G*H
+  int8_t* temporaries;     // K*H
+  const int8_t* previous;  // previous state, H
+  int8_t* state;           // this step's state, H
+  const int8_t* constants; // C*H
+  int units;
+};
+
+inline int8_t* Operand(uint8_t operand, const Registers& reg) {
+  if (operand < kOperandRecurrentBlock) {
+    return reg.input_full + operand * reg.units;
+  }
+  if (operand < kOperandPreviousState) {
+    return reg.recurrent_full + (operand - kOperandRecurrentBlock) * reg.units;
+  }
+  if (operand == kOperandPreviousState) {
+    return const_cast<int8_t*>(reg.previous);
+  }
+  if (operand == kOperandNewState) return reg.state;
+  if (operand >= kOperandConstant) {
+    return const_cast<int8_t*>(reg.constants +
+                               (operand - kOperandConstant) * reg.units);
+  }
+  return reg.temporaries + (operand - kOperandTemporary) * reg.units;
+}
+
+Matrix MakeMatrix(const TfLiteEvalTensor* tensor, int rows, int cols,
+                  bool sparse_weights) {
+  Matrix m{};
+  m.rows = rows;
+  m.cols = cols;
+  if (sparse_weights) {
+    m.sparse = sparse::ViewSparseBlob(
+        tflite::micro::GetTensorData<uint8_t>(tensor), tensor->dims->data[0]);
+  } else {
+    m.dense = tflite::micro::GetTensorData<int8_t>(tensor);
+  }
+  return m;
+}
+
+template <bool kSparse>
+TfLiteStatus FusedRnnEval(TfLiteContext* context, TfLiteNode* node) {
+  TFLITE_DCHECK(node->user_data != nullptr);
+  const auto& d = *static_cast<const OpDataFusedRnn*>(node->user_data);
+  const int rows = d.gates * d.units;
+  const int8_t* input = tflite::micro::GetTensorData<int8_t>(
+      tflite::micro::GetEvalInput(context, node, kInputTensor));
+  const Matrix input_weights =
+      MakeMatrix(tflite::micro::GetEvalInput(context, node,
+                                             kInputWeightsTensor),
+                 rows, d.input_size, kSparse);
+  const Matrix recurrent_weights =
+      MakeMatrix(tflite::micro::GetEvalInput(context, node,
+                                             kRecurrentWeightsTensor),
+                 rows, d.units, kSparse);
+  const int32_t* biases = tflite::micro::GetOptionalTensorData<int32_t>(
+      tflite::micro::GetEvalInput(context, node, kBiasTensor));
+  const int32_t* program = tflite::micro::GetTensorData<int32_t>(
+      tflite::micro::GetEvalInput(context, node, kProgramTensor));
+  const int8_t* tables = tflite::micro::GetOptionalTensorData<int8_t>(
+      tflite::micro::GetEvalInput(context, node, kTablesTensor));
+  int8_t* output = tflite::micro::GetTensorData<int8_t>(
+      tflite::micro::GetEvalOutput(context, node, kOutputTensor));
+
+  auto* scratch =
+      static_cast<int8_t*>(context->GetScratchBuffer(context, d.scratch_index));
+  Registers reg;
+  reg.units = d.units;
+  reg.input_full = scratch;
+  reg.recurrent_full = scratch + rows;
+  reg.temporaries = scratch + 2 * rows;
+  reg.constants = tflite::micro::GetOptionalTensorData<int8_t>(
+      tflite::micro::GetEvalInput(context, node, kConstantsTensor));
+  int8_t* ping = reg.temporaries + d.temporaries * d.units;
+  auto* x16 = reinterpret_cast<int16_t*>(scratch + d.widened_offset);
+  const int64_t input_bound = d.input_bound + d.max_abs_bias;
+  const int64_t recurrent_bound = d.recurrent_bound + d.max_abs_bias;
+
+  reg.previous = nullptr;
+  const int32_t* word = program + kHeaderWords;
+  for (int step = 0; step < d.steps; ++step) {
+    const int8_t* x = input + word[0] * d.input_size;
+    if (d.sequence_output) {
+      reg.state = output + word[1] * d.units;
+    } else {
+      reg.state = step == d.steps - 1 ? output : ping + (step & 1) * d.units;
+    }
+    const int count = word[2];
+    word += kStepWords;
+    for (int i = 0; i < count; ++i) {
+      const uint32_t head = static_cast<uint32_t>(word[0]);
+      const uint8_t opcode = head & 0xff;
+      const int32_t* p = word + 1;
+      int8_t* dst = Operand((head >> 8) & 0xff, reg);
+      const int8_t* a = Operand((head >> 16) & 0xff, reg);
+      const int8_t* b = Operand((head >> 24) & 0xff, reg);
+      switch (opcode) {
+        case kFcInput:
+          Widen(x, d.input_size, p[0], x16);
+          FullyConnected(input_weights, input_bound, x16,
+                         p[6] >= 0 ? biases + p[6] * rows : nullptr, p,
+                         reg.input_full);
+          break;
+        case kFcRecurrent:
+          Widen(a, d.units, p[0], x16);
+          FullyConnected(recurrent_weights, recurrent_bound, x16,
+                         p[6] >= 0 ? biases + p[6] * rows : nullptr, p,
+                         reg.recurrent_full);
+          break;
+        case kAdd:
+          AddSub<false>(a, b, d.units, p, dst);
+          break;
+        case kSub:
+          AddSub<true>(a, b, d.units, p, dst);
+          break;
+        case kMul:
+          Mul(a, b, d.units, p, dst);
+          break;
+        default:  // kLut (Prepare admits no other opcode)
+          Lut(a, d.units, tables + p[0] * kTableSize, dst);
+      }
+      word += 1 + kParamWords[opcode];
+    }
+    reg.previous = reg.state;
+  }
+  return kTfLiteOk;
+}
+
+}  // namespace
+
+TFLMRegistration Register_SIMPLE_RNN() {
+  return tflite::micro::RegisterOp(FusedRnnInit,
+                                   FusedRnnPrepare<kCellSimpleRnn, false>,
+                                   FusedRnnEval<false>);
+}
+
+TFLMRegistration Register_SPARSE_SIMPLE_RNN() {
+  return tflite::micro::RegisterOp(FusedRnnInit,
+                                   FusedRnnPrepare<kCellSimpleRnn, true>,
+                                   FusedRnnEval<true>);
+}
+
+TFLMRegistration Register_GRU() {
+  return tflite::micro::RegisterOp(
+      FusedRnnInit, FusedRnnPrepare<kCellGru, false>, FusedRnnEval<false>);
+}
+
+TFLMRegistration Register_SPARSE_GRU() {
+  return tflite::micro::RegisterOp(
+      FusedRnnInit, FusedRnnPrepare<kCellGru, true>, FusedRnnEval<true>);
+}
+
+}  // namespace keras_expander
