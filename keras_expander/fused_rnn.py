@@ -157,20 +157,38 @@ def activation_range(activation: int, scale: np.float32, zero_point: int) -> tup
     raise _Unfusable(f"fused activation {activation} (only NONE, RELU, RELU6 and RELU_N1_TO_1 are expressed)")
 
 
-def tflm_fully_connected_params(input_q, weight_scale, output_q, activation: int, bias_row: int) -> list[int]:
+def tflm_fully_connected_params(input_q, weight_scale, output_q, activation: int) -> list[int]:
     """Program parameters of a per-tensor int8 FULLY_CONNECTED, as TFLM's `CalculateOpDataFullyConnected`.
 
     Args:
         input_q, output_q: (scale, zero point) of its input and output.
         weight_scale: The weights' per-tensor scale.
         activation: Its fused activation.
-        bias_row: Row of its bias in the op's bias tensor, -1 without bias.
 
     Returns:
-        [input_offset, multiplier, shift, output_offset, act_min, act_max, bias_row].
+        [input_offset, multiplier, shift, output_offset, act_min, act_max].
     """
     multiplier, shift = quantize_multiplier(float(input_q[0]) * float(weight_scale) / float(output_q[0]))
-    return [-input_q[1], multiplier, shift, output_q[1], *activation_range(activation, *output_q), bias_row]
+    return [-input_q[1], multiplier, shift, output_q[1], *activation_range(activation, *output_q)]
+
+
+def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLM's `MultiplyByQuantizedMultiplier` (double rounding): the rounding doubling high multiply of
+    x * 2^max(shift, 0) by `multiplier`, then a rounding right shift by max(-shift, 0).
+
+    Raises:
+        _Unfusable: x * 2^max(shift, 0) does not fit in int32 (TFLM's arithmetic would overflow).
+    """
+    shifted = x * (1 << max(shift, 0))
+    if not -(1 << 31) <= shifted < 1 << 31:
+        raise _Unfusable("a bias rescaling would overflow int32")
+    product = shifted * multiplier
+    nudged = product + ((1 << 30) if product >= 0 else 1 - (1 << 30))
+    high = nudged // (1 << 31) if nudged >= 0 else -(-nudged // (1 << 31))  # C's truncating division
+    exponent = max(-shift, 0)
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> exponent) + (1 if (high & mask) > threshold else 0)
 
 
 def tflm_add_params(first_q, second_q, output_q, activation: int) -> list[int]:
@@ -446,6 +464,8 @@ class _Instruction:
     a: object = 0
     b: object = 0
     params: list = dataclasses.field(default_factory=list)
+    bias: np.ndarray | None = None  # FC: its int32 bias, (G*H,)
+    bias_scale: float | None = None  # FC: the bias tensor's scale
     table: np.ndarray | None = None  # LUT: the int8 table (filled by _evaluate_tables)
     table_op: object = None  # LUT: the TFLite op the table evaluates
     table_input: int = 0  # LUT: index of that op's non-constant input
@@ -476,7 +496,7 @@ class _LayerProgram:
             if weights.dtype != graph.schema.TensorType.INT8 or _quantization(weights)[1] != 0:
                 raise _Unfusable("weights are not symmetric int8")
         self.cell = _CELLS[self.gates][0]
-        self.biases, self.constants = [], []  # distinct rows, as bytes
+        self.constants = []  # distinct constant vectors, as bytes
         self.steps = [self._translate(k) for k in range(len(layer.states))]
 
     @staticmethod
@@ -500,19 +520,20 @@ class _LayerProgram:
             raise _Unfusable("an elementwise op reads a whole FULLY_CONNECTED output or the input")
         return operand
 
-    def _fc_params(self, op, input_q) -> list[int]:
+    def _fc(self, opcode: int, op, input_q, source=0) -> _Instruction:
         options = op._fb.builtinOptions
         if getattr(options, "keepNumDims", False) or getattr(options, "asymmetricQuantizeInputs", False) or \
                 getattr(options, "weightsFormat", 0):
             raise _Unfusable("a FULLY_CONNECTED with non-default options")
         bias = op.inputs[2] if len(op.inputs) > 2 else None
-        row = -1
-        if bias is not None:
-            if bias.dtype != self.graph.schema.TensorType.INT32 or _elements(bias) != self.gates * self.units:
-                raise _Unfusable("a FULLY_CONNECTED bias that is not int32 per output")
-            row = self._row(self.biases, bytes(bias.buffer.data))
-        return tflm_fully_connected_params(input_q, _quantization(op.inputs[1])[0], _quantization(op.outputs[0]),
-                                           _activation(op), row)
+        if bias is not None and (bias.dtype != self.graph.schema.TensorType.INT32
+                                 or _elements(bias) != self.gates * self.units):
+            raise _Unfusable("a FULLY_CONNECTED bias that is not int32 per output")
+        params = tflm_fully_connected_params(input_q, _quantization(op.inputs[1])[0], _quantization(op.outputs[0]),
+                                             _activation(op))
+        return _Instruction(opcode, "X" if opcode == _FC_INPUT else "R", a=source, params=params,
+                            bias=None if bias is None else bias.array.astype(np.int64),
+                            bias_scale=None if bias is None else float(_quantization(bias)[0]))
 
     def _translate(self, k: int) -> dict:
         graph, layer = self.graph, self.layer
@@ -529,11 +550,11 @@ class _LayerProgram:
             if name == "FULLY_CONNECTED" and op.inputs[1] is self.input_weights:
                 if op.inputs[0] is not x:
                     raise _Unfusable("an input FULLY_CONNECTED reads another step's input")
-                code.append(_Instruction(_FC_INPUT, "X", params=self._fc_params(op, _quantization(x))))
+                code.append(self._fc(_FC_INPUT, op, _quantization(x)))
                 values[id(op.outputs[0])] = "X" if self.gates > 1 else _INPUT_BLOCK
             elif name == "FULLY_CONNECTED" and op.inputs[1] is self.recurrent_weights:
-                code.append(_Instruction(_FC_RECURRENT, "R", a=self._operand(values, op.inputs[0]),
-                                         params=self._fc_params(op, _quantization(op.inputs[0]))))
+                code.append(self._fc(_FC_RECURRENT, op, _quantization(op.inputs[0]),
+                                     self._operand(values, op.inputs[0])))
                 values[id(op.outputs[0])] = "R" if self.gates > 1 else _RECURRENT_BLOCK
             elif name in ("SPLIT", "SPLIT_V"):
                 self._split(op, values)
@@ -557,8 +578,13 @@ class _LayerProgram:
             else:
                 raise _Unfusable(f"op {name} in step {k}")
         state = layer.states[k]
+        alias = values.get(id(state))
+        if isinstance(alias, int) and alias < _PREVIOUS_STATE:
+            # The state is a FULLY_CONNECTED output itself (a fused RELU at step 0): copy it by the identity table.
+            code.append(_Instruction(_LUT, _value(state), alias, table=np.arange(-128, 128).astype(np.int8)))
+            values[id(state)] = _value(state)
         if values.get(id(state)) != _value(state):
-            raise _Unfusable("a hidden state that no elementwise op computes (a linear activation?)")
+            raise _Unfusable("a hidden state that no op of its step computes")
         return {"input_slot": layer.input_slots[k], "output_slot": layer.output_slots[k], "code": code,
                 "state": _value(state)}
 
@@ -662,28 +688,114 @@ def _allocate(step: dict) -> int:
     return used
 
 
-def _encode(program: _LayerProgram, temporaries: int, tables: list) -> np.ndarray:
+def _assign_biases(steps: list) -> tuple[list, list]:
+    """Gives every FULLY_CONNECTED with a bias its bias fields [bias row, residual row, bias multiplier, bias
+    shift]: an existing equal row; or, for a recurrent one, the first recurrent bias rescaled by the ratio of the
+    bias scales plus an int8 residual row, when every residual fits in int8 (it is exact either way); else a row of
+    its own.
+
+    Returns:
+        (bias rows, residual rows): lists of int arrays of G*H.
+    """
+    biases, residuals = [], []
+    base = None  # (row, values, scale) of the first recurrent bias
+    for instruction in (instruction for step in steps for instruction in step["code"]):
+        if instruction.opcode not in (_FC_INPUT, _FC_RECURRENT):
+            continue
+        bias = instruction.bias
+        fields = [-1, -1, 0, 0]
+        if bias is not None:
+            equal = next((i for i, row in enumerate(biases) if np.array_equal(row, bias)), None)
+            if equal is not None:
+                fields[0] = equal
+            elif instruction.opcode == _FC_RECURRENT and base is not None:
+                multiplier, shift = quantize_multiplier(base[2] / instruction.bias_scale)
+                try:
+                    predicted = np.array([multiply_by_quantized_multiplier(int(v), multiplier, shift)
+                                          for v in base[1]])
+                    residual = bias - predicted
+                except _Unfusable:
+                    residual = np.array([1 << 8])
+                if np.all(np.abs(residual) <= 127) and multiplier:
+                    fields = [base[0], len(residuals), multiplier, shift]
+                    residuals.append(residual)
+            if fields[0] < 0:
+                fields[0] = len(biases)
+                biases.append(bias)
+                if instruction.opcode == _FC_RECURRENT and base is None:
+                    base = (fields[0], bias, instruction.bias_scale)
+        instruction.params = instruction.params + fields
+    return biases, residuals
+
+
+def _encode_table(table: np.ndarray) -> bytes:
+    """A table in the kernel's format: monotone tables as their first value and 255 steps of 1, 2 or 4 bits,
+    others (or steeper ones) as their 256 values."""
+    steps = np.diff(table.astype(np.int16))
+    for direction, flag in ((1, 0x00), (-1, 0x10)):
+        magnitudes = steps * direction
+        if magnitudes.min() < 0:
+            continue
+        for bits in (1, 2, 4):
+            if magnitudes.max() < 1 << bits:
+                stream = ((magnitudes[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
+                return bytes([bits | flag, int(table[0]) & 0xFF]) + np.packbits(stream, bitorder="little").tobytes()
+    return bytes([0]) + table.astype(np.int8).tobytes()
+
+
+def _pack(low: int, high: int, width: int = 16) -> int:
+    mask = (1 << width) - 1
+    return (low & mask) | (high & mask) << width
+
+
+def _pack_bytes(*values: int) -> int:
+    return sum((value & 0xFF) << (8 * i) for i, value in enumerate(values))
+
+
+def _packed_params(instruction: _Instruction, tables: bytearray, offsets: dict) -> list[int]:
+    """An instruction's parameter words (format in fused_rnn.cc)."""
+    p = instruction.params
+    if instruction.opcode in (_FC_INPUT, _FC_RECURRENT):
+        input_offset, multiplier, shift, output_offset, act_min, act_max, bias_row, residual_row, bias_multiplier, \
+            bias_shift = p
+        return [_pack(input_offset, output_offset), multiplier, _pack_bytes(shift, act_min, act_max, bias_shift),
+                _pack(bias_row, residual_row), bias_multiplier]
+    if instruction.opcode in (_ADD, _SUB):
+        offset1, offset2, multiplier1, shift1, multiplier2, shift2, multiplier, shift, output_offset, act_min, \
+            act_max = p
+        return [_pack(offset1, offset2), multiplier1, multiplier2, multiplier,
+                _pack_bytes(shift1, shift2, shift, output_offset), _pack_bytes(act_min, act_max)]
+    if instruction.opcode == _MUL:
+        offset1, offset2, multiplier, shift, output_offset, act_min, act_max = p
+        return [_pack(offset1, offset2), multiplier, _pack_bytes(shift, act_min, act_max, output_offset)]
+    encoded = _encode_table(instruction.table)
+    if encoded not in offsets:
+        offsets[encoded] = len(tables)
+        tables.extend(encoded)
+    return [offsets[encoded]]
+
+
+def _encode(program: _LayerProgram, temporaries: int, tables: bytearray) -> np.ndarray:
     """The program tensor: header, then each step's slots and instructions (format in fused_rnn.cc); appends the
-    distinct tables to `tables`."""
-    layer = program.layer
+    distinct encoded tables to `tables`."""
+    layer, offsets = program.layer, {}
     words = [1, _CELL_CODES[program.cell], len(layer.states), program.input_size, program.units, program.gates,
              temporaries, 1 if layer.pack is not None else 0]
     for step in program.steps:
         words += [step["input_slot"], step["output_slot"], len(step["code"])]
         for instruction in step["code"]:
-            params = instruction.params
-            if instruction.opcode == _LUT:
-                data = instruction.table.tobytes()
-                params = [_LayerProgram._row(tables, data)]
             dst = 0 if instruction.dst in ("X", "R") else instruction.dst
             words.append(instruction.opcode | dst << 8 | instruction.a << 16 | instruction.b << 24)
-            words += params
+            words += _packed_params(instruction, tables, offsets)
     return np.array(words, dtype=np.int64).astype(np.uint32).view(np.int32)
 
 
-def _constant_tensor(model_editor, dtype, rows: list, width: int):
-    """An int tensor [len(rows), width] from rows of bytes, or None without rows."""
-    return model_editor.Tensor(shape=(len(rows), width), dtype=dtype, data=b"".join(rows)) if rows else None
+def _constant_tensor(model_editor, dtype, numpy_type, rows: list):
+    """A constant tensor [len(rows), len(row)] of `numpy_type`, or None without rows."""
+    if not rows:
+        return None
+    data = np.stack(rows).astype(numpy_type)
+    return model_editor.Tensor(shape=data.shape, dtype=dtype, data=data.tobytes())
 
 
 def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tuple[bytes, list[FusedLayer],
@@ -720,14 +832,15 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
                 programs.append(_LayerProgram(graph, layer))
             except _Unfusable as reason:
                 skipped.append(f"the recurrent layer reading {unpack.outputs[0].name!r} stays unrolled: {reason}")
-        _evaluate_tables([i for p in programs for step in p.steps for i in step["code"] if i.opcode == _LUT])
+        _evaluate_tables([i for p in programs for step in p.steps for i in step["code"] if i.table_op is not None])
         removed = set()
         for program in programs:
             layer = program.layer
             for step in program.steps:
                 _compose_tables(step)
+            biases, residuals = _assign_biases(program.steps)
+            tables = bytearray()
             temporaries = max(_allocate(step) for step in program.steps)
-            tables = []
             words = _encode(program, temporaries, tables)
             dense = [program.input_weights, program.recurrent_weights]
             blobs = [sparse_blob(tensor.array) for tensor in dense]
@@ -737,12 +850,14 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
                 model_editor.Tensor(shape=(len(blob),), dtype=schema.TensorType.INT8, data=blob,
                                     quantization=model_editor.Quantization(float(_quantization(tensor)[0]), 0))
                 for blob, tensor in zip(blobs, dense)]
-            rows = program.gates * program.units
+            constants = [np.frombuffer(row, np.int8) for row in program.constants]
             inputs = [layer.unpack.inputs[0], *weight_tensors,
-                      _constant_tensor(model_editor, schema.TensorType.INT32, program.biases, rows),
+                      _constant_tensor(model_editor, schema.TensorType.INT32, np.int32, biases),
                       model_editor.Tensor(shape=(len(words),), dtype=schema.TensorType.INT32, data=words.tobytes()),
-                      _constant_tensor(model_editor, schema.TensorType.INT8, tables, _TABLE_SIZE),
-                      _constant_tensor(model_editor, schema.TensorType.INT8, program.constants, program.units)]
+                      model_editor.Tensor(shape=(len(tables),), dtype=schema.TensorType.INT8,
+                                          data=bytes(tables)) if tables else None,
+                      _constant_tensor(model_editor, schema.TensorType.INT8, np.int8, constants),
+                      _constant_tensor(model_editor, schema.TensorType.INT8, np.int8, residuals)]
             _, dense_op, sparse_op = _CELLS[program.gates]
             output = layer.pack.outputs[0] if layer.pack is not None else layer.states[-1]
             op = model_editor.Operator(opcode=schema.BuiltinOperator.CUSTOM, custom_code=sparse_op if sparse
@@ -750,12 +865,13 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
             replaced = [o for ops in layer.step_ops for o in ops] + ([layer.pack] if layer.pack is not None else [])
             removed.update(id(o) for o in replaced)
             subgraph.operators.insert(subgraph.operators.index(layer.unpack) + 1, op)
+            rows = program.gates * program.units
             fused.append(FusedLayer(
                 op=op.custom_code, cell=program.cell, steps=len(layer.states), input_size=program.input_size,
                 units=program.units, sequence_output=layer.pack is not None, replaced_ops=len(replaced),
                 weight_bytes=sum(len(t.buffer.data) for t in weight_tensors), program_bytes=4 * len(words),
-                table_bytes=_TABLE_SIZE * len(tables), bias_bytes=4 * rows * len(program.biases),
-                constant_bytes=program.units * len(program.constants),
+                table_bytes=len(tables), bias_bytes=4 * rows * len(biases) + rows * len(residuals),
+                constant_bytes=program.units * len(constants),
                 nonzero=int(sum(np.count_nonzero(t.array) for t in dense)),
                 total=int(sum(t.array.size for t in dense))))
         subgraph.operators = [op for op in subgraph.operators if id(op) not in removed]
@@ -775,10 +891,14 @@ def _drop_dead_unpacks(subgraph) -> None:
 
 
 def _drop_unreferenced_tensors(model, subgraph) -> None:
-    """Keeps the tensors that ops or the subgraph's inputs and outputs reference, and renumbers the signature
-    definitions' tensor indices to match."""
+    """Keeps the tensors that ops (inputs, outputs, intermediates) or the subgraph's inputs and outputs reference,
+    and renumbers the raw tensor indices the flatbuffer keeps outside model_editor's reach (op intermediates, as an
+    int8 LSTM has, and signature definitions) to match."""
+    intermediates = [(op, [subgraph.tensors[i] for i in op._fb.intermediates])
+                     for op in subgraph.operators if op._fb.intermediates is not None and len(op._fb.intermediates)]
     used = {id(t) for op in subgraph.operators for t in (*op.inputs, *op.outputs) if t is not None}
     used |= {id(t) for t in (*subgraph.inputs, *subgraph.outputs)}
+    used |= {id(t) for _, tensors in intermediates for t in tensors}
     index = model.subgraphs.index(subgraph)
     entries = [(entry, subgraph.tensors[entry.tensorIndex]) for signature in model._fb.signatureDefs or []
                if signature.subgraphIndex == index
@@ -787,3 +907,5 @@ def _drop_unreferenced_tensors(model, subgraph) -> None:
     position = {id(t): i for i, t in enumerate(subgraph.tensors)}
     for entry, tensor in entries:
         entry.tensorIndex = position[id(tensor)]
+    for op, tensors in intermediates:
+        op._fb.intermediates = [position[id(t)] for t in tensors]

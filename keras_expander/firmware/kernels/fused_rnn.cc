@@ -11,16 +11,19 @@
 //     (sparse_weights.h), per-tensor scale, zero point 0.
 //   2 recurrent weights W_h: dense int8 [G*H, H], or a sparse blob.
 //   3 biases, int32 [B, G*H] (optional, -1): the distinct FULLY_CONNECTED
-//     biases of the unrolled graph. The recurrent biases of a GRU differ
-//     from step to step (their scale is the product of the weight scale and
-//     the scale of the previous step's hidden state).
+//     biases of the unrolled graph, or bases from which a step's bias is
+//     rescaled (below).
 //   4 program, int32 (format below).
-//   5 tables, int8 [L, 256] (optional): 256-entry lookup tables of the
-//     unrolled graph's elementwise unary ops (TANH, LOGISTIC, QUANTIZE, and
-//     SUB or MUL with a scalar constant) and their chains; entry q + 128 is
-//     the op's int8 output for the int8 input q, computed by TFLM itself.
+//   5 tables, int8 [bytes] (optional): 256-entry lookup tables of the
+//     unrolled graph's elementwise unary ops (TANH, LOGISTIC, QUANTIZE, SUB
+//     or MUL of a scalar constant, and chains of them): entry q + 128 is the
+//     op's int8 output for the int8 input q, as TFLM computes it. A table
+//     is one encoding byte, then either (0) its 256 values, or (1, 2, 4:
+//     bits per step, + 0x10 when the table decreases) its first value and
+//     255 steps |t[q + 1] - t[q]| packed LSB first: 2 + 32 * bits bytes.
 //   6 constant vectors, int8 [C, H] (optional): operands the converter
 //     folded into constants (the GRU's step-0 recurrent bias blocks).
+//   7 bias residuals, int8 [E, G*H] (optional).
 // Output 0: int8 [T, 1, H] (the whole sequence) or [1, H] (the last state).
 //
 // Program (int32, little-endian). Header: version 1, cell (1 SimpleRNN,
@@ -30,34 +33,45 @@
 // 0 it reads), output slot (its [H] slice of a sequence output),
 // instruction count n, and n instructions: a word
 // opcode | dst << 8 | a << 16 | b << 24 followed by the opcode's parameters,
-// all as TFLM's Prepare of the unrolled op computes them:
-//   1 FC_INPUT   X = FC(x_t):  input_offset, multiplier, shift,
-//   2 FC_RECURRENT R = FC(a):    output_offset, act_min, act_max, bias row
-//                                (-1: none)
-//   3 ADD, 4 SUB dst = a +- b:  input1_offset, input2_offset, input1
-//                                multiplier, input1 shift, input2 multiplier,
-//                                input2 shift, output multiplier, output
-//                                shift, output_offset, act_min, act_max
-//   5 MUL dst = a * b:          input1_offset, input2_offset, multiplier,
-//                                shift, output_offset, act_min, act_max
-//   6 LUT dst = table[a]:       table row
+// all as TFLM's Prepare of the unrolled op computes them (i16/i8: fields
+// of a word, least significant first):
+//   1 FC_INPUT      X = FC(x_t)   i16 input offset, i16 output offset;
+//   2 FC_RECURRENT  R = FC(a)     multiplier; i8 shift, i8 act_min,
+//                                 i8 act_max, i8 bias shift; i16 bias row
+//                                 (-1: none), i16 residual row (-1: none);
+//                                 bias multiplier
+//   3 ADD, 4 SUB    dst = a +- b  i16 input1 offset, i16 input2 offset;
+//                                 input1, input2 and output multipliers;
+//                                 i8 input1 shift, i8 input2 shift, i8
+//                                 output shift, i8 output offset; i8
+//                                 act_min, i8 act_max
+//   5 MUL           dst = a * b   i16 input1 offset, i16 input2 offset;
+//                                 multiplier; i8 shift, i8 act_min, i8
+//                                 act_max, i8 output offset
+//   6 LUT           dst = t[a]    byte offset of the table in input 5
+// A FULLY_CONNECTED's bias is its bias row, or, with a bias multiplier,
+// requant(bias row, bias multiplier, bias shift) + residual row: a GRU's
+// recurrent bias differs from step to step only through the scale of the
+// previous state, so each step stores one int8 residual per row (exact by
+// construction) instead of its own int32 row.
 // Operands: 0x00 + g input gate block g of X; 0x10 + g recurrent gate
 // block g of R; 0x20 the previous step's hidden state; 0x21 this step's
 // hidden state; 0x40 + k temporary k; 0x80 + c constant vector c. Every
 // operand but X and R (the FC outputs, G*H) is H int8 values. Prepare
-// checks every index, that every operand is written before it is read
-// within a step, and that each step writes its hidden state.
+// checks every index and table, that every operand is written before it
+// is read within a step, and that each step writes its hidden state.
 //
 // Byte cost (flash): the weights (dense G*H*(I+H); sparse blobs
-// 8 + W (rows + nnz) + nnz each), 4 (G*H) bytes per distinct bias, about
-// 30 words per step for a SimpleRNN and 120 for a GRU of program, and 256
-// bytes per lookup table (1 per step for a SimpleRNN, 4 for a GRU). Example,
-// SimpleRNN(128) over 28 x 28 at 90 % sparsity: about 4.4 KB of blobs,
-// 3.4 KB of program and 7 KB of tables, against 134 KB for the unrolled
-// graph.
+// 8 + W (rows + nnz) + nnz each), 4 G*H bytes per bias row, per step
+// G*H bytes of residuals (GRU), 2 + 32 * bits bytes per table (usually 2
+// bits: 66 bytes; 1 table a step for a SimpleRNN, 4 for a GRU), and about
+// 24 (SimpleRNN) or 63 (GRU) program words. Example, GRU(128) over 28 x 28
+// at 90 % sparsity (results/mcu_footprint.md).
 //
-// Arena: one scratch buffer of 2 G*H + K*H (+ 2 H when only the last state
-// is output) int8 and max(I, H) int16; no per-step tensors.
+// Arena: one scratch buffer: X, R, K temporaries, two alternating states
+// (when only the last state is output) and a decoded table as int8,
+// max(I, H) widened activations as int16 and one bias row as int32; no
+// per-step tensors.
 //
 // Exactness. Each instruction is the integer arithmetic of TFLM's reference
 // kernel for that op (reference_integer_ops::FullyConnected, Add, Mul,
@@ -95,6 +109,8 @@ constexpr int kBiasTensor = 3;
 constexpr int kProgramTensor = 4;
 constexpr int kTablesTensor = 5;
 constexpr int kConstantsTensor = 6;
+constexpr int kResidualsTensor = 7;
+constexpr int kInputCount = 8;
 constexpr int kOutputTensor = 0;
 
 constexpr int kCellSimpleRnn = 1;
@@ -112,7 +128,7 @@ enum Opcode : uint8_t {
   kMul = 5,
   kLut = 6,
 };
-constexpr int kParamWords[7] = {0, 7, 7, 11, 11, 7, 1};
+constexpr int kParamWords[7] = {0, 5, 5, 6, 6, 3, 1};
 
 constexpr uint8_t kOperandInputBlock = 0x00;
 constexpr uint8_t kOperandRecurrentBlock = 0x10;
@@ -157,6 +173,45 @@ inline int8_t Clamp(int32_t v, int32_t lo, int32_t hi) {
   return static_cast<int8_t>(v < lo ? lo : (v > hi ? hi : v));
 }
 
+// Signed fields of a parameter word, least significant first.
+inline int32_t Byte(int32_t word, int index) {
+  return static_cast<int8_t>(static_cast<uint32_t>(word) >> (8 * index));
+}
+inline int32_t Half(int32_t word, int index) {
+  return static_cast<int16_t>(static_cast<uint32_t>(word) >> (16 * index));
+}
+
+// The parameters of one instruction, unpacked (format at the top).
+struct FcParams {
+  int32_t input_offset, output_offset, multiplier, shift, act_min, act_max;
+  int32_t bias_row, residual_row, bias_multiplier, bias_shift;
+};
+FcParams UnpackFc(const int32_t* p) {
+  return {Half(p[0], 0), Half(p[0], 1), p[1],          Byte(p[2], 0),
+          Byte(p[2], 1), Byte(p[2], 2), Half(p[3], 0), Half(p[3], 1),
+          p[4],          Byte(p[2], 3)};
+}
+
+struct AddParams {
+  int32_t input1_offset, input2_offset, multiplier1, multiplier2,
+      output_multiplier, shift1, shift2, output_shift, output_offset,
+      act_min, act_max;
+};
+AddParams UnpackAdd(const int32_t* p) {
+  return {Half(p[0], 0), Half(p[0], 1), p[1],          p[2],
+          p[3],          Byte(p[4], 0), Byte(p[4], 1), Byte(p[4], 2),
+          Byte(p[4], 3), Byte(p[5], 0), Byte(p[5], 1)};
+}
+
+struct MulParams {
+  int32_t input1_offset, input2_offset, multiplier, shift, act_min, act_max,
+      output_offset;
+};
+MulParams UnpackMul(const int32_t* p) {
+  return {Half(p[0], 0), Half(p[0], 1), p[1],         Byte(p[2], 0),
+          Byte(p[2], 1), Byte(p[2], 2), Byte(p[2], 3)};
+}
+
 struct OpDataFusedRnn {
   int steps;
   int input_size;
@@ -164,17 +219,20 @@ struct OpDataFusedRnn {
   int gates;
   int temporaries;
   bool sequence_output;
-  int tables;
+  int table_bytes;
   int constants;
   int biases;
-  int program_words;
+  int residuals;
   int scratch_index;
-  // Byte offset of the int16 activations in the scratch buffer.
+  // Byte offsets in the scratch buffer of the int16 activations and the
+  // int32 bias row.
   int widened_offset;
+  int bias_offset;
   // Largest |accumulator| of each matrix without its bias: 255 times the
   // largest row L1 norm (|x - zero point| <= 255 for int8 x); and the
-  // largest |bias|. A FULLY_CONNECTED takes the fast requantization when
-  // their sum is within sparse::FastRequantizeLimit of its shift.
+  // largest |bias| (Prepare computes every step's bias once). A
+  // FULLY_CONNECTED takes the fast requantization when their sum is within
+  // sparse::FastRequantizeLimit of its shift.
   int64_t input_bound;
   int64_t recurrent_bound;
   int64_t max_abs_bias;
@@ -194,11 +252,103 @@ const char* OpName(int cell, bool sparse_weights) {
 }
 
 // ---------------------------------------------------------------------------
+// Tables and biases (shared by Prepare's checks and Eval).
+
+// Bytes of the encoded table at `table` (at most `available`), or -1 when
+// the encoding is unknown or runs past the tensor.
+int TableBytes(const uint8_t* table, int available) {
+  if (available < 1) return -1;
+  const int bits = table[0] & 0x0f;
+  const int bytes = table[0] == 0 ? 1 + kTableSize
+                    : (bits == 1 || bits == 2 || bits == 4) &&
+                            (table[0] & ~0x1f) == 0
+                        ? 2 + (255 * bits + 7) / 8
+                        : -1;
+  return bytes <= available ? bytes : -1;
+}
+
+// Decodes the 255 packed steps of a monotone table after its first value
+// (about 4 instructions an entry on Cortex-M4: the loop over a byte's
+// steps is unrolled). Returns false when a value leaves int8.
+template <int kBits, bool kDecreasing>
+bool DecodeSteps(const uint8_t* steps, int32_t value, int8_t* out) {
+  constexpr int kPerByte = 8 / kBits;
+  constexpr uint32_t kMask = (1u << kBits) - 1;
+  const int32_t first = value;
+  out[0] = static_cast<int8_t>(value);
+  int i = 1;
+  for (; i + kPerByte <= kTableSize; ++steps) {
+    const uint32_t packed = *steps;
+    for (int k = 0; k < kPerByte; ++k, ++i) {
+      const int32_t step = static_cast<int32_t>((packed >> (k * kBits)) & kMask);
+      value = kDecreasing ? value - step : value + step;
+      out[i] = static_cast<int8_t>(value);
+    }
+  }
+  for (int k = 0; i < kTableSize; ++k, ++i) {  // the last byte's first steps
+    const int32_t step = static_cast<int32_t>((*steps >> (k * kBits)) & kMask);
+    value = kDecreasing ? value - step : value + step;
+    out[i] = static_cast<int8_t>(value);
+  }
+  // Monotone: the extremes are the first and the last value.
+  const int32_t lowest = kDecreasing ? value : first;
+  const int32_t highest = kDecreasing ? first : value;
+  return lowest >= -128 && highest <= 127;
+}
+
+// The 256 entries of an encoded table: in place when stored raw, else
+// decoded into `scratch`. Returns false when a decoded value leaves int8.
+bool DecodeTable(const uint8_t* table, int8_t* scratch, const int8_t** out) {
+  *out = scratch;
+  const int32_t first = static_cast<int8_t>(table[1]);
+  switch (table[0]) {
+    case 0x01: return DecodeSteps<1, false>(table + 2, first, scratch);
+    case 0x02: return DecodeSteps<2, false>(table + 2, first, scratch);
+    case 0x04: return DecodeSteps<4, false>(table + 2, first, scratch);
+    case 0x11: return DecodeSteps<1, true>(table + 2, first, scratch);
+    case 0x12: return DecodeSteps<2, true>(table + 2, first, scratch);
+    case 0x14: return DecodeSteps<4, true>(table + 2, first, scratch);
+    default:  // 0: raw (TableBytes admits no other encoding)
+      *out = reinterpret_cast<const int8_t*>(table + 1);
+      return true;
+  }
+}
+
+// Row r of one FULLY_CONNECTED's bias (it has one: bias_row >= 0).
+inline int32_t BiasAt(const FcParams& fc, const int32_t* base,
+                      const sparse::Requantizer& q, const int8_t* residual,
+                      int r) {
+  return fc.bias_multiplier == 0
+             ? base[r]
+             : sparse::Requantize(base[r], q) + residual[r];
+}
+
+// The bias of one FULLY_CONNECTED: its bias row, or computed into `out`
+// ([G*H] int32) when rescaled; nullptr when it has none. `bound` bounds
+// |bias row| (the fast requantization is exact within its limit).
+const int32_t* ComputeBias(const FcParams& fc, const int32_t* biases,
+                           const int8_t* residuals, int rows, int64_t bound,
+                           int32_t* out) {
+  if (fc.bias_row < 0) return nullptr;
+  const int32_t* base = biases + fc.bias_row * rows;
+  if (fc.bias_multiplier == 0) return base;
+  const int8_t* residual = residuals + fc.residual_row * rows;
+  if (bound <= sparse::FastRequantizeLimit(fc.bias_shift)) {
+    const Requant q = MakeRequant(fc.bias_multiplier, fc.bias_shift, 0);
+    for (int r = 0; r < rows; ++r) out[r] = Apply(base[r], q) + residual[r];
+  } else {
+    const sparse::Requantizer q =
+        sparse::MakeRequantizer(fc.bias_multiplier, fc.bias_shift);
+    for (int r = 0; r < rows; ++r) out[r] = BiasAt(fc, base, q, residual, r);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // Prepare: validation of the program against the tensors.
 
-// Validates one operand read or written by an instruction of `step`, and
-// whether it is defined at that point (`defined`: bit per temporary, bits
-// 16/17 for X/R, bit 18 the previous state, bit 19 this step's state).
+// Whether an operand is defined at a point of a step: a bit per temporary,
+// then X, R, the previous and this step's state.
 constexpr uint32_t kDefinedInput = 1u << 16;
 constexpr uint32_t kDefinedRecurrent = 1u << 17;
 constexpr uint32_t kDefinedPrevious = 1u << 18;
@@ -255,48 +405,79 @@ const char* MarkWritten(uint8_t operand, uint32_t* defined,
 }
 
 bool ValidShift(int32_t shift) { return shift >= -31 && shift <= 30; }
+bool ValidOffset(int32_t offset) { return offset >= -127 && offset <= 128; }
 
-// Checks the parameters that the fast requantization relies on.
+// Checks an instruction's parameters, including what the fast
+// requantization relies on. `tables` is input 5 (for the table checks).
 const char* CheckParams(uint8_t opcode, const int32_t* p,
-                        const OpDataFusedRnn& data) {
+                        const OpDataFusedRnn& data, const uint8_t* tables,
+                        int8_t* table_scratch) {
   switch (opcode) {
     case kFcInput:
-    case kFcRecurrent:
-      if (p[1] < 0 || !ValidShift(p[2])) return "bad FC multiplier or shift";
-      if (p[6] < -1 || p[6] >= data.biases) return "FC bias row out of range";
-      if (p[4] > p[5]) return "FC activation range empty";
+    case kFcRecurrent: {
+      const FcParams fc = UnpackFc(p);
+      if (fc.multiplier < 0 || !ValidShift(fc.shift) ||
+          !ValidOffset(fc.input_offset) || fc.act_min > fc.act_max) {
+        return "bad FC quantization parameters";
+      }
+      if (fc.bias_row < -1 || fc.bias_row >= data.biases) {
+        return "FC bias row out of range";
+      }
+      if (fc.bias_multiplier != 0 &&
+          (fc.bias_row < 0 || fc.bias_multiplier < 0 ||
+           !ValidShift(fc.bias_shift) || fc.residual_row < 0 ||
+           fc.residual_row >= data.residuals)) {
+        return "FC bias rescaling out of range";
+      }
       return nullptr;
+    }
     case kAdd:
-    case kSub:
+    case kSub: {
       // TFLM's QuantizeMultiplierSmallerThanOneExp: right shifts only, so
       // |(x + offset) << 20| * 2 < 2^31 and the fast path is exact.
-      if (p[2] < 0 || p[4] < 0 || p[6] < 0 || p[3] > 0 || p[5] > 0 ||
-          p[7] > 0 || p[3] < -31 || p[5] < -31 || p[7] < -31) {
+      const AddParams add = UnpackAdd(p);
+      if (add.multiplier1 < 0 || add.multiplier2 < 0 ||
+          add.output_multiplier < 0 || add.shift1 > 0 || add.shift2 > 0 ||
+          add.output_shift > 0 || add.shift1 < -31 || add.shift2 < -31 ||
+          add.output_shift < -31) {
         return "ADD/SUB multipliers must be below one";
       }
-      if (p[0] < -127 || p[0] > 128 || p[1] < -127 || p[1] > 128) {
+      if (!ValidOffset(add.input1_offset) || !ValidOffset(add.input2_offset)) {
         return "ADD/SUB input offset out of the int8 range";
       }
-      return p[9] > p[10] ? "activation range empty" : nullptr;
-    case kMul:
+      return add.act_min > add.act_max ? "activation range empty" : nullptr;
+    }
+    case kMul: {
       // |product| <= 255^2 < 2^16: exact for left shifts up to 13.
-      if (p[2] < 0 || p[3] < -31 || p[3] > 13) return "MUL shift out of range";
-      if (p[0] < -127 || p[0] > 128 || p[1] < -127 || p[1] > 128) {
+      const MulParams mul = UnpackMul(p);
+      if (mul.multiplier < 0 || mul.shift < -31 || mul.shift > 13) {
+        return "MUL shift out of range";
+      }
+      if (!ValidOffset(mul.input1_offset) || !ValidOffset(mul.input2_offset)) {
         return "MUL input offset out of the int8 range";
       }
-      return p[5] > p[6] ? "activation range empty" : nullptr;
-    case kLut:
-      return p[0] >= 0 && p[0] < data.tables ? nullptr
-                                             : "table row out of range";
+      return mul.act_min > mul.act_max ? "activation range empty" : nullptr;
+    }
+    case kLut: {
+      if (p[0] < 0 || TableBytes(tables + p[0], data.table_bytes - p[0]) < 0) {
+        return "table offset or encoding invalid";
+      }
+      const int8_t* decoded;
+      return DecodeTable(tables + p[0], table_scratch, &decoded)
+                 ? nullptr
+                 : "table decodes to values outside int8";
+    }
     default:
       return "unknown opcode";
   }
 }
 
 TfLiteStatus ValidateProgram(const int32_t* program, int words,
-                             OpDataFusedRnn* data, const char* name) {
+                             const uint8_t* tables, OpDataFusedRnn* data,
+                             const char* name) {
   int position = kHeaderWords;
   bool slot_written[1024] = {};
+  int8_t table_scratch[kTableSize];
   for (int step = 0; step < data->steps; ++step) {
     if (position + kStepWords > words) {
       MicroPrintf("%s: program ends at step %d", name, step);
@@ -336,7 +517,8 @@ TfLiteStatus ValidateProgram(const int32_t* program, int words,
         error = "parameters run past the program";
       }
       if (error == nullptr) {
-        error = CheckParams(opcode, program + position + 1, *data);
+        error = CheckParams(opcode, program + position + 1, *data, tables,
+                            table_scratch);
       }
       if (error == nullptr) {
         switch (opcode) {
@@ -377,6 +559,34 @@ TfLiteStatus ValidateProgram(const int32_t* program, int words,
   return kTfLiteOk;
 }
 
+// Largest |bias| over every FULLY_CONNECTED of the program (rescaled
+// biases computed as Eval computes them).
+int64_t MaxAbsBias(const int32_t* program, const int32_t* biases,
+                   const int8_t* residuals, const OpDataFusedRnn& d) {
+  int64_t worst = 0;
+  const int rows = d.gates * d.units;
+  const int32_t* word = program + kHeaderWords;
+  for (int step = 0; step < d.steps; ++step) {
+    const int count = word[2];
+    word += kStepWords;
+    for (int i = 0; i < count; ++i) {
+      const uint8_t opcode = static_cast<uint32_t>(word[0]) & 0xff;
+      const FcParams fc = UnpackFc(word + 1);
+      if ((opcode == kFcInput || opcode == kFcRecurrent) && fc.bias_row >= 0) {
+        const sparse::Requantizer q =
+            sparse::MakeRequantizer(fc.bias_multiplier, fc.bias_shift);
+        for (int r = 0; r < rows; ++r) {
+          const int64_t bias = BiasAt(fc, biases + fc.bias_row * rows, q,
+                                      residuals + fc.residual_row * rows, r);
+          if ((bias < 0 ? -bias : bias) > worst) worst = bias < 0 ? -bias : bias;
+        }
+      }
+      word += 1 + kParamWords[opcode];
+    }
+  }
+  return worst;
+}
+
 // A weight input: dense [rows, cols] int8 or a sparse blob of that shape.
 TfLiteStatus CheckWeights(const TfLiteTensor* tensor, int rows, int cols,
                           bool sparse_weights, const char* what,
@@ -405,32 +615,36 @@ TfLiteStatus CheckWeights(const TfLiteTensor* tensor, int rows, int cols,
 int64_t AccumulatorBound(const TfLiteTensor* tensor, int rows, int cols,
                          bool sparse_weights) {
   if (sparse_weights) {
-    const SparseMatrix m = sparse::ViewSparseBlob(tensor->data.uint8,
-                                                  tensor->bytes);
+    const SparseMatrix m =
+        sparse::ViewSparseBlob(tensor->data.uint8, tensor->bytes);
     return sparse::MaxAbsRowAccumulator(m, nullptr, 255);
   }
   int64_t worst = 0;
   const int8_t* w = tensor->data.int8;
   for (int r = 0; r < rows; ++r) {
     int64_t l1 = 0;
-    for (int c = 0; c < cols; ++c) l1 += w[r * cols + c] < 0 ? -w[r * cols + c]
-                                                            : w[r * cols + c];
+    for (int c = 0; c < cols; ++c) {
+      const int v = w[r * cols + c];
+      l1 += v < 0 ? -v : v;
+    }
     if (l1 > worst) worst = l1;
   }
   return worst * 255;
 }
 
-// Optional constant tensor of `rows` x `cols` elements of `type` (rows
-// read from its first dimension); sets *rows_out (0 when absent).
-TfLiteStatus CheckTable(const TfLiteTensor* tensor, TfLiteType type,
-                        int cols, const char* what, const char* name,
-                        int* rows_out) {
+// An optional constant tensor of `type`: 2-D [rows, cols] (cols > 0) or 1-D
+// (cols == 0); sets *rows_out to its rows (bytes when 1-D), 0 when absent.
+TfLiteStatus CheckConstant(const TfLiteTensor* tensor, TfLiteType type,
+                           int cols, const char* what, const char* name,
+                           int* rows_out) {
   *rows_out = 0;
   if (tensor == nullptr) return kTfLiteOk;
+  const int rank = cols > 0 ? 2 : 1;
   if (tensor->type != type || !tflite::IsConstantTensor(tensor) ||
-      tensor->dims->size != 2 || tensor->dims->data[1] != cols) {
-    MicroPrintf("%s: %s must be a constant %s [rows, %d] tensor", name, what,
-                TfLiteTypeGetName(type), cols);
+      tensor->dims->size != rank ||
+      (cols > 0 && tensor->dims->data[1] != cols)) {
+    MicroPrintf("%s: %s must be a constant %s tensor of rank %d (%d columns)",
+                name, what, TfLiteTypeGetName(type), rank, cols);
     return kTfLiteError;
   }
   *rows_out = tensor->dims->data[0];
@@ -447,16 +661,17 @@ void* FusedRnnInit(TfLiteContext* context, const char* buffer,
   return raw;
 }
 
-// Sets d->widened_offset and returns the scratch bytes: X, R, the
-// temporaries and (last-state output) two alternating states as int8, then
-// the widened FULLY_CONNECTED activations as int16.
+// Sets the scratch offsets and returns the scratch bytes (see Arena above).
 size_t LayOutScratch(OpDataFusedRnn* d) {
-  const int int8_bytes = 2 * d->gates * d->units +
-                         d->temporaries * d->units +
-                         (d->sequence_output ? 0 : 2 * d->units);
+  const int rows = d->gates * d->units;
+  const int int8_bytes = 2 * rows + d->temporaries * d->units +
+                         (d->sequence_output ? 0 : 2 * d->units) + kTableSize;
   d->widened_offset = (int8_bytes + 3) & ~3;
   const int widest = d->input_size > d->units ? d->input_size : d->units;
-  return d->widened_offset + sizeof(int16_t) * widest;
+  d->bias_offset =
+      (d->widened_offset + static_cast<int>(sizeof(int16_t)) * widest + 3) &
+      ~3;
+  return d->bias_offset + sizeof(int32_t) * rows;
 }
 
 template <int kCell, bool kSparse>
@@ -464,12 +679,12 @@ TfLiteStatus FusedRnnPrepare(TfLiteContext* context, TfLiteNode* node) {
   const char* name = OpName(kCell, kSparse);
   TF_LITE_ENSURE(context, node->user_data != nullptr);
   auto* data = static_cast<OpDataFusedRnn*>(node->user_data);
-  TF_LITE_ENSURE_EQ(context, node->inputs->size, 7);
+  TF_LITE_ENSURE_EQ(context, node->inputs->size, kInputCount);
   TF_LITE_ENSURE_EQ(context, node->outputs->size, 1);
 
   tflite::MicroContext* micro_context = tflite::GetMicroContext(context);
-  TfLiteTensor* tensors[7];
-  for (int i = 0; i < 7; ++i) {
+  TfLiteTensor* tensors[kInputCount];
+  for (int i = 0; i < kInputCount; ++i) {
     tensors[i] = micro_context->AllocateTempInputTensor(node, i);
   }
   TfLiteTensor* output =
@@ -514,10 +729,10 @@ TfLiteStatus FusedRnnPrepare(TfLiteContext* context, TfLiteNode* node) {
     data->gates = program[5];
     data->temporaries = program[6];
     data->sequence_output = (program[7] & 1) != 0;
-    data->program_words = words;
     const int expected_gates = kCell == kCellGru ? 3 : 1;
     if (data->steps < 1 || data->steps > 1024 || data->input_size < 1 ||
-        data->units < 1 || data->gates != expected_gates ||
+        data->input_size > 0xffff || data->units < 1 ||
+        data->gates != expected_gates || data->gates * data->units > 0xffff ||
         data->temporaries < 0 || data->temporaries > 16 ||
         (program[7] & ~1) != 0) {
       MicroPrintf("%s: bad program header (T %d, I %d, H %d, G %d, K %d, "
@@ -528,10 +743,6 @@ TfLiteStatus FusedRnnPrepare(TfLiteContext* context, TfLiteNode* node) {
       break;
     }
     const int rows = data->gates * data->units;
-    if (rows > 0xffff || data->input_size > 0xffff) {
-      MicroPrintf("%s: layer too large", name);
-      break;
-    }
     if (tflite::NumElements(input) != data->steps * data->input_size) {
       MicroPrintf("%s: input has %d elements, the program needs T x I = %d",
                   name, static_cast<int>(tflite::NumElements(input)),
@@ -550,27 +761,35 @@ TfLiteStatus FusedRnnPrepare(TfLiteContext* context, TfLiteNode* node) {
                      kSparse, "input weights", name) != kTfLiteOk ||
         CheckWeights(tensors[kRecurrentWeightsTensor], rows, data->units,
                      kSparse, "recurrent weights", name) != kTfLiteOk ||
-        CheckTable(tensors[kBiasTensor], kTfLiteInt32, rows, "biases", name,
-                   &data->biases) != kTfLiteOk ||
-        CheckTable(tensors[kTablesTensor], kTfLiteInt8, kTableSize, "tables",
-                   name, &data->tables) != kTfLiteOk ||
-        CheckTable(tensors[kConstantsTensor], kTfLiteInt8, data->units,
-                   "constant vectors", name, &data->constants) != kTfLiteOk) {
+        CheckConstant(tensors[kBiasTensor], kTfLiteInt32, rows, "biases",
+                      name, &data->biases) != kTfLiteOk ||
+        CheckConstant(tensors[kTablesTensor], kTfLiteInt8, 0, "tables", name,
+                      &data->table_bytes) != kTfLiteOk ||
+        CheckConstant(tensors[kConstantsTensor], kTfLiteInt8, data->units,
+                      "constant vectors", name,
+                      &data->constants) != kTfLiteOk ||
+        CheckConstant(tensors[kResidualsTensor], kTfLiteInt8, rows,
+                      "bias residuals", name, &data->residuals) != kTfLiteOk) {
       break;
     }
-    if (ValidateProgram(program, words, data, name) != kTfLiteOk) break;
+    const uint8_t* tables = tensors[kTablesTensor] != nullptr
+                                ? tensors[kTablesTensor]->data.uint8
+                                : nullptr;
+    if (ValidateProgram(program, words, tables, data, name) != kTfLiteOk) {
+      break;
+    }
     data->input_bound = AccumulatorBound(tensors[kInputWeightsTensor], rows,
                                          data->input_size, kSparse);
     data->recurrent_bound = AccumulatorBound(tensors[kRecurrentWeightsTensor],
                                              rows, data->units, kSparse);
-    data->max_abs_bias = 0;
-    if (tensors[kBiasTensor] != nullptr) {
-      const int32_t* bias = tensors[kBiasTensor]->data.i32;
-      for (int i = 0; i < data->biases * rows; ++i) {
-        const int64_t magnitude = bias[i] < 0 ? -int64_t{bias[i]} : bias[i];
-        if (magnitude > data->max_abs_bias) data->max_abs_bias = magnitude;
-      }
-    }
+    data->max_abs_bias = MaxAbsBias(
+        program,
+        tensors[kBiasTensor] != nullptr ? tensors[kBiasTensor]->data.i32
+                                        : nullptr,
+        tensors[kResidualsTensor] != nullptr
+            ? tensors[kResidualsTensor]->data.int8
+            : nullptr,
+        *data);
     status = context->RequestScratchBufferInArena(
         context, LayOutScratch(data), &data->scratch_index);
   } while (false);
@@ -607,40 +826,41 @@ inline int32_t DenseRowDot(const int8_t* w, const int16_t* x, int cols,
 // arithmetic of reference_integer_ops::FullyConnected (x16 = x + offset).
 template <bool kFast, int W>
 void SparseFc(const SparseMatrix& m, const int16_t* x16, const int32_t* bias,
-              const int32_t* p, int8_t* out) {
+              const FcParams& p, int8_t* out) {
   const uint8_t* counts = m.row_counts;
   const uint8_t* indices = m.col_indices;
   const int8_t* values = m.values;
-  const Requant fast = MakeRequant(p[1], p[2], 0);
-  const sparse::Requantizer generic = sparse::MakeRequantizer(p[1], p[2]);
+  const Requant fast = MakeRequant(p.multiplier, p.shift, 0);
+  const sparse::Requantizer generic =
+      sparse::MakeRequantizer(p.multiplier, p.shift);
   for (int r = 0; r < m.rows; ++r) {
     const int32_t acc = SparseRowDot<W>(indices, values, LoadIndex<W>(counts),
                                         x16, bias != nullptr ? bias[r] : 0);
     counts += W;
     const int32_t scaled =
         kFast ? Apply(acc, fast) : sparse::Requantize(acc, generic);
-    out[r] = Clamp(scaled + p[3], p[4], p[5]);
+    out[r] = Clamp(scaled + p.output_offset, p.act_min, p.act_max);
   }
 }
 
 template <bool kFast>
 void DenseFc(const int8_t* w, int rows, int cols, const int16_t* x16,
-             const int32_t* bias, const int32_t* p, int8_t* out) {
-  const Requant fast = MakeRequant(p[1], p[2], 0);
-  const sparse::Requantizer generic = sparse::MakeRequantizer(p[1], p[2]);
+             const int32_t* bias, const FcParams& p, int8_t* out) {
+  const Requant fast = MakeRequant(p.multiplier, p.shift, 0);
+  const sparse::Requantizer generic =
+      sparse::MakeRequantizer(p.multiplier, p.shift);
   for (int r = 0; r < rows; ++r) {
     const int32_t acc = DenseRowDot(w + r * cols, x16, cols,
                                     bias != nullptr ? bias[r] : 0);
     const int32_t scaled =
         kFast ? Apply(acc, fast) : sparse::Requantize(acc, generic);
-    out[r] = Clamp(scaled + p[3], p[4], p[5]);
+    out[r] = Clamp(scaled + p.output_offset, p.act_min, p.act_max);
   }
 }
 
 void FullyConnected(const Matrix& m, int64_t bound, const int16_t* x16,
-                    const int32_t* bias, const int32_t* p, int8_t* out) {
-  const int64_t limit = sparse::FastRequantizeLimit(p[2]);
-  const bool fast = bound <= limit;
+                    const int32_t* bias, const FcParams& p, int8_t* out) {
+  const bool fast = bound <= sparse::FastRequantizeLimit(p.shift);
   if (m.dense != nullptr) {
     (fast ? &DenseFc<true> : &DenseFc<false>)(m.dense, m.rows, m.cols, x16,
                                               bias, p, out);
@@ -656,25 +876,26 @@ void FullyConnected(const Matrix& m, int64_t bound, const int16_t* x16,
 // reference_ops::Add / Sub on int8: both inputs rescaled to 2 x the larger
 // input scale with 20 extra bits, summed, rescaled to the output.
 template <bool kSubtract>
-void AddSub(const int8_t* a, const int8_t* b, int n, const int32_t* p,
+void AddSub(const int8_t* a, const int8_t* b, int n, const AddParams& p,
             int8_t* out) {
-  const Requant q1 = MakeRequant(p[2], p[3], 20);
-  const Requant q2 = MakeRequant(p[4], p[5], 20);
-  const Requant qo = MakeRequant(p[6], p[7], 0);
+  const Requant q1 = MakeRequant(p.multiplier1, p.shift1, 20);
+  const Requant q2 = MakeRequant(p.multiplier2, p.shift2, 20);
+  const Requant qo = MakeRequant(p.output_multiplier, p.output_shift, 0);
   for (int i = 0; i < n; ++i) {
-    const int32_t x = Apply(a[i] + p[0], q1);
-    const int32_t y = Apply(b[i] + p[1], q2);
-    out[i] = Clamp(Apply(kSubtract ? x - y : x + y, qo) + p[8], p[9], p[10]);
+    const int32_t x = Apply(a[i] + p.input1_offset, q1);
+    const int32_t y = Apply(b[i] + p.input2_offset, q2);
+    out[i] = Clamp(Apply(kSubtract ? x - y : x + y, qo) + p.output_offset,
+                   p.act_min, p.act_max);
   }
 }
 
 // reference_integer_ops::Mul on int8.
-void Mul(const int8_t* a, const int8_t* b, int n, const int32_t* p,
+void Mul(const int8_t* a, const int8_t* b, int n, const MulParams& p,
          int8_t* out) {
-  const Requant q = MakeRequant(p[2], p[3], 0);
+  const Requant q = MakeRequant(p.multiplier, p.shift, 0);
   for (int i = 0; i < n; ++i) {
-    out[i] = Clamp(Apply((a[i] + p[0]) * (b[i] + p[1]), q) + p[4], p[5],
-                   p[6]);
+    const int32_t product = (a[i] + p.input1_offset) * (b[i] + p.input2_offset);
+    out[i] = Clamp(Apply(product, q) + p.output_offset, p.act_min, p.act_max);
   }
 }
 
@@ -685,31 +906,35 @@ void Lut(const int8_t* a, int n, const int8_t* table, int8_t* out) {
 }
 
 struct Registers {
-  int8_t* input_full;      // X, G*H
-  int8_t* recurrent_full;  // R, G*H
-  int8_t* temporaries;     // K*H
-  const int8_t* previous;  // previous state, H
-  int8_t* state;           // this step's state, H
-  const int8_t* constants; // C*H
+  int8_t* input_full;       // X, G*H
+  int8_t* recurrent_full;   // R, G*H
+  int8_t* temporaries;      // K*H
+  const int8_t* previous;   // previous state, H
+  int8_t* state;            // this step's state, H
+  const int8_t* constants;  // C*H
   int units;
 };
 
-inline int8_t* Operand(uint8_t operand, const Registers& reg) {
+inline const int8_t* Read(uint8_t operand, const Registers& reg) {
   if (operand < kOperandRecurrentBlock) {
     return reg.input_full + operand * reg.units;
   }
   if (operand < kOperandPreviousState) {
     return reg.recurrent_full + (operand - kOperandRecurrentBlock) * reg.units;
   }
-  if (operand == kOperandPreviousState) {
-    return const_cast<int8_t*>(reg.previous);
-  }
+  if (operand == kOperandPreviousState) return reg.previous;
   if (operand == kOperandNewState) return reg.state;
   if (operand >= kOperandConstant) {
-    return const_cast<int8_t*>(reg.constants +
-                               (operand - kOperandConstant) * reg.units);
+    return reg.constants + (operand - kOperandConstant) * reg.units;
   }
   return reg.temporaries + (operand - kOperandTemporary) * reg.units;
+}
+
+// Prepare admits only the state and temporaries as destinations.
+inline int8_t* Write(uint8_t operand, const Registers& reg) {
+  return operand == kOperandNewState
+             ? reg.state
+             : reg.temporaries + (operand - kOperandTemporary) * reg.units;
 }
 
 Matrix MakeMatrix(const TfLiteEvalTensor* tensor, int rows, int cols,
@@ -731,22 +956,23 @@ TfLiteStatus FusedRnnEval(TfLiteContext* context, TfLiteNode* node) {
   TFLITE_DCHECK(node->user_data != nullptr);
   const auto& d = *static_cast<const OpDataFusedRnn*>(node->user_data);
   const int rows = d.gates * d.units;
-  const int8_t* input = tflite::micro::GetTensorData<int8_t>(
-      tflite::micro::GetEvalInput(context, node, kInputTensor));
-  const Matrix input_weights =
-      MakeMatrix(tflite::micro::GetEvalInput(context, node,
-                                             kInputWeightsTensor),
-                 rows, d.input_size, kSparse);
-  const Matrix recurrent_weights =
-      MakeMatrix(tflite::micro::GetEvalInput(context, node,
-                                             kRecurrentWeightsTensor),
-                 rows, d.units, kSparse);
-  const int32_t* biases = tflite::micro::GetOptionalTensorData<int32_t>(
-      tflite::micro::GetEvalInput(context, node, kBiasTensor));
-  const int32_t* program = tflite::micro::GetTensorData<int32_t>(
-      tflite::micro::GetEvalInput(context, node, kProgramTensor));
-  const int8_t* tables = tflite::micro::GetOptionalTensorData<int8_t>(
-      tflite::micro::GetEvalInput(context, node, kTablesTensor));
+  const auto input_data = [&](int index) {
+    return tflite::micro::GetEvalInput(context, node, index);
+  };
+  const int8_t* input =
+      tflite::micro::GetTensorData<int8_t>(input_data(kInputTensor));
+  const Matrix input_weights = MakeMatrix(input_data(kInputWeightsTensor),
+                                          rows, d.input_size, kSparse);
+  const Matrix recurrent_weights = MakeMatrix(
+      input_data(kRecurrentWeightsTensor), rows, d.units, kSparse);
+  const int32_t* biases =
+      tflite::micro::GetOptionalTensorData<int32_t>(input_data(kBiasTensor));
+  const int32_t* program =
+      tflite::micro::GetTensorData<int32_t>(input_data(kProgramTensor));
+  const uint8_t* tables =
+      tflite::micro::GetOptionalTensorData<uint8_t>(input_data(kTablesTensor));
+  const int8_t* residuals = tflite::micro::GetOptionalTensorData<int8_t>(
+      input_data(kResidualsTensor));
   int8_t* output = tflite::micro::GetTensorData<int8_t>(
       tflite::micro::GetEvalOutput(context, node, kOutputTensor));
 
@@ -758,9 +984,12 @@ TfLiteStatus FusedRnnEval(TfLiteContext* context, TfLiteNode* node) {
   reg.recurrent_full = scratch + rows;
   reg.temporaries = scratch + 2 * rows;
   reg.constants = tflite::micro::GetOptionalTensorData<int8_t>(
-      tflite::micro::GetEvalInput(context, node, kConstantsTensor));
-  int8_t* ping = reg.temporaries + d.temporaries * d.units;
+      input_data(kConstantsTensor));
+  int8_t* alternate = reg.temporaries + d.temporaries * d.units;
+  int8_t* table_scratch =
+      alternate + (d.sequence_output ? 0 : 2 * d.units);
   auto* x16 = reinterpret_cast<int16_t*>(scratch + d.widened_offset);
+  auto* bias_row = reinterpret_cast<int32_t*>(scratch + d.bias_offset);
   const int64_t input_bound = d.input_bound + d.max_abs_bias;
   const int64_t recurrent_bound = d.recurrent_bound + d.max_abs_bias;
 
@@ -771,7 +1000,8 @@ TfLiteStatus FusedRnnEval(TfLiteContext* context, TfLiteNode* node) {
     if (d.sequence_output) {
       reg.state = output + word[1] * d.units;
     } else {
-      reg.state = step == d.steps - 1 ? output : ping + (step & 1) * d.units;
+      reg.state =
+          step == d.steps - 1 ? output : alternate + (step & 1) * d.units;
     }
     const int count = word[2];
     word += kStepWords;
@@ -779,33 +1009,38 @@ TfLiteStatus FusedRnnEval(TfLiteContext* context, TfLiteNode* node) {
       const uint32_t head = static_cast<uint32_t>(word[0]);
       const uint8_t opcode = head & 0xff;
       const int32_t* p = word + 1;
-      int8_t* dst = Operand((head >> 8) & 0xff, reg);
-      const int8_t* a = Operand((head >> 16) & 0xff, reg);
-      const int8_t* b = Operand((head >> 24) & 0xff, reg);
+      const int8_t* a = Read((head >> 16) & 0xff, reg);
       switch (opcode) {
         case kFcInput:
-          Widen(x, d.input_size, p[0], x16);
-          FullyConnected(input_weights, input_bound, x16,
-                         p[6] >= 0 ? biases + p[6] * rows : nullptr, p,
-                         reg.input_full);
+        case kFcRecurrent: {
+          const FcParams fc = UnpackFc(p);
+          const bool recurrent = opcode == kFcRecurrent;
+          Widen(recurrent ? a : x, recurrent ? d.units : d.input_size,
+                fc.input_offset, x16);
+          FullyConnected(recurrent ? recurrent_weights : input_weights,
+                         recurrent ? recurrent_bound : input_bound, x16,
+                         ComputeBias(fc, biases, residuals, rows,
+                                     d.max_abs_bias, bias_row),
+                         fc, recurrent ? reg.recurrent_full : reg.input_full);
           break;
-        case kFcRecurrent:
-          Widen(a, d.units, p[0], x16);
-          FullyConnected(recurrent_weights, recurrent_bound, x16,
-                         p[6] >= 0 ? biases + p[6] * rows : nullptr, p,
-                         reg.recurrent_full);
-          break;
+        }
         case kAdd:
-          AddSub<false>(a, b, d.units, p, dst);
+          AddSub<false>(a, Read(head >> 24, reg), d.units, UnpackAdd(p),
+                        Write((head >> 8) & 0xff, reg));
           break;
         case kSub:
-          AddSub<true>(a, b, d.units, p, dst);
+          AddSub<true>(a, Read(head >> 24, reg), d.units, UnpackAdd(p),
+                       Write((head >> 8) & 0xff, reg));
           break;
         case kMul:
-          Mul(a, b, d.units, p, dst);
+          Mul(a, Read(head >> 24, reg), d.units, UnpackMul(p),
+              Write((head >> 8) & 0xff, reg));
           break;
-        default:  // kLut (Prepare admits no other opcode)
-          Lut(a, d.units, tables + p[0] * kTableSize, dst);
+        default: {  // kLut (Prepare admits no other opcode)
+          const int8_t* table;
+          DecodeTable(tables + p[0], table_scratch, &table);
+          Lut(a, d.units, table, Write((head >> 8) & 0xff, reg));
+        }
       }
       word += 1 + kParamWords[opcode];
     }
