@@ -1,11 +1,13 @@
 """Benchmark: what the microcontroller sees of a pruned recurrent model, measured on the device build.
 
-For the dense and the 90 %- and 95 %-pruned sequential-MNIST LSTM(128) and SimpleRNN(128) (trained by the main job,
-examples/sequential_mnist.py, with stop_rule="monitor" so that each reaches its target sparsity), exported to full
-int8, and for each encoding (plain int8; TFLM DECODE pruning) and kernel set (TFLM reference; CMSIS-NN), it builds
-the firmware for Cortex-M4F, runs every test sequence under QEMU (mps2-an386, -icount shift=0), and records flash,
-RAM, arena, stack, instructions per inference (instructions, not cycles), accuracy, and whether every output byte
-equals the pip TFLite Micro interpreter's. Writes results/mcu_footprint.json and results/mcu_footprint.md.
+For the dense and the 90 %- and 95 %-pruned sequential-MNIST LSTM(128), SimpleRNN(128) and GRU(128) (trained by the
+main job, examples/sequential_mnist.py, with stop_rule="monitor" so that each reaches its target sparsity), exported
+to full int8, and for each build (plain int8 on TFLM's reference or CMSIS-NN kernels; TFLM DECODE pruning; the
+fused SimpleRNN / GRU ops with dense weights, `ke_fused`; keras_expander's sparse kernels, `ke_sparse`, with
+CMSIS-NN for the model's other ops), it builds the firmware for Cortex-M4F, runs every test sequence under QEMU
+(mps2-an386, -icount shift=0), and records flash, RAM, arena, stack, instructions per inference (instructions, not
+cycles), accuracy, and whether every output byte equals the pip TFLite Micro interpreter's. Writes
+results/mcu_footprint.json and results/mcu_footprint.md.
 
 Resumable: trained models and int8 files are kept under --work-dir, and rows already in the JSON (same test
 sample count) are not rerun.
@@ -34,10 +36,14 @@ from keras_expander.firmware import deploy  # noqa: E402
 from keras_expander.firmware.toolchain import FirmwareError  # noqa: E402
 from keras_expander.io_utils import write_atomic  # noqa: E402
 
-# (encoding, kernels). "sparse": keras_expander's sparse kernels for the pruned LSTM / FULLY_CONNECTED ops, CMSIS-NN
-# for the model's other ops.
+# (encoding, kernels). "sparse": keras_expander's sparse kernels for the pruned LSTM / FULLY_CONNECTED ops and the
+# fused SimpleRNN / GRU ops, CMSIS-NN for the model's other ops; "fused": the fused SimpleRNN / GRU ops with dense
+# weights, CMSIS-NN for the other ops.
 BUILDS = (("plain", "reference"), ("plain", "cmsis_nn"), ("tflm_prune", "reference"), ("tflm_prune", "cmsis_nn"),
-          ("ke_sparse", "sparse"))
+          ("ke_fused", "fused"), ("ke_sparse", "sparse"))
+# Builds that do not apply: an LSTM is already one fused op; DECODE on an unrolled GRU grows the flash, as the
+# SimpleRNN rows show, and its reference-kernel runs would take hours.
+SKIPPED_BUILDS = {"lstm": {"ke_fused"}, "gru": {"tflm_prune"}}
 ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
               "instructions_per_inference", "accuracy", "bitexact_vs_tflm_python", "runtime_flash_bytes",
               "data_bytes", "bss_bytes", "instructions_first_inference", "samples", "run_seconds")
@@ -105,12 +111,14 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
             content, encoded = compression.decode_prune(plain)
             row["encoded_tensors"] = len(encoded)
             row["bitexact_vs_plain_tflm_python"] = deploy.encoding_mismatches(plain, content, x_test) == 0
-        elif encoding == "ke_sparse":
-            content, rewritten = compression.sparse_rewrite(plain)
-            row["sparse_ops"] = len(rewritten)
-        # The sparse kernels' outputs are compared with the plain model's under the pip interpreter.
+        elif encoding in ("ke_sparse", "ke_fused"):
+            rewrite = compression.kernel_rewrite(plain, encoding)
+            content = rewrite.content
+            row["sparse_ops"] = len(rewrite.sparse_ops)
+            row["fused_layers"] = [layer.op for layer in rewrite.fused_layers]
+        # Our kernels' outputs are compared with the plain model's under the pip interpreter.
         report = deploy.deploy(content, x_test, y_test, target="cortex-m4",
-                               kernels="cmsis_nn" if kernels == "sparse" else kernels, out_dir=folder,
+                               kernels="cmsis_nn" if kernels in ("sparse", "fused") else kernels, out_dir=folder,
                                reference_content=plain)
     except (compression.CompressionError, FirmwareError) as error:
         row["error"] = " ".join(str(error).split())
@@ -208,7 +216,8 @@ def to_markdown(payload: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", nargs="+", choices=("lstm", "simple_rnn"), default=["lstm", "simple_rnn"])
+    parser.add_argument("--cells", nargs="+", choices=("lstm", "simple_rnn", "gru"),
+                        default=["lstm", "simple_rnn", "gru"])
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.0, 0.9, 0.95])
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of every model (default 4)")
     parser.add_argument("--test-samples", type=int, default=0, help="0 = all 10,000 test sequences")
@@ -236,7 +245,8 @@ def main(argv=None) -> int:
             content, info = train_int8(cell, sparsity, args, representative)
             payload["models"][f"{cell}-{sparsity:g}"] = {**info, "flash_limit_bytes": flash_limit_bytes(content)}
             for encoding, kernels in BUILDS:
-                if encoding != "plain" and sparsity == 0:
+                if encoding in SKIPPED_BUILDS.get(cell, ()) or (encoding in ("tflm_prune", "ke_sparse")
+                                                                and sparsity == 0):
                     continue  # no tensor of a dense model gets smaller
                 key = {"cell": cell, "sparsity": sparsity, "encoding": encoding, "kernels": kernels}
                 done = next((r for r in payload["rows"] if all(r.get(k) == v for k, v in key.items())), None)

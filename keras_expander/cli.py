@@ -114,9 +114,10 @@ def add_firmware_parser(commands) -> None:
                           help="TFLM kernel sets for Cortex-M4 (the host uses reference)")
     firmware.add_argument("--compression", choices=ENCODINGS, default="plain",
                           help="plain: the weights as exported; tflm_prune: TFLM DECODE pruning encoding (bitmask + "
-                               "non-zero values; smaller flash, larger arena); ke_sparse: pruned LSTM and "
-                               "FULLY_CONNECTED ops run by keras_expander's sparse int8 kernels (weights read in "
-                               "place from flash, work only for non-zero weights)")
+                               "non-zero values; smaller flash, larger arena); ke_fused: each unrolled SimpleRNN or "
+                               "GRU layer runs as one fused int8 op of keras_expander's kernels; ke_sparse: the same "
+                               "with sparse weights, and pruned LSTM and FULLY_CONNECTED ops on the sparse kernels "
+                               "(weights read in place from flash, work only for non-zero weights)")
     firmware.add_argument("--dataset", choices=DATASETS, default="sequential_mnist",
                           help="the model's data set; its test split gives the test sequences")
     firmware.add_argument("--data", metavar="FILE.npz", default=None,
@@ -225,13 +226,20 @@ def run_firmware(args) -> int:
                   f"Micro interpreter on {len(x_test)} sequences", flush=True)
             if mismatches:
                 raise FirmwareError(f"DECODE pruning changed the outputs of {mismatches} sequences; not deployed.")
-        elif args.compression == "ke_sparse":
-            content, rewritten = compression.sparse_rewrite(plain)
+        elif args.compression in ("ke_sparse", "ke_fused"):
+            rewrite = compression.kernel_rewrite(plain, args.compression)
+            content = rewrite.content
             summary.update(plain_bytes=len(plain), encoded_bytes=len(content),
-                           sparse_ops=[dataclasses.asdict(op) for op in rewritten])
-            print(f"sparse kernels: {len(rewritten)} op(s) rewritten, {len(plain):,} -> {len(content):,} bytes; "
-                  f"the firmware's outputs are checked against the plain model under the TFLite Micro interpreter",
-                  flush=True)
+                           fused_layers=[dataclasses.asdict(layer) for layer in rewrite.fused_layers],
+                           sparse_ops=[dataclasses.asdict(op) for op in rewrite.sparse_ops], notes=rewrite.notes)
+            for layer in rewrite.fused_layers:
+                print(f"fused: a {layer.cell} layer ({layer.steps} steps, {layer.units} units, {layer.replaced_ops} "
+                      f"unrolled ops) -> {layer.op}", flush=True)
+            for note in rewrite.notes:
+                print(f"note: {note}", flush=True)
+            print(f"keras_expander kernels: {len(plain):,} -> {len(content):,} bytes ({len(rewrite.fused_layers)} "
+                  f"fused layer(s), {len(rewrite.sparse_ops)} sparse op(s)); the firmware's outputs are checked "
+                  f"against the plain model under the TFLite Micro interpreter", flush=True)
         reports = []
         with staged_folder(args.out, "--out") as staging:  # all builds, or the folder as it was
             for target, kernels in builds:

@@ -1,5 +1,8 @@
-"""`.tflite` -> `.tflite` weight encodings for TFLite Micro: DECODE pruning compression, and the rewrite of
-pruned int8 LSTM / FULLY_CONNECTED ops to keras_expander's sparse kernels.
+"""`.tflite` -> `.tflite` weight encodings for TFLite Micro: DECODE pruning compression, and the rewrite of a model
+to keras_expander's kernels (fused SimpleRNN / GRU ops, sparse LSTM / FULLY_CONNECTED ops).
+
+`kernel_rewrite(content, "ke_fused" | "ke_sparse")` is the entry point for the kernels; `keras_expander.fused_rnn`
+documents the fused recurrent ops.
 
 DECODE pruning (`decode_prune`)
 
@@ -36,7 +39,7 @@ import tempfile
 
 import numpy as np
 
-ENCODINGS = ("plain", "tflm_prune", "ke_sparse")
+ENCODINGS = ("plain", "tflm_prune", "ke_sparse", "ke_fused")
 DECODE_METADATA_BYTES = 16
 _TENSOR_TABLE_BYTES = 100  # flatbuffer tables of one more tensor (name, shape, buffer entry), approximate
 
@@ -352,3 +355,58 @@ def sparse_rewrite(model_content: bytes, force: bool = False) -> tuple[bytes, li
                                f"model, or pass force=True to run the sparse kernels anyway.")
     model_editor.prune_buffers(model)
     return _align(bytes(model.build())), rewritten
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRewrite:
+    """A model rewritten for keras_expander's kernels.
+
+    Attributes:
+        content: The rewritten flatbuffer.
+        fused_layers: Unrolled SimpleRNN / GRU layers replaced by one fused op each (`fused_rnn.FusedLayer`).
+        sparse_ops: LSTM / FULLY_CONNECTED ops rewritten to the sparse kernels (`SparseOp`).
+        notes: Recurrent layers left unrolled, with the reason.
+    """
+
+    content: bytes
+    fused_layers: list
+    sparse_ops: list
+    notes: list
+
+
+def kernel_rewrite(model_content: bytes, encoding: str) -> KernelRewrite:
+    """Rewrites a full-int8 model for keras_expander's kernels.
+
+    Args:
+        model_content: A full-int8 `.tflite` flatbuffer from `keras-expander export`.
+        encoding: "ke_fused": every unrolled SimpleRNN / GRU layer becomes one fused op with dense weights
+            (KE_SIMPLE_RNN_V1, KE_GRU_V1); "ke_sparse": the fused ops take sparse weights where those are smaller
+            (KE_SPARSE_SIMPLE_RNN_V1, KE_SPARSE_GRU_V1), and pruned LSTM / FULLY_CONNECTED ops become
+            KE_SPARSE_LSTM_V1 / KE_SPARSE_FC_V1 (`sparse_rewrite`).
+
+    Returns:
+        A `KernelRewrite`.
+
+    Raises:
+        ValueError: `encoding` is neither "ke_fused" nor "ke_sparse".
+        CompressionError: nothing to rewrite (no unrolled recurrent layer for "ke_fused"; for "ke_sparse" neither
+            such a layer nor a pruned LSTM / FULLY_CONNECTED), or a float model; the message says why.
+    """
+    from keras_expander import fused_rnn
+
+    if encoding not in ("ke_fused", "ke_sparse"):
+        raise ValueError(f"Argument `encoding` must be 'ke_fused' or 'ke_sparse'. Received: encoding={encoding!r}")
+    content, fused, notes = fused_rnn.fuse_recurrent_layers(model_content,
+                                                            "dense" if encoding == "ke_fused" else "smaller")
+    sparse_ops = []
+    if encoding == "ke_sparse":
+        try:
+            content, sparse_ops = sparse_rewrite(content)
+        except CompressionError:
+            if not fused:
+                raise
+    elif not fused:
+        raise CompressionError("The model has no unrolled int8 SimpleRNN or GRU layer to fuse"
+                               + (f" ({'; '.join(notes)})" if notes else "") + "; export it with keras-expander "
+                               "export --mode int8.")
+    return KernelRewrite(content=content, fused_layers=fused, sparse_ops=sparse_ops, notes=notes)

@@ -324,8 +324,9 @@ def format_reports(reports: list[FirmwareReport]) -> list[str]:
               "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "fits")
     rows = [header]
     for r in reports:
-        sparse = " + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else ""
-        name = f"{r.target} {r.kernels}{sparse}"
+        ours = (" + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else
+                " + KE fused" if any(op.startswith("KE_") for op in r.ops) else "")
+        name = f"{r.target} {r.kernels}{ours}"
         show = lambda value: "-" if value is None else f"{value:,}"  # noqa: E731
         agreement = (f"identical ({r.samples} seq.)" if r.bitexact_vs_tflm_python else
                      f"{r.mismatched_sequences} of {r.samples} differ, max {r.max_abs_difference:g}")
