@@ -133,13 +133,15 @@ def compare_outputs(payload: dict, args, x_test) -> None:
     `bitexact_vs_stock_reference_build`: equal, byte for byte, to the plain model on TFLM's stock reference kernels
     built from the same tree (the criterion for encodings and the sparse kernels: same TFLM source);
     `mismatched_sequences_vs_tflm_python` and `max_abs_difference_vs_tflm_python` (int8 steps): against the pip
-    interpreter, which is built from a newer TFLM commit than the trees."""
+    interpreter, which is built from a newer TFLM commit than the trees. Rows of an earlier run whose files are not
+    in --work-dir keep the values that run computed."""
     python_outputs = {}
     for row in payload["rows"]:
-        if "error" in row:
-            continue
         model = f"{row['cell']}-{row['sparsity']:g}"
         folder = os.path.join(args.work_dir, model)
+        if "error" in row or not os.path.exists(os.path.join(folder, f"{row['encoding']}-{row['kernels']}", "run",
+                                                                  "outputs.bin")):
+            continue
         outputs = np.fromfile(os.path.join(folder, f"{row['encoding']}-{row['kernels']}", "run", "outputs.bin"),
                               np.int8).reshape(row["samples"], -1)
         stock = np.fromfile(os.path.join(folder, "plain-reference", "run", "outputs.bin"),
@@ -154,12 +156,41 @@ def compare_outputs(payload: dict, args, x_test) -> None:
         row["max_abs_difference_vs_tflm_python"] = int(np.max(np.abs(outputs.astype(int) - expected.astype(int))))
 
 
+# Targets of the kernels (issues 11 and 21): (cell, sparsity) -> (flash / plain, instructions / plain on CMSIS-NN,
+# arena bytes or None) for the ke_sparse build.
+TARGETS = {("lstm", 0.9): (0.30, 0.35, None), ("lstm", 0.95): (0.22, 0.25, None),
+           ("simple_rnn", 0.9): (0.30, 0.35, 12_000), ("gru", 0.9): (0.30, 0.35, 16_000)}
+
+
+def targets_table(rows: list, find) -> list[str]:
+    """Markdown lines: each target of the sparse kernels against the measured ratio, met or not."""
+    lines = ["| cell | sparsity | flash / plain (target) | instructions / plain CMSIS-NN (target) | arena (B) (target) "
+             "| met |", "|---|---|---|---|---|---|"]
+    for (cell, sparsity), (flash, instructions, arena) in TARGETS.items():
+        row, plain = find(cell, sparsity, "ke_sparse", "sparse"), find(cell, sparsity, "plain", "cmsis_nn")
+        if row is None or plain is None:
+            continue
+        ratios = (row["model_flash_bytes"] / plain["model_flash_bytes"],
+                  row["instructions_per_inference"] / plain["instructions_per_inference"])
+        met = ratios[0] <= flash and ratios[1] <= instructions and (arena is None or row["arena_bytes"] <= arena)
+        lines.append(f"| {cell} | {sparsity:g} | {ratios[0]:.3f} (<= {flash}) | {ratios[1]:.3f} (<= {instructions}) "
+                     f"| {row['arena_bytes']:,} ({'-' if arena is None else f'<= {arena:,}'}) | "
+                     f"{'yes' if met else 'NO'} |")
+    return lines
+
+
 def to_markdown(payload: dict) -> str:
     rows = payload["rows"]
+    runs = sorted({(row.get("date", payload["date"]), row.get("command", payload["command"]),
+                    row["cell"]) for row in rows})
+    reproduce = "; ".join(f"{cell} rows: `{command}` ({date})" for date, command, cell in runs)
     lines = [f"# Pruned recurrent models on a Cortex-M4 (QEMU mps2-an386), {payload['date']}", "",
-             f"Reproduce: `{payload['command']}`. {payload['test_sequences']:,} sequential-MNIST test sequences per "
+             f"Reproduce: {reproduce}. {payload['test_sequences']:,} sequential-MNIST test sequences per "
              "row, run by the device build. Instructions are counted by QEMU (-icount), not cycles. RAM = .data + "
-             ".bss (tight arena) + stack high-water mark.", "",
+             ".bss (tight arena) + stack high-water mark. SimpleRNN and GRU are exported unrolled with per-tensor "
+             "weight scales (plain rows); `ke_fused` runs each unrolled layer as one fused op with dense weights, "
+             "`ke_sparse` the fused op with sparse weights (and LSTM / FULLY_CONNECTED on the sparse kernels); both "
+             "use CMSIS-NN for the model's other ops.", "",
              "*bit-exact vs stock*: every output byte equals the plain model's on TFLM's stock reference kernels, "
              "built from the same tree. *vs TFLM Python*: sequences whose output differs from the pip TFLite Micro "
              "interpreter (built from TFLM commit 8f6596d, 2026-10-23; the trees are 90b983c, 2026-08-20), and by "
@@ -206,11 +237,10 @@ def to_markdown(payload: dict) -> str:
     lines += ["", "The DECODE-pruned rows trade RAM for flash: each Invoke expands the weights of the op it runs into "
               "the arena. CMSIS-NN's LSTM cannot take DECODE outputs (it precomputes kernel sums from constant "
               "weights in Prepare). Dense models get no DECODE or sparse row: no tensor gets smaller. The sparse "
-              "rows run keras_expander's sparse int8 kernels for the pruned LSTM / FULLY_CONNECTED ops (weights read "
-              "in place from flash) and CMSIS-NN for the other ops; like every row, their outputs are compared byte "
-              "for byte with the plain model on TFLM's stock reference kernels built from the same tree. The "
-              "instruction targets of the sparse kernels (<= 0.35 x CMSIS-NN at 90 %, <= 0.25 x at 95 %) are not "
-              "met yet: see results/README.md for where the instructions go."]
+              "rows run keras_expander's sparse int8 kernels (weights read in place from flash) and CMSIS-NN for the "
+              "other ops; like every row, their outputs are compared byte for byte with the plain model on TFLM's "
+              "stock reference kernels built from the same tree.", "", "Targets of the sparse kernels (`ke_sparse` "
+              "against the plain model on CMSIS-NN):", "", *targets_table(rows, find)]
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +266,9 @@ def main(argv=None) -> int:
     if os.path.exists(json_path):
         with open(json_path) as stream:
             payload = json.load(stream)
+        for row in payload["rows"]:  # rows of earlier runs keep the date and command that produced them
+            row.setdefault("date", payload["date"])
+            row.setdefault("command", payload["command"])
     payload.update(command="python benchmarks/mcu_footprint.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    date=datetime.date.today().isoformat(), test_sequences=int(len(x_test)),
                    hardware="Cortex-M4F emulated by QEMU 7.2 (mps2-an386); built with arm-none-eabi-gcc 12.2 "
@@ -258,6 +291,7 @@ def main(argv=None) -> int:
                 row = {**key, **run_row(content, encoding, kernels, x_test, y_test, args,
                                         os.path.join(args.work_dir, f"{cell}-{sparsity:g}", f"{encoding}-{kernels}"))}
                 row["measured_sparsity"] = info["measured_sparsity"]
+                row.update(date=payload["date"], command=payload["command"])
                 row["flash_limit_bytes"] = payload["models"][f"{cell}-{sparsity:g}"]["flash_limit_bytes"]
                 payload["rows"] = [r for r in payload["rows"] if r is not done] + [row]
                 print(f"      {json.dumps({k: row.get(k) for k in ('model_flash_bytes', 'ram_bytes', 'instructions_per_inference', 'accuracy', 'bitexact_vs_tflm_python', 'error')})} "
