@@ -90,9 +90,10 @@ def _exact_keras3_settings(class_name: str, config: dict, allowed: set[str]) -> 
     dtype = config.get("dtype")
     if isinstance(dtype, dict):
         if dtype.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy"):
-            raise ValueError(f"Layer {name!r}: dtype policy {dtype.get('class_name')}({dtype['config'].get('name')!r}) "
-                             f"has no tf_keras counterpart, so the export would change the model. Export the float "
-                             f"model (before keras quantize()).")
+            settings = ", ".join(f"{key}={value!r}" for key, value in dtype.get("config", {}).items())
+            raise ValueError(f"Layer {name!r}: dtype policy {dtype.get('class_name')}({settings}) has no tf_keras "
+                             f"counterpart, so the export would change the model. Export the float model (before "
+                             f"model.quantize()).")
         config["dtype"] = dtype["config"]["name"]
     kept = {}
     for key, value in config.items():

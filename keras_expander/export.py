@@ -11,7 +11,7 @@ Steps, each guarding a trap of the stack (docs/STACK.md):
    an export that disagrees with Keras beyond the tolerance of its mode fails (`check_agreement`);
 4. measure for the microcontroller: ops, flatbuffer and gzip -9 bytes, non-zero weights, the smallest TFLM arena
    that works (binary search over subprocess probes: TFLM aborts the process when the arena is too small), TFLM
-   time per sequence on this host, and a fits / does-not-fit verdict;
+   time per sequence on this host, and a model-only fits verdict (flatbuffer vs flash, arena vs RAM);
 5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
 
 Run as ``python -m keras_expander.export convert|probe ...`` it is its own subprocess worker.
@@ -249,6 +249,11 @@ def check_convertible(model, modes, target: str) -> None:
 
 def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
     """Refuses, before any conversion, a model or test data the verification cannot compare.
+
+    Args:
+        model: The stripped tf_keras or Keras 3 model.
+        x_test: Test sequences, shape (N,) + the model's input shape.
+        y_test: Their labels, shape (N,).
 
     Raises:
         ValueError: more than one input or output, an output that is not (batch, classes) (a TimeDistributed head,
@@ -528,7 +533,8 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         max_abs_diff_litert_keras=largest_diff(litert_out, keras_out),
         max_abs_diff_tflm_keras=largest_diff(tflm_out, keras_out) if tflm_ran else None,
         max_abs_diff_tflm_litert=largest_diff(tflm_out, litert_out) if tflm_ran else None,
-        max_abs_keras_output=float(np.max(np.abs(keras_out))), output_scale=litert.output_scale, notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
+        max_abs_keras_output=float(np.max(np.abs(keras_out))), output_scale=litert.output_scale,
+        notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
         fits=size <= flash_kib * 1024 and (arena is None or arena <= ram_kib * 1024))
 
 

@@ -115,6 +115,7 @@ class PruneExpander(keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's output mask (e.g. the sequence mask of a layer with return_sequences=True)."""
         return self.layer.compute_mask(inputs, mask)
 
     @property

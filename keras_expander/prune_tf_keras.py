@@ -97,6 +97,7 @@ class PruneExpander(PruneLowMagnitude):
         return self.layer.call(inputs, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's output mask (e.g. the sequence mask of a layer with return_sequences=True)."""
         return self.layer.compute_mask(inputs, mask)
 
     def reset_states(self, states=None):
