@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
-import warnings
 
 import keras
 import numpy as np
@@ -22,6 +20,7 @@ from keras_expander import graph as graph_lib
 from keras_expander import masks as masks_lib
 from keras_expander import spectral
 from keras_expander.backend import tf
+from keras_expander.io_utils import warn_user
 from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers, value as variable_value
 from keras_expander.schedule import ExpanderPruningSchedule
 
@@ -105,6 +104,16 @@ class _ExpectedSlowBatchHook(logging.Filter):
         return "`on_train_batch_begin` is slow" not in record.getMessage()
 
 
+class _ExpectedTrainStepRetrace(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about Keras' train step: this callback drops
+    the traced step at the end of every fit (so that a later fit without it fails instead of training with frozen
+    masks), so each fit traces it once more by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "make_train_function" in message)
+
+
 class DualKerasCallback(keras.callbacks.Callback):
     """A Keras 3 callback that tf_keras' `fit` accepts too: tf_keras' CallbackList asks every callback which batch
     hooks it implements. Subclasses that use `on_train_batch_begin`/`end` set `train_batch_hooks = True`."""
@@ -159,11 +168,16 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.method = method
         self.events: list[PruningEvent] = []
         self._writer = None
-        self._schedule_fns = {}
         self._expanders = []
-        self._step = 0
+        self._epoch_start = 0  # pruning step before the epoch's first batch
+        self._iterations_at_epoch_start = 0  # optimizer steps then
+        self._steps_per_execution = 1
+        self._autotuned_execution = False
+        self._bar_in_place = False  # Keras' progress bar is redrawn in place (verbose=1)
+        self._bar_open = False  # ... and its line is not finished
         self._warned_graphs: set[str] = set()
         self._slow_hook_filter = _ExpectedSlowBatchHook()
+        self._retrace_filter = _ExpectedTrainStepRetrace()
 
     def set_model(self, model):
         super().set_model(model)
@@ -191,13 +205,25 @@ class ExpanderPruningCallback(DualKerasCallback):
             if int(variable_value(layer.pruning_step)) == -1:  # a new model starts at step 0, a resumed one at its
                 layer.pruning_step.assign(0)
         logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
-        self._schedule_fns = {id(layer): tf.function(layer.pruning_schedule.__call__)
-                              for layer in self.prunable_layers if is_expander(layer)}
+        logging.getLogger("tensorflow").addFilter(self._retrace_filter)
+        self._steps_per_execution = self._execution_length()
+        self._autotuned_execution = bool(getattr(self.model, "_autotune_steps_per_execution", False))
+        # Keras' progress bar (verbose=1) redraws its line in place wherever its Progbar says so: on a terminal, and
+        # also on any POSIX system, so when stdout is a file or a pipe too.
+        if self._tf_keras_model():
+            from keras_expander.backend import tf_keras
+
+            progbar = tf_keras.utils.Progbar
+        else:
+            progbar = keras.utils.Progbar
+        self._bar_in_place = self.params.get("verbose") == 1 and bool(progbar(1)._dynamic_display)
+        self._sync_clock()
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_end(self, logs=None):
         logging.getLogger("tensorflow").removeFilter(self._slow_hook_filter)
+        logging.getLogger("tensorflow").removeFilter(self._retrace_filter)
         if self._writer is not None:
             self._writer.flush()
         self._write_keras3_steps()
@@ -209,11 +235,26 @@ class ExpanderPruningCallback(DualKerasCallback):
         # callback is there (a fit without it would otherwise train with frozen masks, silently).
         self.model.train_function = None
 
+    def _execution_length(self) -> int:
+        """Optimizer steps per call of the train function (`steps_per_execution`); Keras calls the batch hooks once
+        per call. tf_keras keeps it in a variable (autotuned with "auto", shortened for an epoch's last call)."""
+        variable = getattr(self.model, "_steps_per_execution", None)
+        if variable is not None and hasattr(variable, "numpy"):
+            return int(variable.numpy())
+        return int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def _keras3_expanders(self) -> list:
+        # tfmot's wrapper counts its own steps in the graph; the Keras 3 wrapper's step is kept by this callback.
+        return [layer for layer in self._expanders if not hasattr(layer, "pruning_obj")]
+
+    def _optimizer_iterations(self) -> int:
+        """The optimizer's step count, the authority on steps (read only where a Keras 3 wrapper needs it)."""
+        return int(variable_value(self.model.optimizer.iterations)) if self._keras3_expanders() else 0
+
     def _write_keras3_steps(self) -> None:
-        # tfmot's wrapper counts its own steps in the graph; the Keras 3 wrapper's step is this callback's count.
-        for layer in self._expanders:
-            if not hasattr(layer, "pruning_obj"):
-                layer.pruning_step.assign(self._step)
+        steps = self._epoch_start + self._optimizer_iterations() - self._iterations_at_epoch_start
+        for layer in self._keras3_expanders():
+            layer.pruning_step.assign(steps)
 
     def _report_unfinished_schedule(self, layer) -> None:
         """Warns when training ended before the schedule's end_step and the layer was not held by the stop rule:
@@ -223,31 +264,45 @@ class ExpanderPruningCallback(DualKerasCallback):
         if schedule.end_step == -1 or step >= schedule.end_step or float(variable_value(layer.expansion_stopped)):
             return
         done = any(event.layer == layer.layer.name for event in self.events)
-        warnings.warn(
+        warn_user(
             f"Layer {layer.layer.name!r}: training ended at step {step}, before the schedule's end_step "
             f"{schedule.end_step} (steps are optimizer steps, one per batch); its sparsity is "
             f"{mask_sparsity(layer):.4f}, not the target {schedule.final_sparsity:.4f}"
             + ("" if done else ", and no pruning step was reached at all") + ". Lower end_step (e.g. to "
-            "0.7 x epochs x batches per epoch) or train longer.", stacklevel=2)
+            "0.7 x epochs x batches per epoch) or train longer.")
 
     def on_epoch_begin(self, epoch, logs=None):
-        # The step counter is kept in Python (a variable read per batch costs about 1 ms); resynchronise it with
-        # the layers' pruning_step once per epoch.
+        self._sync_clock()
+
+    def _sync_clock(self) -> None:
+        # Within an epoch the step is counted from the batch index (a variable read per batch costs about 1 ms);
+        # resynchronise it with the layers' pruning_step once per epoch.
         self._expanders = [layer for layer in self.prunable_layers if is_expander(layer)]
-        self._step = int(variable_value(self._expanders[0].pruning_step)) if self._expanders else 0
+        self._epoch_start = int(variable_value(self._expanders[0].pruning_step)) if self._expanders else 0
+        self._iterations_at_epoch_start = self._optimizer_iterations()
 
     def on_train_batch_begin(self, batch, logs=None):
         if not self._expanders:
             return
-        # tfmot's wrapper increments pruning_step before the forward pass, so this batch runs at step + 1.
-        self._step += 1
-        for layer in self._expanders:
-            if not layer.pruning_schedule.is_pruning_turn(self._step):
-                continue
-            should_prune, target = self._schedule_fns[id(layer)](tf.constant(self._step, tf.int64))
-            if bool(should_prune):
-                with spectral.single_threaded_blas():
-                    self._prune_layer(layer, float(target), self._step)
+        # `batch` indexes the first of the `steps_per_execution` optimizer steps that the next call of the train
+        # function runs. tfmot's wrapper increments pruning_step before the forward pass, so they run at steps
+        # first .. last; the pruning turns among them are taken now (with steps_per_execution = k, up to k - 1
+        # steps early), so that pruning steps stay optimizer steps.
+        first = self._epoch_start + batch + 1
+        length = self._execution_length() if self._autotuned_execution else self._steps_per_execution
+        last = first + length - 1
+        if self.params.get("steps"):  # the epoch's last call may run fewer steps
+            last = min(last, self._epoch_start + self.params["steps"])
+        self._bar_open = self._bar_in_place and batch > 0
+        for step in range(first, last + 1):
+            for layer in self._expanders:
+                if not layer.pruning_schedule.is_pruning_turn(step):
+                    continue
+                # Eager: a tf.function made per fit would be retraced by every later fit (TensorFlow warns).
+                should_prune, target = layer.pruning_schedule(step)
+                if bool(should_prune):
+                    with spectral.single_threaded_blas():
+                        self._prune_layer(layer, float(target), step)
 
     def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
@@ -260,7 +315,7 @@ class ExpanderPruningCallback(DualKerasCallback):
                   if not np.isfinite(block).all()]
         if broken:  # masks chosen from NaN weights would be arbitrary: stop pruning this layer, keep training
             reason = f"NaN or infinite weights in graph(s) {', '.join(broken)}"
-            warnings.warn(f"Pruning of layer {current.layer!r} stopped at step {step}: {reason}.", stacklevel=2)
+            warn_user(f"Pruning of layer {current.layer!r} stopped at step {step}: {reason}.")
             self._hold(layer, step, target, mask_sparsity(layer), float("nan"), broken[0], reason)
             return
         candidate_masks = {key: masks_lib.compute_mask(raw[key], target, layer.mask_policy, num_gates=num_gates,
@@ -286,8 +341,8 @@ class ExpanderPruningCallback(DualKerasCallback):
             return
         for name in sorted(set(below) - self._warned_graphs):
             self._warned_graphs.add(name)
-            warnings.warn(f"Graph {name}: {schedule.criterion} = {below[name]:.4g} < margin {schedule.margin} at "
-                          f"step {step} (sparsity {target:.4f}); expansion is lost past this point.", stacklevel=2)
+            warn_user(f"Graph {name}: {schedule.criterion} = {below[name]:.4g} < margin {schedule.margin} at "
+                      f"step {step} (sparsity {target:.4f}); expansion is lost past this point.")
         layer.commit_masks(candidate_masks)
         sparsity = mask_sparsity(layer)
         self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph, correction,
@@ -337,16 +392,20 @@ class ExpanderPruningCallback(DualKerasCallback):
             self._say(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): "
                       f"{reason}")
 
+    def _tf_keras_model(self) -> bool:
+        return any(hasattr(layer, "pruning_obj") for layer in self.prunable_layers)
+
     def _say(self, line: str) -> None:
-        # Through Keras' own output; on a terminal the progress bar is redrawn in place (no newline), so start a
-        # fresh line instead of gluing this one onto the bar. io_utils is Keras' progress-aware output (not
-        # re-exported publicly).
-        if any(hasattr(layer, "pruning_obj") for layer in self.prunable_layers):
+        # Through Keras' own output. A progress bar redrawn in place leaves its line unfinished (no newline), so
+        # the first line after it starts a fresh one instead of being glued onto the bar. io_utils is Keras'
+        # progress-aware output (not re-exported publicly).
+        if self._tf_keras_model():
             from tf_keras.src.utils import io_utils
         else:
             from keras.src.utils import io_utils
 
-        prefix = "\n" if sys.stdout.isatty() else ""
+        prefix = "\n" if self._bar_open else ""
+        self._bar_open = False
         io_utils.print_msg(prefix + line)
 
     def _record(self, event: PruningEvent, values: dict) -> None:

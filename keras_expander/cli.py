@@ -44,6 +44,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """argparse type: a finite number."""
     value = float(text)
@@ -89,8 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test sequences to verify (0 = the whole test split)")
     export.add_argument("--representative-samples", type=positive_int, default=500,
                         help="training sequences for int8 calibration")
-    export.add_argument("--flash-kib", type=positive_float, default=1024.0, help="target flash in KiB")
-    export.add_argument("--ram-kib", type=positive_float, default=256.0, help="target RAM in KiB")
+    export.add_argument("--min-agreement", type=fraction, default=0.95,
+                        help="int8 / dynamic_range: the export fails unless Keras, LiteRT and TFLM predict the same "
+                             "class on at least this fraction of the test sequences (float32: outputs within 1e-3 "
+                             "of Keras, relative to the largest output)")
+    export.add_argument("--flash-kib", type=positive_float, default=1024.0,
+                        help="target flash in KiB for the model-only fits verdict (flatbuffer alone)")
+    export.add_argument("--ram-kib", type=positive_float, default=256.0,
+                        help="target RAM in KiB for the model-only fits verdict (arena alone)")
     export.add_argument("--out", default="export_out",
                         help="output folder, replaced as a whole only when the export succeeds")
     add_firmware_parser(commands)
@@ -162,6 +176,7 @@ def run_export(args) -> int:
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"keras-expander export: {error}", file=sys.stderr)
         return 2
+    available = len(x_test)
     if args.test_samples:
         x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     # Calibration samples spread over the training split, not only its first images.
@@ -170,12 +185,15 @@ def run_export(args) -> int:
         reports = export.export_model(model, modes=tuple(args.mode), x_test=x_test, y_test=y_test,
                                       representative_data=representative, out_dir=args.out, target=args.target,
                                       sparsity_encoding=args.sparsity_encoding, flash_kib=args.flash_kib,
-                                      ram_kib=args.ram_kib, print_fn=lambda line: print(line, flush=True))
-    except (export.ExportError, ValueError) as error:
+                                      ram_kib=args.ram_kib, print_fn=lambda line: print(line, flush=True),
+                                      min_agreement=args.min_agreement)
+    except (export.ExportError, ValueError) as error:  # a failed step (1), or a model the export refuses (2)
         print(f"keras-expander export: {error}", file=sys.stderr)
-        return 1
-    for line in export.format_report(reports):
+        return 1 if isinstance(error, export.ExportError) else 2
+    for line in export.format_report(reports, available_samples=available):
         print(line)
+    if len(x_test) < available:
+        print("(--test-samples 0 verifies the whole test split)")
     for name in sorted(os.listdir(args.out)):
         print(f"wrote {os.path.join(args.out, name)}")
     return 0

@@ -10,7 +10,16 @@ every model as tf_keras from its config:
 - `RNN` over one LSTMCell, GRUCell or SimpleRNNCell becomes the LSTM, GRU or SimpleRNN layer it is equivalent to;
 - the batch size becomes 1 (only a fixed batch size converts), and the chosen layer classes are unrolled;
 then the weights are copied layer by layer. Initializers, regularizers and constraints are dropped: they play no
-part in inference and their Keras 3 configs do not deserialize in tf_keras.
+part in inference and their Keras 3 configs do not deserialize in tf_keras. Dropout rates are set to 0, which is
+what inference computes anyway, and lets an LSTM with `recurrent_dropout` reach the fused op.
+
+Every other Keras 3 setting is either carried over exactly or refused, naming the layer and the setting (a copy
+that computes something else would pass verification only by luck):
+- activations by name, only those in `EXACT_ACTIVATIONS` (tf_keras' function of the same name gives the same
+  values; tf_keras' hard_sigmoid, for one, is clip(0.2 x + 0.5, 0, 1), Keras 3's relu6(x + 3) / 6);
+- float dtype policies by name (quantized Keras 3 policies have no tf_keras counterpart);
+- Keras 3 arguments tf_keras lacks: dropped when they play no part in inference (`INFERENCE_ONLY_ARGUMENTS`) or
+  hold their Keras 3 default (the feature is off, e.g. `lora_rank=None`), refused otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +33,21 @@ CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN
 BASE_LAYER_ARGUMENTS = {"name", "trainable", "dtype", "batch_input_shape", "input_shape", "batch_size"}
 TRAINING_ONLY = ("_initializer", "_regularizer", "_constraint")
 NESTED_LAYERS = ("layer", "backward_layer", "cell")
+# Keras 3 activation names whose tf_keras function of the same name computes the same values
+# (tests/test_no_silent_wrong_results.py compares every one on a grid). Others are refused.
+EXACT_ACTIVATIONS = frozenset({"elu", "exponential", "gelu", "leaky_relu", "linear", "log_softmax", "mish", "relu",
+                               "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign", "swish", "tanh"})
+ACTIVATION_ARGUMENTS = ("activation", "recurrent_activation")
+# Keras 3 arguments without a tf_keras counterpart that play no part in inference: the dropout seed and the choice
+# of the cuDNN kernel (same math).
+INFERENCE_ONLY_ARGUMENTS = frozenset({"seed", "use_cudnn"})
+# Arguments tf_keras' recurrent layers take through **kwargs (tf_keras/src/layers/rnn/base_rnn.py).
+RNN_KWARGS = frozenset({"zero_output_for_mask"})
+RNN_LAYERS = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
+# Defaults of Keras 3-only arguments that Keras 3 pops from **kwargs instead of naming them in the signature.
+KERAS3_KWARG_DEFAULTS = {"rms_scaling": False}
+DROPOUT_ARGUMENTS = ("dropout", "recurrent_dropout")
+_NO_DEFAULT = object()
 
 
 def _tf_keras_arguments(class_name: str) -> set[str] | None:
@@ -36,8 +60,50 @@ def _tf_keras_arguments(class_name: str) -> set[str] | None:
     return set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"} | BASE_LAYER_ARGUMENTS
 
 
-def _dtype_name(dtype):
-    return dtype["config"]["name"] if isinstance(dtype, dict) else dtype
+def _keras3_default(class_name: str, argument: str):
+    """The default of a Keras 3 layer argument (searched along the class's bases), or `_NO_DEFAULT`."""
+    import keras
+
+    for klass in getattr(getattr(keras.layers, class_name, None), "__mro__", ()):
+        parameter = inspect.signature(klass.__init__).parameters.get(argument) if "__init__" in vars(klass) else None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return KERAS3_KWARG_DEFAULTS.get(argument, _NO_DEFAULT)
+
+
+def _exact_keras3_settings(class_name: str, config: dict, allowed: set[str]) -> dict:
+    """The Keras 3 settings of one layer that tf_keras reproduces exactly; refuses the others.
+
+    Raises:
+        ValueError: naming the layer, the setting and its value, for an activation outside `EXACT_ACTIVATIONS`, a
+            non-float dtype policy, or a Keras 3-only argument away from its default.
+    """
+    name = config.get("name")
+    for key in ACTIVATION_ARGUMENTS:
+        if key in config and config[key] not in EXACT_ACTIVATIONS:
+            detail = (" (tf_keras' hard_sigmoid is clip(0.2 x + 0.5, 0, 1), Keras 3's relu6(x + 3) / 6)"
+                      if config[key] == "hard_sigmoid" else "")
+            raise ValueError(f"Layer {name!r}: {key}={config[key]!r} has no exact tf_keras counterpart{detail}, and "
+                             f"the TFLite converter gets a tf_keras copy, so the export would change the model. "
+                             f"Train with one of {sorted(EXACT_ACTIVATIONS)} ('sigmoid' and 'tanh' for the fused "
+                             f"LSTM).")
+    dtype = config.get("dtype")
+    if isinstance(dtype, dict):
+        if dtype.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy"):
+            settings = ", ".join(f"{key}={value!r}" for key, value in dtype.get("config", {}).items())
+            raise ValueError(f"Layer {name!r}: dtype policy {dtype.get('class_name')}({settings}) has no tf_keras "
+                             f"counterpart, so the export would change the model. Export the float model (before "
+                             f"model.quantize()).")
+        config["dtype"] = dtype["config"]["name"]
+    kept = {}
+    for key, value in config.items():
+        if key in allowed or key in NESTED_LAYERS or (class_name in RNN_LAYERS and key in RNN_KWARGS):
+            kept[key] = value
+        elif key not in INFERENCE_ONLY_ARGUMENTS and value != _keras3_default(class_name, key):
+            raise ValueError(f"Layer {name!r} ({class_name}): the Keras 3 setting {key}={value!r} has no tf_keras "
+                             f"counterpart, so the TFLite converter's tf_keras copy would compute something else. "
+                             f"Export a model without it (e.g. merge LoRA weights, or export before quantizing).")
+    return kept
 
 
 def _history(tensor: dict) -> list:
@@ -62,14 +128,12 @@ def _layer_config(layer: dict, keras3: bool) -> dict:
         if class_name == "InputLayer":
             config["batch_input_shape"] = config.pop("batch_shape")
         config = {key: value for key, value in config.items() if not key.endswith(TRAINING_ONLY)}
-        if "dtype" in config:
-            config["dtype"] = _dtype_name(config["dtype"])
         allowed = _tf_keras_arguments(class_name)
         if allowed is None:
             raise ValueError(f"Layer {config.get('name')!r}: tf_keras has no {class_name} layer, so this Keras 3 "
                              f"model cannot be rebuilt for the TFLite converter. Export supports the layers of the "
                              f"table in README.md (Keras 3 section).")
-        config = {key: value for key, value in config.items() if key in allowed or key in NESTED_LAYERS}
+        config = _exact_keras3_settings(class_name, config, allowed)
     for key in NESTED_LAYERS:
         if isinstance(config.get(key), dict):
             config[key] = _layer_config(config[key], keras3)
@@ -86,6 +150,17 @@ def _layer_config(layer: dict, keras3: bool) -> dict:
     if "name" in layer:
         converted["name"] = layer["name"]
     return converted
+
+
+def _without_dropout(layer: dict) -> None:
+    """Dropout rates set to 0, as inference computes them: an LSTM with recurrent_dropout > 0 is fused then."""
+    config = layer["config"]
+    for key in DROPOUT_ARGUMENTS:
+        if key in config:
+            config[key] = 0.0
+    for key in NESTED_LAYERS:
+        if isinstance(config.get(key), dict):
+            _without_dropout(config[key])
 
 
 def _set_batch_and_unroll(layer: dict, unroll: frozenset, unroll_sequences: frozenset) -> None:
@@ -112,7 +187,8 @@ def converter_model(model, unroll: frozenset = frozenset(), unroll_sequences: fr
         The rebuilt tf_keras model (new layers, weights copied from the layer of the same name).
 
     Raises:
-        ValueError: a layer tf_keras does not have, or a model that is neither Sequential nor functional.
+        ValueError: a layer tf_keras does not have, a Keras 3 setting tf_keras cannot reproduce exactly (see the
+            module docstring), or a model that is neither Sequential nor functional.
     """
     from keras_expander.backend import tf_keras
 
@@ -120,6 +196,7 @@ def converter_model(model, unroll: frozenset = frozenset(), unroll_sequences: fr
     config = model.get_config()
     layers = [_layer_config(layer, keras3) for layer in config["layers"]]
     for layer in layers:
+        _without_dropout(layer)
         _set_batch_and_unroll(layer, unroll, unroll_sequences)
     sequential = type(model).__name__ == "Sequential"
     if not sequential and "input_layers" not in config:

@@ -8,9 +8,10 @@ Steps, each guarding a trap of the stack (docs/STACK.md):
 2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
    instead of killing the caller; the `.tflite` is written atomically;
 3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, argmax agreement, output error;
+   an export that disagrees with Keras beyond the tolerance of its mode fails (`check_agreement`);
 4. measure for the microcontroller: ops, flatbuffer and gzip -9 bytes, non-zero weights, the smallest TFLM arena
    that works (binary search over subprocess probes: TFLM aborts the process when the arena is too small), TFLM
-   time per sequence on this host, and a fits / does-not-fit verdict;
+   time per sequence on this host, and a model-only fits verdict (flatbuffer vs flash, arena vs RAM);
 5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
 
 Run as ``python -m keras_expander.export convert|probe ...`` it is its own subprocess worker.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import numbers
 import os
 import re
 import subprocess
@@ -40,6 +42,13 @@ MODES = ("float32", "int8", "dynamic_range")
 TARGETS = ("tflm", "litert")
 DEFAULT_FLASH_KIB = 1024  # Cortex-M4 class board, e.g. STM32F4 / nRF52840: 1 MiB flash
 DEFAULT_RAM_KIB = 256  # and 256 KiB RAM
+# Verification tolerances (`check_agreement`). float32: max |output - Keras output| <= FLOAT_TOLERANCE x
+# max(1, max |Keras output|) under LiteRT and TFLM; the shipped LSTM(128) and GRU(128) exports differ by 7e-6
+# with outputs up to about 20. Quantized modes: every pair of Keras, LiteRT and TFLM predicts the same class on at
+# least MIN_AGREEMENT of the test sequences; the shipped 90 %-pruned LSTM(128) and GRU(128) int8 exports reach
+# 0.996 to 0.9996 (results/export_mnist_*.json), a LiteRT or TFLM kernel that gets the model wrong 0 to 0.6.
+FLOAT_TOLERANCE = 1e-3
+MIN_AGREEMENT = 0.95
 _MAX_ARENA = 64 << 20
 
 
@@ -65,13 +74,16 @@ class ExportReport:
         tflm_ms_per_sequence: Mean TFLM invoke time per sequence on this host, milliseconds; None for litert.
         samples: Test sequences verified.
         keras_accuracy, litert_accuracy, tflm_accuracy: Accuracy in [0, 1] on those sequences.
-        argmax_agreement_litert_keras, argmax_agreement_tflm_litert: Fraction of equal predicted classes.
-        max_abs_diff_litert_keras: Max |output difference| LiteRT vs Keras (logit units).
-        max_abs_diff_tflm_litert: Max |output difference| TFLM vs LiteRT (logit units).
+        argmax_agreement_litert_keras, argmax_agreement_tflm_keras, argmax_agreement_tflm_litert: Fraction of
+            equal predicted classes (TFLM ones None for litert).
+        max_abs_diff_litert_keras, max_abs_diff_tflm_keras, max_abs_diff_tflm_litert: Max |output difference|
+            (logit units).
+        max_abs_keras_output: Max |Keras output|, the scale of the float tolerance (logit units).
         output_scale: Output quantization step for int8 models, else None.
         notes: Conversions applied (e.g. SimpleRNN unrolled for int8).
         flash_kib, ram_kib: The target budget checked.
-        fits: True when flatbuffer_bytes <= flash and arena_bytes <= RAM.
+        fits: Model only: True when flatbuffer_bytes <= flash and arena_bytes <= RAM. The TFLM runtime, the C
+            library and the stack are not counted; `keras-expander firmware` measures the whole image.
     """
 
     model: str
@@ -90,9 +102,12 @@ class ExportReport:
     litert_accuracy: float
     tflm_accuracy: float | None
     argmax_agreement_litert_keras: float
+    argmax_agreement_tflm_keras: float | None
     argmax_agreement_tflm_litert: float | None
     max_abs_diff_litert_keras: float
+    max_abs_diff_tflm_keras: float | None
     max_abs_diff_tflm_litert: float | None
+    max_abs_keras_output: float
     output_scale: float | None
     notes: list
     flash_kib: float
@@ -172,6 +187,134 @@ def check_tflm_layers(model, target: str) -> None:
                                  f"export with target='litert'.")
 
 
+def _mask_producers(model) -> list[str]:
+    """Layers that attach a mask to the sequences: Masking, and Embedding with mask_zero=True."""
+    producers = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Masking" or (kind == "Embedding" and getattr(layer, "mask_zero", False)):
+            producers.append(f"{layer.name!r} ({kind}{', mask_zero=True' if kind == 'Embedding' else ''})")
+    return producers
+
+
+def _unfused_lstm_settings(cell, inner) -> list[str]:
+    """The settings that keep an LSTM from the fused UNIDIRECTIONAL_SEQUENCE_LSTM op (tf_keras' LSTM uses its
+    fusable implementation only with these defaults; otherwise it becomes a WHILE loop)."""
+    config = cell.get_config()
+    settings = [f"{key}={config[key]!r}" for key, fused in (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
+                if config.get(key) != fused]
+    if not config.get("use_bias", True):
+        settings.append("use_bias=False")
+    return [] if getattr(inner, "unroll", False) else settings
+
+
+def check_convertible(model, modes, target: str) -> None:
+    """Refuses, before any conversion, a model whose conversion would crash or whose result TFLM cannot run.
+
+    Args:
+        model: The stripped tf_keras or Keras 3 model.
+        modes: The modes to convert.
+        target: "tflm" or "litert".
+
+    Raises:
+        ValueError: one line naming the layer and the setting, for masked sequences (Masking, Embedding with
+            mask_zero=True) in int8 or for TFLM (their WHILE loop crashes the int8 calibrator, and TFLM has no
+            REDUCE_ANY kernel), an Embedding in int8 (its token-id input would be quantized), an LSTM that is not
+            the fused op (activation other than tanh, recurrent_activation other than sigmoid, use_bias=False) in
+            int8 (the WHILE loop crashes the int8 calibrator), or a GRU TFLM cannot run (`check_tflm_layers`).
+    """
+    int8 = "int8" in modes
+    masks = _mask_producers(model)
+    if masks and (int8 or target == "tflm"):
+        raise ValueError(f"Layer {masks[0]}: masked sequences make the recurrent layers after it WHILE loops with mask "
+                         f"ops, whose int8 conversion crashes the TFLite converter and which TFLite Micro cannot run "
+                         f"(no REDUCE_ANY kernel). Export mode float32 with target='litert', or train without the "
+                         f"mask (e.g. pad sequences at the start).")
+    check_tflm_layers(model, target)
+    if not int8:
+        return
+    for layer in model.layers:
+        if type(layer).__name__ == "Embedding":
+            raise ValueError(f"Layer {layer.name!r} (Embedding): its inputs are token ids, which mode='int8' would "
+                             f"quantize to 8 bits and so look up other rows; export this model in mode float32.")
+        inner = graph_lib.unwrap(layer)
+        for _, cell in graph_lib.recurrent_cells(layer):
+            settings = _unfused_lstm_settings(cell, inner) if type(cell).__name__ == "LSTMCell" else []
+            if settings:
+                raise ValueError(f"Layer {layer.name!r}: an LSTM with {', '.join(settings)} is not the fused "
+                                 f"UNIDIRECTIONAL_SEQUENCE_LSTM op but a WHILE loop, whose int8 conversion crashes "
+                                 f"the TFLite converter. Export mode float32, or train with activation='tanh', "
+                                 f"recurrent_activation='sigmoid', use_bias=True.")
+
+
+def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Refuses, before any conversion, a model or test data the verification cannot compare.
+
+    Args:
+        model: The stripped tf_keras or Keras 3 model.
+        x_test: Test sequences, shape (N,) + the model's input shape.
+        y_test: Their labels, shape (N,).
+
+    Raises:
+        ValueError: more than one input or output, an output that is not (batch, classes) (a TimeDistributed head,
+            return_sequences=True at the end), or test data of another shape than the model's input.
+    """
+    for kind, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
+        if len(tensors) != 1:
+            raise ValueError(f"Model {model.name!r} has {len(tensors)} {kind}; export supports one input and one "
+                             f"output (the firmware harness feeds one tensor per sequence and reads one). Export a "
+                             f"single-input, single-output model.")
+    output_shape = tuple(model.outputs[0].shape)
+    if len(output_shape) != 2:
+        last = model.layers[-1]
+        raise ValueError(f"Model {model.name!r} outputs shape {output_shape} (layer {last.name!r}, "
+                         f"{type(last).__name__}); export verifies a classifier whose output is (batch, classes) "
+                         f"against labels of shape (N,). End the model with return_sequences=False and a Dense "
+                         f"layer instead of a per-step (TimeDistributed) head.")
+    if tuple(np.shape(x_test)[1:]) != tuple(model.input_shape[1:]) or len(y_test) != len(x_test):
+        raise ValueError(f"Arguments `x_test` and `y_test` must have shapes (N,) + {tuple(model.input_shape[1:])} "
+                         f"and (N,) for model {model.name!r}. Received: x_test of shape {np.shape(x_test)}, y_test "
+                         f"of shape {np.shape(y_test)}.")
+
+
+def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) -> None:
+    """Fails an export whose flatbuffer disagrees with Keras beyond the tolerance of its mode.
+
+    float32: max |output - Keras output| <= `FLOAT_TOLERANCE` x max(1, max |Keras output|) under LiteRT and TFLM
+    (predicted classes then differ only where two Keras outputs are that close). int8 and dynamic_range: Keras,
+    LiteRT and TFLM predict the same class, pairwise, on at least `min_agreement` of the test sequences.
+
+    Args:
+        report: The verified export (`verify_and_report`).
+        min_agreement: Smallest fraction of equal predicted classes for the quantized modes, in (0, 1].
+
+    Raises:
+        ExportError: one line naming the model, the mode and every comparison out of tolerance.
+    """
+    runtimes = [("LiteRT", report.argmax_agreement_litert_keras, report.max_abs_diff_litert_keras)]
+    if report.argmax_agreement_tflm_keras is not None:
+        runtimes.append(("TFLM", report.argmax_agreement_tflm_keras, report.max_abs_diff_tflm_keras))
+    if report.mode == "float32":
+        tolerance = FLOAT_TOLERANCE * max(1.0, report.max_abs_keras_output)
+        failures = [f"{name} differs from Keras by up to {diff:.3g} (tolerance {tolerance:.3g})"
+                    for name, _, diff in runtimes if not diff <= tolerance]
+        advice = ("The converted model computes something else than Keras: a layer setting the export does not "
+                  "reproduce; please report it with the model.")
+    else:
+        pairs = [(f"{name} and Keras", agreement) for name, agreement, _ in runtimes]
+        if report.argmax_agreement_tflm_litert is not None:
+            pairs.append(("TFLM and LiteRT", report.argmax_agreement_tflm_litert))
+        below = [f"{name} predict the same class on {100 * agreement:.1f} %" for name, agreement in pairs
+                 if not agreement >= min_agreement]
+        failures = [f"{', '.join(below)} of {report.samples} test sequences (at least {100 * min_agreement:g} % "
+                    f"required)"] if below else []
+        advice = ("Calibrate on data like the test data (representative_data, --representative-samples), export "
+                  "float32, or lower min_agreement (--min-agreement) if that loss is acceptable.")
+    if failures:
+        raise ExportError(f"Export of model {report.model!r} in mode {report.mode!r} failed verification: "
+                          f"{'; '.join(failures)}; nothing was written. {advice}")
+
+
 def convert(model, mode: str = "float32", representative_data: np.ndarray | None = None, target: str = "tflm",
             sparsity_encoding: bool = False, timeout_s: float = 900.0,
             work_dir: str | None = None) -> tuple[bytes, list[str]]:
@@ -193,7 +336,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
 
     Raises:
         ValueError: a mode/target combination TFLM cannot run, int8 without representative data, or a layer the
-            export cannot rebuild or TFLM cannot run (`check_tflm_layers`).
+            export cannot rebuild exactly, convert or run (`check_convertible`, `converter_model`).
         ExportError: the converter failed or crashed; the message names the model, the mode and the exit status.
     """
     from keras_expander.prune import pruning_wrappers, strip_pruning
@@ -207,7 +350,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     if pruning_wrappers(model):
         model = strip_pruning(model)
         notes.append("pruning wrappers stripped")
-    check_tflm_layers(model, target)
+    check_convertible(model, (mode,), target)
     unroll, unroll_sequences = unrolled_layer_classes(model, mode, target)
     if unroll:
         notes.append(f"{' and '.join(sorted(unroll))} unrolled (unroll=True): the WHILE-loop form crashes the int8 "
@@ -384,38 +527,59 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
     size = len(model_content)
     accuracy = lambda out: float(np.mean(np.argmax(out, axis=1) == y_test))  # noqa: E731
     agreement = lambda a, b: float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))  # noqa: E731
+    largest_diff = lambda a, b: float(np.max(np.abs(a - b)))  # noqa: E731
+    tflm_ran = tflm_out is not None
     return ExportReport(
         model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=tflite_ops(model_content),
         flatbuffer_bytes=size, gzip_bytes=len(gzip.compress(model_content, compresslevel=9)),
         nonzero_weights=nonzero, total_weights=total, arena_bytes=arena, tflm_ms_per_sequence=tflm_ms,
         samples=int(len(x_test)), keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
-        tflm_accuracy=accuracy(tflm_out) if tflm_out is not None else None,
+        tflm_accuracy=accuracy(tflm_out) if tflm_ran else None,
         argmax_agreement_litert_keras=agreement(litert_out, keras_out),
-        argmax_agreement_tflm_litert=agreement(tflm_out, litert_out) if tflm_out is not None else None,
-        max_abs_diff_litert_keras=float(np.max(np.abs(litert_out - keras_out))),
-        max_abs_diff_tflm_litert=float(np.max(np.abs(tflm_out - litert_out))) if tflm_out is not None else None,
-        output_scale=litert.output_scale, notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
+        argmax_agreement_tflm_keras=agreement(tflm_out, keras_out) if tflm_ran else None,
+        argmax_agreement_tflm_litert=agreement(tflm_out, litert_out) if tflm_ran else None,
+        max_abs_diff_litert_keras=largest_diff(litert_out, keras_out),
+        max_abs_diff_tflm_keras=largest_diff(tflm_out, keras_out) if tflm_ran else None,
+        max_abs_diff_tflm_litert=largest_diff(tflm_out, litert_out) if tflm_ran else None,
+        max_abs_keras_output=float(np.max(np.abs(keras_out))), output_scale=litert.output_scale,
+        notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
         fits=size <= flash_kib * 1024 and (arena is None or arena <= ram_kib * 1024))
 
 
-def format_report(reports: list[ExportReport]) -> list[str]:
-    """Lines of a table of export reports, with units."""
+def format_report(reports: list[ExportReport], available_samples: int | None = None) -> list[str]:
+    """Lines of a table of export reports, with units, and what the accuracy and the fits verdict measure.
+
+    Args:
+        reports: From `export_model`.
+        available_samples: Size of the test split the verified sequences were taken from (its first ones), if
+            larger than what was verified; the accuracy line says so.
+    """
     rows = [("mode", "ops", "flatbuffer (B)", "gzip -9 (B)", "non-zero weights", "arena (B)", "TFLM ms/seq",
-             "acc. Keras/LiteRT/TFLM (%)", "argmax agree TFLM-LiteRT", "max |diff| LiteRT-Keras", "fits")]
+             "acc. Keras/LiteRT/TFLM (%)", "agree with Keras LiteRT/TFLM", "agree TFLM-LiteRT",
+             "max |diff| LiteRT-Keras", "model fits")]
+    show = lambda value, form: "-" if value is None else format(value, form)  # noqa: E731
     for r in reports:
         tflm_accuracy = "-" if r.tflm_accuracy is None else f"{100 * r.tflm_accuracy:.2f}"
         rows.append((r.mode, " ".join(r.ops), str(r.flatbuffer_bytes), str(r.gzip_bytes),
                      f"{r.nonzero_weights}/{r.total_weights}", str(r.arena_bytes or "-"),
-                     "-" if r.tflm_ms_per_sequence is None else f"{r.tflm_ms_per_sequence:.3f}",
+                     show(r.tflm_ms_per_sequence, ".3f"),
                      f"{100 * r.keras_accuracy:.2f}/{100 * r.litert_accuracy:.2f}/{tflm_accuracy}",
-                     "-" if r.argmax_agreement_tflm_litert is None else f"{r.argmax_agreement_tflm_litert:.4f}",
-                     f"{r.max_abs_diff_litert_keras:.2e}",
+                     f"{r.argmax_agreement_litert_keras:.4f}/{show(r.argmax_agreement_tflm_keras, '.4f')}",
+                     show(r.argmax_agreement_tflm_litert, ".4f"), f"{r.max_abs_diff_litert_keras:.2e}",
                      f"{'yes' if r.fits else 'NO'} ({r.flash_kib:g} KiB flash, {r.ram_kib:g} KiB RAM)"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     for r in reports:
         lines += [f"{r.mode}: {note}" for note in r.notes]
+    if reports:
+        samples = reports[0].samples
+        share = (f"the first {samples:,} of the {available_samples:,}" if (available_samples or 0) > samples else
+                 f"the {samples:,}")
+        lines.append(f"accuracy and agreement: on {share} test sequences verified.")
+        lines.append("model fits: the flatbuffer alone against the flash and the arena alone against the RAM; the "
+                     "TFLite Micro runtime, the C library and the stack are not counted (keras-expander firmware "
+                     "measures the whole image).")
     return lines
 
 
@@ -481,12 +645,16 @@ def check_finite_weights(model) -> None:
 def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, representative_data=None,
                  out_dir: str = "export_out", target: str = "tflm", sparsity_encoding: bool = False,
                  flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
-                 firmware_mode: str | None = None, print_fn=None) -> list[ExportReport]:
+                 firmware_mode: str | None = None, print_fn=None,
+                 min_agreement: float = MIN_AGREEMENT) -> list[ExportReport]:
     """Converts, verifies and measures a model in each mode; writes `<mode>.tflite`, `report.json` and firmware
     files (for `firmware_mode`, default: int8 when exported, else the first mode) into `out_dir`.
 
     The output folder is all-or-nothing: everything is built in a staging folder beside it and swapped in at the
-    end, so an interrupted or failed export (even kill -9) leaves `out_dir` as it was.
+    end, so an interrupted or failed export (even kill -9) leaves `out_dir` as it was. A mode that cannot be
+    converted (`check_convertible`) refuses the whole export before the first conversion, so no work is lost: export
+    the other modes alone. A mode whose flatbuffer disagrees with Keras beyond its tolerance (`check_agreement`)
+    fails the export, and nothing is written.
 
     Args:
         model: tf_keras or Keras 3 model, pruned (wrappers are stripped) or stripped.
@@ -499,14 +667,19 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
         flash_kib, ram_kib: Target budget in KiB.
         firmware_mode: Which mode's flatbuffer becomes model_data.cc.
         print_fn: Called with one progress line per step (e.g. `print`); None is silent.
+        min_agreement: Fraction of test sequences on which Keras, LiteRT and TFLM must predict the same class in
+            the quantized modes, in (0, 1] (default `MIN_AGREEMENT`, 0.95).
 
     Returns:
         One `ExportReport` per mode.
 
     Raises:
-        ValueError: bad mode/target combination, missing data, NaN or infinite weights, or an output folder that
-            is an existing file or not writable (all checked before the conversion).
-        ExportError: conversion or runtime failure (`out_dir` is left untouched).
+        ValueError: bad mode/target combination, missing or mis-shaped data, a model the export cannot convert or
+            verify (`check_convertible`, `check_verifiable`), NaN or infinite weights, `min_agreement` outside
+            (0, 1], or an output folder that is an existing file or not writable (all checked before the
+            conversion).
+        ExportError: conversion or runtime failure, or verification out of tolerance (`out_dir` is left
+            untouched).
     """
     from keras_expander.prune import pruning_wrappers, strip_pruning
 
@@ -516,10 +689,14 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     if x_test is None or y_test is None or len(x_test) == 0:
         raise ValueError("Arguments `x_test` and `y_test` are required and must not be empty: every export is "
                          "verified.")
+    if isinstance(min_agreement, bool) or not isinstance(min_agreement, numbers.Real) or not 0 < min_agreement <= 1:
+        raise ValueError(f"Argument `min_agreement` must be a number in (0, 1]. Received: "
+                         f"min_agreement={min_agreement!r}")
     check_output_folder(out_dir)
     if pruning_wrappers(model):
         model = strip_pruning(model)
-    check_tflm_layers(model, target)
+    check_verifiable(model, x_test, y_test)
+    check_convertible(model, modes, target)
     check_finite_weights(model)
     say = print_fn or (lambda line: None)
     reports, contents = [], {}
@@ -532,6 +709,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
             reports.append(verify_and_report(model, content, mode, x_test, y_test,
                                              os.path.join(out_dir, f"{mode}.tflite"), target, notes, flash_kib,
                                              ram_kib, print_fn=print_fn, work_dir=staging))
+            check_agreement(reports[-1], min_agreement)
         chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
         chosen_report = next(r for r in reports if r.mode == chosen)
         write_firmware_files(contents[chosen], chosen_report.ops, staging)

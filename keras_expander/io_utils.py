@@ -1,5 +1,5 @@
 """Atomic output: a file write or a whole output folder either completes or leaves the previous one untouched;
-subprocesses that die with their parent."""
+subprocesses that die with their parent; warnings that point at the user's line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,27 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
+
+# Top-level packages whose frames a warning skips on its way to the user's line (`warn_user`).
+LIBRARY_PACKAGES = frozenset({"keras_expander", "keras", "tf_keras", "tensorflow", "tensorflow_model_optimization",
+                              "absl"})
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """`warnings.warn` with the stacklevel of the first frame outside keras_expander, Keras and TensorFlow.
+
+    A warning raised inside `fit` (from a callback) or inside `prune_expander` then names the user's own line
+    (`model.fit(...)`, `ExpanderPruningSchedule(...)`), not a library line.
+
+    Args:
+        message: The warning text.
+        category: The warning class.
+    """
+    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in LIBRARY_PACKAGES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @contextlib.contextmanager

@@ -131,7 +131,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     Raises:
         TypeError: a selected layer is not supported (ConvLSTM, RNN over a list of cells, ...), the object is not a
             Keras model or layer, the model is subclassed, or `layers` is a string.
-        ValueError: the model is not built, a name in `layers` is not in the model, or nothing would be wrapped.
+        ValueError: the model is not built, a name in `layers` is not in the model, the model is already pruned, or
+            nothing would be wrapped.
 
     Warns:
         UserWarning: naming each recurrent layer left dense (ConvLSTM, stacked cells) when `layers` is None.
@@ -166,6 +167,13 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
         wrapped.append(layer.name)
         return impl.PruneExpander(layer, seed=seed + positions.get(id(layer), 0), **options)
 
+    already = [f"{layer.name!r} ({type(layer).__name__})" for layer in model.layers
+               if graph_lib.is_pruning_wrapper(layer)]
+    if already and not any(_selected(layer, layers) for layer in model.layers
+                           if not graph_lib.is_pruning_wrapper(layer)):
+        raise ValueError(f"Model {model.name!r} is already pruned: layer(s) {', '.join(already)} are pruning "
+                         f"wrappers. Keep training it with ExpanderPruningCallback, or call "
+                         f"keras_expander.strip_pruning(model) first and prune the stripped model.")
     pruned = impl.clone_with(model, clone_function)
     if not wrapped:
         raise ValueError(f"Model {model.name!r} has no SimpleRNN, LSTM, GRU or Bidirectional layer to prune "

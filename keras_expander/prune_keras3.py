@@ -80,6 +80,8 @@ class PruneExpander(keras.layers.Wrapper):
         self.seed = int(seed)
         self.callback_attached = False
         self.pruning_vars = []
+        # Sequence masks pass through as through the unwrapped layer (and Keras warns of none destroyed).
+        self.supports_masking = layer.supports_masking
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -102,13 +104,32 @@ class PruneExpander(keras.layers.Wrapper):
         self.pruning_schedule.bind_state(self.expansion_stopped, self.expansion_sparsity_cap)
         prune_lib.check_min_degree(self)
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, training=None, mask=None, **kwargs):
         if training and not self.callback_attached:
             raise RuntimeError(prune_lib.CALLBACK_MISSING.format(name=self.layer.name))
+        if mask is not None:
+            kwargs["mask"] = mask
         return self.layer(inputs, training=training, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's output mask (e.g. the sequence mask of a layer with return_sequences=True)."""
+        return self.layer.compute_mask(inputs, mask)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the wrapped layer keeps its state across batches (`stateful=True`)."""
+        return bool(getattr(self.layer, "stateful", False))
+
+    def reset_state(self):
+        """Resets a stateful wrapped layer's state to zeros."""
+        self.layer.reset_state()
+
+    def reset_states(self):
+        """Alias of `reset_state`, as on Keras 3 RNN layers."""
+        self.layer.reset_state()
 
     def commit_masks(self, masks: dict) -> None:
         """Writes new masks and zeroes the weights they remove at once (the constraint does so after each step).

@@ -47,6 +47,8 @@ class PruneExpander(PruneLowMagnitude):
         self.min_degree = int(min_degree)
         self.seed = int(seed)
         self.callback_attached = False
+        # Sequence masks pass through as through the unwrapped layer (tfmot's wrapper would drop them after it).
+        self.supports_masking = layer.supports_masking
 
     def build(self, input_shape):
         # tfmot's build, except that mask and threshold variables are named after their matrix: tfmot names them
@@ -93,6 +95,17 @@ class PruneExpander(PruneLowMagnitude):
         if "training" in inspect.getfullargspec(self.layer.call).args:
             return self.layer.call(inputs, training=training, **kwargs)
         return self.layer.call(inputs, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's output mask (e.g. the sequence mask of a layer with return_sequences=True)."""
+        return self.layer.compute_mask(inputs, mask)
+
+    def reset_states(self, states=None):
+        """Resets a stateful wrapped layer, as `model.reset_states()` expects of every stateful layer."""
+        if states is None:
+            self.layer.reset_states()
+        else:
+            self.layer.reset_states(states)
 
     def commit_masks(self, masks: dict) -> None:
         """Writes new masks; tfmot's mask op applies them to the weights at the next forward pass.

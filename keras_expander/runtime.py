@@ -80,15 +80,14 @@ class TFLiteModel:
 
         Args:
             sequence: Array of the model's input shape without the batch dimension, e.g. (T, F); float inputs are
-                quantized for int8 models.
+                quantized for int8 models, and cast to the input type of unquantized integer inputs (token ids).
 
         Returns:
             The output tensor of shape (1, classes), in the output dtype.
         """
         x = np.asarray(sequence).reshape(self.input_shape)
-        if self.input_dtype != np.float32 and x.dtype != self.input_dtype:
-            scale, zero_point = self._input_quantization
-            x = quantize(x, scale, zero_point, self.input_dtype)
+        if self._input_quantization is not None and x.dtype != self.input_dtype:
+            x = quantize(x, *self._input_quantization, self.input_dtype)
         x = x.astype(self.input_dtype)
         if self.runtime == "litert":
             self._interpreter.reset_all_variables()

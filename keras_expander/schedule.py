@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import numbers
-
 import warnings
 
 from keras_expander.backend import tf
 from keras_expander.graph import GATE_VIEWS
+from keras_expander.io_utils import warn_user
 
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
@@ -36,6 +36,10 @@ def _integer(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
     return int(value)
+
+
+class UnreachedSparsityWarning(UserWarning):
+    """A polynomial_decay schedule whose last pruning step comes before `end_step`, short of `final_sparsity`."""
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -81,9 +85,14 @@ class ExpanderPruningSchedule:
         stop_rule: "hold" (default), "correct" or "monitor".
 
     Raises:
-        ValueError: any argument out of range or not among the allowed values, or ``stop_rule="correct"`` with
-            ``representation="weighted"`` (moved edges start at weight 0, so a weighted graph cannot see them); the
-            message names the argument and the value.
+        ValueError: any argument out of range or not among the allowed values, ``stop_rule="correct"`` with
+            ``representation="weighted"`` (moved edges start at weight 0, so a weighted graph cannot see them), or
+            a polynomial_decay `frequency` larger than ``end_step - begin_step`` (the only pruning step would be
+            `begin_step`, at `initial_sparsity`); the message names the argument and the value.
+
+    Warns:
+        UnreachedSparsityWarning: polynomial_decay with ``end_step - begin_step`` not a multiple of `frequency`:
+            the last pruning step comes before `end_step`, and the warning gives the sparsity reached there.
     """
 
     def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
@@ -131,6 +140,27 @@ class ExpanderPruningSchedule:
         self._stopped = None
         self._sparsity_cap = None
         self._warned_unbound = False
+        if base == "polynomial_decay":
+            self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """Refuses or reports a polynomial_decay whose pruning steps (every `frequency` from `begin_step`) miss
+        `end_step`, where the target sparsity is reached."""
+        span = self.end_step - self.begin_step
+        last = self.begin_step + span // self.frequency * self.frequency
+        if last == self.end_step:
+            return
+        progress = (last - self.begin_step) / span
+        reached = (self.initial_sparsity - self.final_sparsity) * (1 - progress) ** self.power + self.final_sparsity
+        if self.frequency > span:
+            raise ValueError(f"Argument `frequency` must be at most end_step - begin_step = {span}: the only pruning "
+                             f"step would be begin_step={self.begin_step}, where polynomial_decay's sparsity is "
+                             f"initial_sparsity={self.initial_sparsity:g}, so the layer would never reach "
+                             f"final_sparsity={self.final_sparsity:g}. Received: frequency={self.frequency}")
+        warn_user(f"ExpanderPruningSchedule: end_step - begin_step = {span} is not a multiple of "
+                  f"frequency={self.frequency}, so the last pruning step is {last}, where the sparsity is "
+                  f"{reached:.4f}, not final_sparsity={self.final_sparsity:g}. Set end_step="
+                  f"{last + self.frequency} (or {last}).", UnreachedSparsityWarning)
 
     def bind_state(self, stopped, sparsity_cap) -> None:
         """Connects the schedule to the stop-rule variables of the layer it prunes.
@@ -165,9 +195,9 @@ class ExpanderPruningSchedule:
         if not self.is_bound:
             if not self._warned_unbound:
                 self._warned_unbound = True
-                warnings.warn("ExpanderPruningSchedule is used without its layer state: it behaves as its base "
-                              "schedule and checks no expansion. Wrap layers with keras_expander.prune_expander(...) "
-                              "and train with keras_expander.ExpanderPruningCallback().", stacklevel=2)
+                warn_user("ExpanderPruningSchedule is used without its layer state: it behaves as its base "
+                          "schedule and checks no expansion. Wrap layers with keras_expander.prune_expander(...) "
+                          "and train with keras_expander.ExpanderPruningCallback().")
             return should_prune, sparsity
         should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
         return should_prune, tf.minimum(sparsity, self._sparsity_cap)
@@ -205,6 +235,9 @@ class ExpanderPruningSchedule:
 
     @classmethod
     def from_config(cls, config: dict) -> "ExpanderPruningSchedule":
-        """Rebuilds a schedule from `get_config()["config"]` (or the whole `get_config()` output)."""
+        """Rebuilds a schedule from `get_config()["config"]` (or the whole `get_config()` output), without
+        repeating the `UnreachedSparsityWarning` its construction gave (each pruned layer gets such a copy)."""
         config = config.get("config", config)
-        return cls(**config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnreachedSparsityWarning)
+            return cls(**config)

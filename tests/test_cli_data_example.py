@@ -80,19 +80,27 @@ def test_main_job_on_a_real_subset_writes_every_output(data_dir, tmp_path):
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
 
 
-def test_cli_export_on_real_mnist_writes_verified_report(data_dir, tmp_path, capsys):
+def test_cli_export_on_real_mnist_fails_when_litert_disagrees_and_says_what_it_verified(data_dir, tmp_path, capsys):
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((28, 28)), tf_keras.layers.LSTM(8, name="lstm"),
                                  tf_keras.layers.Dense(10)])
     path = str(tmp_path / "m.keras")
     model.save(path)
     out = tmp_path / "export"
-    code = cli.main(["export", path, "--mode", "int8", "--data-dir", str(data_dir), "--test-samples", "40",
-                     "--representative-samples", "20", "--out", str(out)])
-    assert code == 0
+    arguments = ["export", path, "--mode", "int8", "--data-dir", str(data_dir), "--test-samples", "40", "--out",
+                 str(out)]
+    # Calibrated on 20 images, this untrained LSTM's int8 model predicts no class as Keras does under LiteRT.
+    assert cli.main(arguments + ["--representative-samples", "20", "--target", "litert"]) == 1
+    error = capsys.readouterr().err
+    assert "LiteRT and Keras predict the same class on 0.0 % of 40 test sequences" in error
+    assert len(error.strip().splitlines()) == 1 and not out.exists()
+    assert cli.main(arguments + ["--representative-samples", "100"]) == 0
     report = json.loads((out / "report.json").read_text())["reports"][0]
     assert report["mode"] == "int8" and report["samples"] == 40 and report["arena_bytes"] > 0
-    assert "int8" in capsys.readouterr().out
+    assert report["argmax_agreement_tflm_keras"] >= 0.95
+    printed = capsys.readouterr().out
+    assert "accuracy and agreement: on the first 40 of the 10,000 test sequences" in printed
+    assert "model fits: the flatbuffer alone against the flash" in printed and "not counted" in printed
 
 
 def test_cli_export_refuses_dynamic_range_for_tflm(tmp_path, capsys):

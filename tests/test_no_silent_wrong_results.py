@@ -70,13 +70,13 @@ def test_recurrent_layers_left_dense_are_named_in_a_warning():
 
 def test_unbuilt_model_is_refused_when_wrapped():
     unbuilt = tf_keras.Sequential([tf_keras.layers.LSTM(8), tf_keras.layers.Dense(2)])
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10)
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, frequency=1)
     with pytest.raises(ValueError, match="is not built"):
         ke.prune_expander(unbuilt, schedule)
 
 
 def test_layer_names_given_as_a_string_are_not_split_into_characters():
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10)
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, frequency=1)
     with pytest.raises(TypeError, match=r"pass layers=\['lstm'\]"):
         ke.prune_expander(lstm_model(), schedule, layers="lstm")
 

@@ -321,7 +321,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
 def format_reports(reports: list[FirmwareReport]) -> list[str]:
     """Lines of a table of firmware reports, with units."""
     header = ("build", "outputs vs TFLM Python", "accuracy (%)", "model flash (B)", "image flash (B)",
-              "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "fits")
+              "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "image and RAM fit")
     rows = [header]
     for r in reports:
         ours = (" + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else
