@@ -15,6 +15,8 @@ export KERAS_EXPANDER_TFLM
 FIRMWARE_TOOLS := arm-none-eabi-g++ qemu-system-arm g++
 FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm g++
 DEMO_OUT ?= runs/demo
+# The demo's recurrent cell: lstm, gru or simple_rnn (e.g. make demo DEMO_CELL=gru DEMO_OUT=runs/demo_gru).
+DEMO_CELL ?= lstm
 
 .PHONY: demo test test-slow install clean firmware-toolchain
 
@@ -36,7 +38,7 @@ firmware-toolchain:
 	else echo "firmware toolchain missing ($$missing): as root, apt-get install $(FIRMWARE_PACKAGES)"; exit 1; fi
 
 demo: install
-	$(BIN)/python examples/sequential_mnist.py --out $(DEMO_OUT)
+	$(BIN)/python examples/sequential_mnist.py --cell $(DEMO_CELL) --out $(DEMO_OUT)
 	$(BIN)/keras-expander export $(DEMO_OUT)/model.keras --mode float32 int8 --out $(DEMO_OUT)/export
 	@if $(MAKE) --no-print-directory firmware-toolchain; then \
 	  $(BIN)/keras-expander firmware $(DEMO_OUT)/export/int8.tflite --target host cortex-m4 \
