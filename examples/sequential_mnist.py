@@ -3,7 +3,7 @@
 Trains (28 steps x 28 features, pixels / 255) with `ExpanderPruningSchedule` + `ExpanderPruningCallback`, reports
 test accuracy, per-graph Delta and sparsity, and writes into --out:
   model.keras    the stripped (unwrapped, masks baked in) tf_keras model
-  history.csv    per-epoch loss/accuracy, sparsity/<layer>, delta_r|delta_s|spectral_gap/<graph>, stopped/<layer>
+  history.csv    per-epoch loss/accuracy, sparsity/<layer>, stopped/<layer>, min_<criterion>/<layer> (worst graph)
   summary.json   arguments, test accuracy, final per-graph metrics, every pruning event, wall times
   training.png   validation accuracy and the worst Delta over training steps
 
@@ -31,9 +31,11 @@ import keras_expander as ke  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.io_utils import atomic_path, write_atomic  # noqa: E402
 from keras_expander.masks import MASK_POLICIES  # noqa: E402
+from keras_expander.graph import GATE_VIEWS  # noqa: E402
 from keras_expander.schedule import CRITERIA, STOP_RULES  # noqa: E402
 
 VALIDATION_SIZE = 5000
+HOLDOUT_SIZE = 1000  # validation images that stop_rule="tolerance" tests each pruning step on
 
 
 CELLS = ("lstm", "simple_rnn", "gru")
@@ -108,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--representation", choices=("unweighted", "weighted"), default="unweighted")
     parser.add_argument("--stop-rule", choices=STOP_RULES, default="hold")
     parser.add_argument("--margin", type=float, default=0.0)
+    parser.add_argument("--gate-view", choices=GATE_VIEWS, default="union",
+                        help="graphs of gated cells that the stop rule measures (default union)")
+    parser.add_argument("--tolerance", type=float, default=1.0,
+                        help="stop_rule=tolerance: allowed drop of held-out accuracy, points (default 1.0)")
     parser.add_argument("--frequency", type=int, default=50, help="prune every N steps (default 50)")
     parser.add_argument("--prune-end", type=float, default=0.67,
                         help="fraction of training after which the final sparsity is reached (default 0.67)")
@@ -129,6 +135,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _finite(value):
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -188,12 +196,12 @@ def run(args: argparse.Namespace) -> dict:
     schedule = ke.ExpanderPruningSchedule(
         final_sparsity=args.final_sparsity, begin_step=0, end_step=end_step, frequency=frequency,
         criterion=args.criterion, representation=args.representation, margin=args.margin,
-        stop_rule=args.stop_rule)
+        gate_view=args.gate_view, stop_rule=args.stop_rule, tolerance=args.tolerance)
     model = ke.prune_expander(build_model(args.cell, args.units), schedule, mask_policy=args.policy,
                               seed=args.seed)
     model.compile(optimizer=tf_keras.optimizers.Adam(args.learning_rate),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    pruning = ke.ExpanderPruningCallback(verbose=1)
+    pruning = ke.ExpanderPruningCallback(verbose=1, holdout=(x_val[:HOLDOUT_SIZE], y_val[:HOLDOUT_SIZE]))
     history_path = os.path.join(args.out, "history.csv")
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,

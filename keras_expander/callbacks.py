@@ -1,9 +1,10 @@
 """`ExpanderPruningCallback`: the step clock of expansion-aware pruning.
 
-At every pruning step of every `PruneExpander` layer it computes the candidate mask (mask policy), measures the
-criterion on every monitored graph (keras_expander.spectral), enforces the schedule's stop rule, and commits,
-corrects (``stop_rule="correct"``: blends the failing graphs with random edges) or holds. At epoch end it writes
-sparsity, Delta_R, Delta_S, spectral gap and stop state into Keras `logs`. It drives tf_keras and Keras 3 models
+At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.decision what to do
+(candidate mask, criterion on every monitored graph, stop rule: commit, correct or hold), writes the masks, and
+records the step; the held-out test of ``stop_rule="tolerance"`` runs here, as it needs the model. At epoch end it
+writes each layer's sparsity, stop state and worst criterion value into Keras `logs` (every graph's values on
+request). It drives tf_keras and Keras 3 models
 alike, replaces tfmot's `UpdatePruningStep` (it does its work) and also monitors plain tfmot-pruned layers.
 """
 
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import keras
 import numpy as np
 
+from keras_expander import decision as decision_lib
 from keras_expander import graph as graph_lib
-from keras_expander import masks as masks_lib
 from keras_expander import spectral
 from keras_expander.backend import tf
 from keras_expander.io_utils import warn_user
@@ -40,6 +40,8 @@ class PruningEvent:
         reason: Why the layer was held, or which graphs were corrected ("" when committed as proposed).
         kept_share: Under ``stop_rule="correct"``, the fraction of the failing graphs' magnitude edges that the
             committed blend kept (1.0 when no correction was needed).
+        graphs: Graph name -> {"delta_r", "delta_s", "spectral_gap"} of the candidate (dimensionless; empty when
+            the weights were not finite).
     """
 
     step: int
@@ -51,49 +53,12 @@ class PruningEvent:
     worst_graph: str
     reason: str = ""
     kept_share: float = 1.0
+    graphs: dict = dataclasses.field(default_factory=dict)
 
 
-# Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first. None below one half:
-# mostly random gates cost accuracy (docs/METHOD.md, "Correct rule").
-CORRECTION_SHARES = (0.9, 0.75, 0.5)
-
-
-def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
-                     method: str = "auto") -> dict[str, dict[str, float]]:
-    """Measures every graph of a layer.
-
-    Args:
-        matrices: The layer's matrices and masks (keras_expander.graph).
-        criterion: Key of the value the stop rule uses ("delta_r", "delta_s" or "spectral_gap").
-        representation: "unweighted" or "weighted".
-        gate_view: "per_gate", "union" or "stacked".
-        method: Eigensolver path (keras_expander.spectral).
-
-    Returns:
-        Dict graph name -> {"delta_r", "delta_s", "spectral_gap", criterion} floats (nan when undefined).
-
-    Raises:
-        ValueError: NaN/inf weights; the message names the graph.
-    """
-    values = {}
-    for g in graph_lib.graphs_from_matrices(matrices, gate_view):
-        matrix = g.weighted if representation == "weighted" else g.unweighted
-        m = spectral.spectral_metrics(matrix, weighted=representation == "weighted", method=method, name=g.name)
-        values[g.name] = {"delta_r": m.delta_r, "delta_s": m.delta_s, "spectral_gap": m.spectral_gap,
-                          "criterion": getattr(m, criterion)}
-    return values
-
-
-def _below(values: dict[str, dict[str, float]], margin: float) -> dict[str, float]:
-    # nan (undefined, e.g. an empty graph) counts as below: it never passes the margin.
-    return {name: v["criterion"] for name, v in values.items() if not v["criterion"] >= margin}
-
-
-def _worst(values: dict[str, dict[str, float]]) -> tuple[float, str]:
-    # nan (undefined, e.g. an empty graph) ranks below every number: it never passes the margin.
-    items = [(-math.inf if math.isnan(v["criterion"]) else v["criterion"], name) for name, v in values.items()]
-    value, name = min(items)
-    return (float("nan") if value == -math.inf else value), name
+def _graphs(values: dict) -> dict:
+    """The per-graph values an event keeps (the stop rule's own "criterion" copy dropped)."""
+    return {name: {key: value[key] for key in ("delta_r", "delta_s", "spectral_gap")} for name, value in values.items()}
 
 
 class _ExpectedSlowBatchHook(logging.Filter):
@@ -139,31 +104,49 @@ class ExpanderPruningCallback(DualKerasCallback):
     end of training, so a model saved then resumes at the right step).
 
     Place it before CSVLogger / TensorBoard in the callbacks list so that they see its `logs` entries. Each epoch
-    adds, per pruned layer L and monitored graph G (in the schedule's representation; unweighted for plain tfmot
-    layers): ``sparsity/L`` (fraction of zeros), ``stopped/L`` (1.0 once held), ``delta_r/G``, ``delta_s/G``,
-    ``spectral_gap/G`` (dimensionless).
+    adds, per pruned layer L (in the schedule's criterion, representation and gate view; Delta_R of the unweighted
+    union graphs for plain tfmot layers): ``sparsity/L`` (fraction of zeros), ``stopped/L`` (1.0 once held) and
+    ``min_<criterion>/L`` (the worst graph's value, dimensionless). With ``log_graphs=True`` also, per monitored graph
+    G, ``delta_r/G``, ``delta_s/G`` and ``spectral_gap/G``; those values are always in `events` and TensorBoard.
 
     Args:
         verbose: 0 (silent, default) or 1 (one printed line per pruning event).
-        log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves.
+        log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves of every graph.
         method: Eigensolver path (keras_expander.spectral), default "auto".
+        log_graphs: Also write every graph's values into `logs` (default False: one line of the progress bar per
+            layer stays short).
+        holdout: (x, y) arrays, a held-out batch for ``stop_rule="tolerance"``: x as the model's input, y integer
+            labels of shape (N,) or one-hot (N, classes). Accuracy is the argmax of the model's last axis.
 
     Attributes:
         events: List of `PruningEvent`, one per pruning step per layer, in order.
 
     Raises:
-        ValueError: (at `set_model`) a plain tfmot wrapper uses an `ExpanderPruningSchedule`: it would prune by
-            magnitude in-graph and never run the expansion check; wrap with `keras_expander.prune_expander`.
+        ValueError: `verbose` not 0 or 1, or `holdout` not a pair of arrays of the same length; (at `set_model`)
+            a plain tfmot wrapper uses an `ExpanderPruningSchedule` (it would prune by magnitude in-graph and never
+            run the expansion check; wrap with `keras_expander.prune_expander`); (at `on_train_begin`) a layer's
+            schedule has ``stop_rule="tolerance"`` and no `holdout` was given.
     """
 
     train_batch_hooks = True
 
-    def __init__(self, verbose: int = 0, log_dir: str | None = None, method: str = "auto"):
+    def __init__(self, verbose: int = 0, log_dir: str | None = None, method: str = "auto", log_graphs: bool = False,
+                 holdout=None):
         super().__init__()
         self.prunable_layers = []
         if verbose not in (0, 1):
             raise ValueError(f"Argument `verbose` must be 0 or 1. Received: verbose={verbose!r}")
+        if holdout is not None:
+            pair = isinstance(holdout, (tuple, list)) and len(holdout) == 2
+            if not pair or len(np.asarray(holdout[0])) != len(np.asarray(holdout[1])) or not len(holdout[1]):
+                raise ValueError(f"Argument `holdout` must be a pair (x, y) of arrays of the same non-zero length. "
+                                 f"Received: holdout of type {type(holdout).__name__}"
+                                 + (f" with lengths {len(holdout[0])} and {len(holdout[1])}" if pair else ""))
+            holdout = (np.asarray(holdout[0]), np.asarray(holdout[1]))
         self.verbose = verbose
+        self.log_graphs = bool(log_graphs)
+        self.holdout = holdout
+        self._reference_accuracy = None  # held-out accuracy before the fit's first pruning step (tolerance rule)
         self.log_dir = log_dir
         self.method = method
         self.events: list[PruningEvent] = []
@@ -202,6 +185,10 @@ class ExpanderPruningCallback(DualKerasCallback):
         for layer in self.prunable_layers:
             if is_expander(layer):
                 layer.callback_attached = True
+                if layer.pruning_schedule.stop_rule == "tolerance" and self.holdout is None:
+                    raise ValueError(f"Layer {layer.layer.name!r} has stop_rule='tolerance', which tests each "
+                                     f"pruning step on held-out data: pass ExpanderPruningCallback(holdout=(x, y)). "
+                                     f"Received: holdout=None")
             if int(variable_value(layer.pruning_step)) == -1:  # a new model starts at step 0, a resumed one at its
                 layer.pruning_step.assign(0)
         logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
@@ -218,6 +205,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             progbar = keras.utils.Progbar
         self._bar_in_place = self.params.get("verbose") == 1 and bool(progbar(1)._dynamic_display)
         self._sync_clock()
+        self._reference_accuracy = None
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -307,87 +295,56 @@ class ExpanderPruningCallback(DualKerasCallback):
     def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
         current = graph_lib.layer_matrices(layer)
-        raw = {key: np.asarray(weight.numpy(), dtype=np.float64)
-               for key, weight in graph_lib.matrix_variables(layer).items()}
-        num_gates = len(current.gates)
-        broken = [f"{current.layer}/{key}/{gate}" for key, matrix in raw.items()
-                  for gate, block in zip(current.gates, np.split(matrix, num_gates, axis=1))
-                  if not np.isfinite(block).all()]
-        if broken:  # masks chosen from NaN weights would be arbitrary: stop pruning this layer, keep training
-            reason = f"NaN or infinite weights in graph(s) {', '.join(broken)}"
-            warn_user(f"Pruning of layer {current.layer!r} stopped at step {step}: {reason}.")
-            self._hold(layer, step, target, mask_sparsity(layer), float("nan"), broken[0], reason)
-            return
-        candidate_masks = {key: masks_lib.compute_mask(raw[key], target, layer.mask_policy, num_gates=num_gates,
-                                                       min_degree=layer.min_degree, seed=layer.seed)
-                           for key in current.kernels}
+        variables = graph_lib.matrix_variables(layer)
+        weights = {key: np.asarray(variable.numpy(), dtype=np.float64) for key, variable in variables.items()}
         old_sparsity = mask_sparsity(layer)
-        values = self._measure(current, raw, candidate_masks, schedule)
-        worst_value, worst_graph = _worst(values)
-        below = _below(values, schedule.margin)
-        kept_share, correction = 1.0, ""
-        if below and schedule.stop_rule == "correct":
-            corrected = self._correct(current, raw, candidate_masks, below, schedule, seed=layer.seed + step)
-            if corrected is not None:
-                kept_share, candidate_masks, values = corrected
-                correction = (f"corrected {', '.join(sorted(below))}: kept {kept_share:.0%} of their magnitude "
-                              f"edges, moved the rest to random entries")
-                worst_value, worst_graph = _worst(values)
-                below = {}
-        if below and schedule.stop_rule in ("hold", "correct"):
-            self._hold(layer, step, target, old_sparsity, worst_value, worst_graph,
-                       f"{schedule.criterion} of {worst_graph} would be {worst_value:.4g} < margin {schedule.margin}"
-                       + (" and no blend with random edges repaired it" if schedule.stop_rule == "correct" else ""))
+        verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
+                                      decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
+                                                                       layer.min_degree, layer.seed, self.method))
+        if not verdict.finite_weights:  # stop pruning this layer, keep training
+            warn_user(f"Pruning of layer {current.layer!r} stopped at step {step}: {verdict.reason}.")
+        if not verdict.commit:
+            self._hold(layer, step, target, old_sparsity, verdict, verdict.reason)
             return
-        for name in sorted(set(below) - self._warned_graphs):
-            self._warned_graphs.add(name)
-            warn_user(f"Graph {name}: {schedule.criterion} = {below[name]:.4g} < margin {schedule.margin} at "
-                      f"step {step} (sparsity {target:.4f}); expansion is lost past this point.")
-        layer.commit_masks(candidate_masks)
+        if schedule.stop_rule == "tolerance" and self._reference_accuracy is None:
+            self._reference_accuracy = self._holdout_accuracy()  # before this fit's first pruning step
+        layer.commit_masks(verdict.masks)
+        if schedule.stop_rule == "tolerance":
+            hold, reason = decision_lib.tolerance_verdict(self._reference_accuracy, self._holdout_accuracy(),
+                                                          schedule.tolerance)
+            if hold:  # back to the weights and masks before the step
+                layer.commit_masks(current.masks)
+                for key, variable in variables.items():
+                    variable.assign(weights[key].astype(np.float32))
+                self._hold(layer, step, target, old_sparsity, verdict, reason)
+                return
+        if schedule.stop_rule != "tolerance":
+            for name in sorted(set(verdict.below) - self._warned_graphs):
+                self._warned_graphs.add(name)
+                warn_user(f"Graph {name}: {schedule.criterion} = {verdict.below[name]:.4g} < margin "
+                          f"{schedule.margin} at step {step} (sparsity {target:.4f}); expansion is lost past this "
+                          f"point.")
         sparsity = mask_sparsity(layer)
-        self._record(PruningEvent(step, current.layer, target, sparsity, True, worst_value, worst_graph, correction,
-                                  kept_share), values)
+        self._record(PruningEvent(step, current.layer, target, sparsity, True, verdict.worst_value,
+                                  verdict.worst_graph, verdict.reason, verdict.kept_share, _graphs(verdict.values)))
         if self.verbose:
             self._say(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
-                      f"{schedule.criterion} {worst_value:.4g} at {worst_graph}"
-                      + (f"; {correction}" if correction else ""))
+                      f"{schedule.criterion} {verdict.worst_value:.4g} at {verdict.worst_graph}"
+                      + (f"; {verdict.reason}" if verdict.reason else ""))
 
-    def _measure(self, current: graph_lib.LayerMatrices, raw: dict, masks: dict,
-                 schedule: ExpanderPruningSchedule) -> dict[str, dict[str, float]]:
-        candidate = graph_lib.LayerMatrices(layer=current.layer, gates=current.gates, masks=masks,
-                                            kernels={key: np.where(masks[key], raw[key], 0.0) for key in raw})
-        return criterion_values(candidate, schedule.criterion, schedule.representation, schedule.gate_view,
-                                self.method)
+    def _holdout_accuracy(self) -> float:
+        """Accuracy in [0, 1] of the model on `holdout` (argmax of the last axis against integer or one-hot
+        labels), in inference mode."""
+        x, y = self.holdout
+        predictions = np.argmax(np.asarray(self.model(x, training=False)), axis=-1)
+        labels = np.argmax(y, axis=-1) if y.ndim == predictions.ndim + 1 else y
+        return float(np.mean(predictions == labels.astype(predictions.dtype)))
 
-    def _correct(self, current: graph_lib.LayerMatrices, raw: dict, masks: dict, below: dict,
-                 schedule: ExpanderPruningSchedule, seed: int):
-        """Blends the failing graphs' masks with random edges (`CORRECTION_SHARES`, largest share first).
-
-        Returns (kept_share, masks, values) of the first blend whose graphs all stay >= margin, or None.
-        """
-        num_gates = len(current.gates)
-        blocks: dict[str, set[int]] = {}  # matrix -> gate-block indices behind the failing graphs
-        for g in graph_lib.graphs_from_matrices(current, schedule.gate_view):
-            if g.name in below:  # union / stacked / ungated graphs span every block of their matrix
-                indices = [current.gates.index(g.gate)] if g.gate in current.gates else range(num_gates)
-                blocks.setdefault(g.matrix, set()).update(indices)
-        for share in CORRECTION_SHARES:
-            blended = dict(masks)
-            for key, failing in blocks.items():
-                pairs = zip(np.split(masks[key], num_gates, axis=1), np.split(raw[key], num_gates, axis=1))
-                blended[key] = np.concatenate([
-                    masks_lib.blend_with_random(m, w, share, seed=seed + index) if index in failing else m
-                    for index, (m, w) in enumerate(pairs)], axis=1)
-            values = self._measure(current, raw, blended, schedule)
-            if not _below(values, schedule.margin):
-                return share, blended, values
-        return None
-
-    def _hold(self, layer, step, target, sparsity, worst_value, worst_graph, reason) -> None:
+    def _hold(self, layer, step, target, sparsity, verdict: decision_lib.Decision, reason: str) -> None:
         layer.expansion_stopped.assign(1.0)
         layer.expansion_sparsity_cap.assign(sparsity)
-        self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, worst_value, worst_graph, reason),
-                     {})
+        self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, verdict.worst_value,
+                                  verdict.worst_graph, reason, graphs=_graphs(verdict.values)))
         if self.verbose:
             self._say(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): "
                       f"{reason}")
@@ -408,7 +365,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._bar_open = False
         io_utils.print_msg(prefix + line)
 
-    def _record(self, event: PruningEvent, values: dict) -> None:
+    def _record(self, event: PruningEvent) -> None:
         self.events.append(event)
         if self._writer is None:
             return
@@ -416,12 +373,13 @@ class ExpanderPruningCallback(DualKerasCallback):
             tf.summary.scalar(f"sparsity/{event.layer}", event.sparsity)
             tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed))
             tf.summary.scalar(f"kept_share/{event.layer}", event.kept_share)
-            for name, value in values.items():
-                for key in ("delta_r", "delta_s", "spectral_gap"):
-                    tf.summary.scalar(f"{key}/{name}", value[key])
+            for name, value in event.graphs.items():
+                for key, number in value.items():
+                    tf.summary.scalar(f"{key}/{name}", number)
 
     def layer_logs(self) -> dict[str, float]:
-        """Current sparsity, stop state and per-graph Delta of every pruned layer, as written into `logs`."""
+        """Current sparsity, stop state and worst criterion value of every pruned layer (and, with `log_graphs`,
+        every graph's values), as written into `logs`."""
         with spectral.single_threaded_blas():
             return self._layer_logs()
 
@@ -433,15 +391,18 @@ class ExpanderPruningCallback(DualKerasCallback):
             matrices = graph_lib.layer_matrices(layer)
             logs[f"sparsity/{matrices.layer}"] = mask_sparsity(layer)
             logs[f"stopped/{matrices.layer}"] = float(variable_value(layer.expansion_stopped)) if expander else 0.0
+            criterion = schedule.criterion if expander else "delta_r"
             try:
-                values = criterion_values(matrices, schedule.criterion if expander else "delta_r",
-                                          schedule.representation if expander else "unweighted",
-                                          schedule.gate_view if expander else "per_gate", self.method)
+                values = decision_lib.criterion_values(
+                    matrices, criterion, schedule.representation if expander else "unweighted",
+                    schedule.gate_view if expander else decision_lib.DecisionSettings.gate_view, self.method)
             except ValueError:
                 continue  # NaN weights: already reported when pruning stopped
-            for name, value in values.items():
-                for key in ("delta_r", "delta_s", "spectral_gap"):
-                    logs[f"{key}/{name}"] = value[key]
+            logs[f"min_{criterion}/{matrices.layer}"] = decision_lib.worst_per_layer(values, criterion)
+            if self.log_graphs:
+                for name, value in values.items():
+                    for key in ("delta_r", "delta_s", "spectral_gap"):
+                        logs[f"{key}/{name}"] = value[key]
         return logs
 
     def on_epoch_end(self, epoch, logs=None):

@@ -21,7 +21,7 @@ from keras_expander.io_utils import warn_user
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
 REPRESENTATIONS = ("unweighted", "weighted")
-STOP_RULES = ("hold", "correct", "monitor")
+STOP_RULES = ("hold", "correct", "monitor", "tolerance")
 
 
 def _real(name: str, value) -> float:
@@ -59,7 +59,15 @@ class ExpanderPruningSchedule:
     the largest 90, 75 or 50 % of their magnitude edges and moves the rest to random entries
     (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
-    warning is issued once per graph that crosses.
+    warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` the spectral values are
+    diagnostics only: each pruning step is tested on a held-out batch (``ExpanderPruningCallback(holdout=...)``)
+    and the layer is held when its accuracy would fall more than `tolerance` points below the accuracy before the
+    fit's first pruning step. The decision itself is `keras_expander.decision.decide`.
+
+    The default (Delta_R of the ``union`` graphs, margin 0, hold) is the paper's rule, the first zero crossing of
+    Delta, on the whole time-unfolded layer as one bipartite graph per matrix. Where it lands against the
+    accuracy knee, measured per cell and data set, is in results/stop_rule_knee.md
+    (`benchmarks/stop_rule_knee.py`).
 
     Use it through `keras_expander.prune_expander` and train with `keras_expander.ExpanderPruningCallback`:
 
@@ -81,8 +89,11 @@ class ExpanderPruningSchedule:
             "spectral_gap" (mu0 - mu1).
         representation: "unweighted" (0/1 graph) or "weighted" (|W * mask| with mean non-zero entry 1).
         margin: The stop threshold on the criterion (dimensionless, default 0.0).
-        gate_view: LSTM graphs monitored: "per_gate" (default), "union" or "stacked" (see `keras_expander.graph`).
-        stop_rule: "hold" (default), "correct" or "monitor".
+        gate_view: Graphs of gated cells (LSTM, GRU) monitored: "union" (default: an edge where any gate has one),
+            "per_gate" (the layer is as good as its worst gate) or "stacked" (see `keras_expander.graph`).
+        stop_rule: "hold" (default), "correct", "monitor" or "tolerance".
+        tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy, in points (%), >= 0
+            (default 1.0).
 
     Raises:
         ValueError: any argument out of range or not among the allowed values, ``stop_rule="correct"`` with
@@ -98,7 +109,7 @@ class ExpanderPruningSchedule:
     def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
                  initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
                  base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
-                 margin: float = 0.0, gate_view: str = "per_gate", stop_rule: str = "hold"):
+                 margin: float = 0.0, gate_view: str = "union", stop_rule: str = "hold", tolerance: float = 1.0):
         _choice("base", base, BASE_SCHEDULES)
         _choice("criterion", criterion, CRITERIA)
         _choice("representation", representation, REPRESENTATIONS)
@@ -122,9 +133,11 @@ class ExpanderPruningSchedule:
         if (end_step != -1 and end_step <= begin_step) or (end_step == -1 and base == "polynomial_decay"):
             raise ValueError(f"Argument `end_step` must be an integer > begin_step={begin_step} (or -1 with "
                              f"base='constant_sparsity'). Received: end_step={end_step!r}")
-        margin, power = _real("margin", margin), _real("power", power)
+        margin, power, tolerance = _real("margin", margin), _real("power", power), _real("tolerance", tolerance)
         if power <= 0:
             raise ValueError(f"Argument `power` must be > 0. Received: power={power!r}")
+        if tolerance < 0:
+            raise ValueError(f"Argument `tolerance` must be >= 0 (accuracy points). Received: tolerance={tolerance!r}")
         self.final_sparsity = float(final_sparsity)
         self.begin_step = begin_step
         self.end_step = end_step
@@ -137,6 +150,7 @@ class ExpanderPruningSchedule:
         self.margin = float(margin)
         self.gate_view = gate_view
         self.stop_rule = stop_rule
+        self.tolerance = tolerance
         self._stopped = None
         self._sparsity_cap = None
         self._warned_unbound = False
@@ -231,7 +245,8 @@ class ExpanderPruningSchedule:
             "final_sparsity": self.final_sparsity, "begin_step": self.begin_step, "end_step": self.end_step,
             "initial_sparsity": self.initial_sparsity, "power": self.power, "frequency": self.frequency,
             "base": self.base, "criterion": self.criterion, "representation": self.representation,
-            "margin": self.margin, "gate_view": self.gate_view, "stop_rule": self.stop_rule}}
+            "margin": self.margin, "gate_view": self.gate_view, "stop_rule": self.stop_rule,
+            "tolerance": self.tolerance}}
 
     @classmethod
     def from_config(cls, config: dict) -> "ExpanderPruningSchedule":

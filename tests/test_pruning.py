@@ -83,6 +83,8 @@ def test_schedule_config_round_trips_through_json():
     (dict(base="cosine"), "base='cosine'"),
     (dict(margin=float("nan")), "margin=nan"),
     (dict(power=0), "power=0"),
+    (dict(tolerance=-1.0), "tolerance=-1.0"),
+    (dict(stop_rule="tolerance", tolerance=float("inf")), "tolerance=inf"),
 ])
 def test_schedule_bad_argument_names_it_and_the_value(kwargs, match):
     arguments = dict(final_sparsity=0.5, begin_step=0, end_step=100) | kwargs
@@ -148,16 +150,24 @@ def test_policy_reaches_target_sparsity_during_fit(cell, policy, K):
         assert all(r.unweighted.isolated_left == 0 and r.unweighted.isolated_right == 0 for r in report)
 
 
-def test_logs_hold_sparsity_delta_and_stop_state(K):
+def test_logs_hold_one_worst_value_per_layer_and_every_graph_on_request(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     history, callback = fit(model)
-    keys = set(history.history)
-    for gate in "ifco":
-        for kind in ("delta_r", "delta_s", "spectral_gap"):
-            assert f"{kind}/rnn/recurrent_kernel/{gate}" in keys
-    assert "stopped/rnn" in keys and "sparsity/rnn" in keys
+    union = {f"rnn/{matrix}/union" for matrix in ("kernel", "recurrent_kernel")}
+    assert set(history.history) == {"loss", "accuracy", "sparsity/rnn", "stopped/rnn", "min_delta_r/rnn"}
+    report = ke.analysis.analyze_layer(model.layers[0], gate_views=("union",))
+    assert {r.name for r in report} == union
+    assert history.history["min_delta_r/rnn"][-1] == pytest.approx(min(r.unweighted.delta_r for r in report))
     assert callback.events and all(event.committed for event in callback.events)
+    assert all(set(event.graphs) == union and set(event.graphs["rnn/kernel/union"]) == {
+        "delta_r", "delta_s", "spectral_gap"} for event in callback.events)
+    last = callback.events[-1]
+    assert last.worst_value == min(values["delta_r"] for values in last.graphs.values())
+
+    history, _ = fit(model, epochs=1, callback=ke.ExpanderPruningCallback(log_graphs=True))
+    assert {key for key in history.history if "/rnn/" in key} == {
+        f"{kind}/{name}" for kind in ("delta_r", "delta_s", "spectral_gap") for name in union}
 
 
 def test_stop_rule_holds_before_delta_crosses_zero(K):
@@ -169,7 +179,7 @@ def test_stop_rule_holds_before_delta_crosses_zero(K):
     held = [e for e in callback.events if not e.committed]
     assert held and held[0].sparsity < 0.97
     assert all(e.layer == "rnn" for e in held)
-    report = ke.analysis.analyze_layer(model.layers[0])
+    report = ke.analysis.analyze_layer(model.layers[0], gate_views=("union",))  # the default view
     assert min(r.unweighted.delta_r for r in report) >= 0.0  # the masks left in place satisfy the rule
     final = history.history["sparsity/rnn"][-1]
     assert abs(final - held[0].sparsity) <= 1e-9
@@ -215,6 +225,48 @@ def test_hold_holds_where_correct_repairs_the_failing_graph(K):
     assert float(model.layers[0].expansion_stopped.numpy()) == 0.0
 
 
+def tolerance_step(K, tolerance):
+    """One pruning step to 90 % of an untrained LSTM(16) under stop_rule="tolerance", with held-out labels equal to
+    the model's own predictions (held-out accuracy 100 % before the step) and learning rate 0 (the weights after
+    fit are the weights the step left)."""
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, frequency=1, base="constant_sparsity",
+                                       stop_rule="tolerance", tolerance=tolerance)
+    model = ke.prune_expander(model_with("lstm", K=K), schedule)
+    x, y = data(n=32)
+    holdout = data(n=256, seed=5)[0]
+    labels = np.argmax(model.predict(holdout, verbose=0), axis=1)
+    before = [w.numpy().copy() for w in ke.graph.matrix_variables(model.layers[0]).values()]
+    model.compile(K.optimizers.SGD(0.0), K.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = ke.ExpanderPruningCallback(holdout=(holdout, labels))
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    return model, callback, before
+
+
+def test_tolerance_rule_holds_a_step_that_costs_held_out_accuracy_and_undoes_it(K):
+    model, callback, before = tolerance_step(K, tolerance=1.0)
+    [event] = callback.events
+    assert not event.committed and "held-out accuracy" in event.reason and "tolerance 1 points" in event.reason
+    assert event.sparsity == 0.0 and ke.prune.mask_sparsity(model.layers[0]) == 0.0
+    after = [w.numpy() for w in ke.graph.matrix_variables(model.layers[0]).values()]
+    assert all(np.array_equal(a, b) for a, b in zip(after, before))  # the pruned weights are back
+    assert set(event.graphs) == {"rnn/kernel/union", "rnn/recurrent_kernel/union"}  # spectral diagnostics kept
+
+    model, callback, _ = tolerance_step(K, tolerance=100.0)
+    assert [e.committed for e in callback.events] == [True]
+    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.9) <= 0.005
+
+
+def test_tolerance_rule_needs_a_holdout_of_matching_lengths(K):
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
+                                       stop_rule="tolerance")
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
+    with pytest.raises(ValueError, match="holdout=None"):
+        fit(model, epochs=1)
+    x, y = data()
+    with pytest.raises(ValueError, match="lengths 256 and 3"):
+        ke.ExpanderPruningCallback(holdout=(x, y[:3]))
+
+
 def test_correct_rule_needs_the_unweighted_graph():
     with pytest.raises(ValueError, match="representation='weighted'"):
         ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, stop_rule="correct", representation="weighted")
@@ -258,7 +310,7 @@ def test_callback_monitors_plain_tfmot_pruning():
                                              frequency=2))))
     history, _ = fit(model)
     assert abs(history.history["sparsity/rnn"][-1] - 0.6) <= 0.005
-    assert math.isfinite(history.history["delta_r/rnn/kernel/i"][-1])
+    assert math.isfinite(history.history["min_delta_r/rnn"][-1])
 
 
 def test_prune_expander_arguments(K):
@@ -322,9 +374,10 @@ def test_gru_graphs_are_gates_z_r_h_and_reach_the_target(K, reset_after):
     inputs = K.Input((6, 8))
     hidden = K.layers.GRU(16, reset_after=reset_after, name="rnn")(inputs)
     model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
-    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2,
+                                       gate_view="per_gate")
     pruned = compile_(ke.prune_expander(model, schedule))
-    history, _ = fit(pruned)
+    history, _ = fit(pruned, callback=ke.ExpanderPruningCallback(log_graphs=True))
     assert abs(history.history["sparsity/rnn"][-1] - 0.6) <= 0.005
     assert {key for key in history.history if key.startswith("delta_r/")} == {
         f"delta_r/rnn/{matrix}/{gate}" for matrix in ("kernel", "recurrent_kernel") for gate in "zrh"}
@@ -339,9 +392,10 @@ def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
     hidden = K.layers.RNN(K.layers.GRUCell(8), return_sequences=True, name="cell_gru")(hidden)
     hidden = K.layers.SimpleRNN(8, name="top")(hidden)
     model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
+                                       gate_view="per_gate")
     pruned = compile_(ke.prune_expander(model, schedule))
-    history, _ = fit(pruned)
+    history, _ = fit(pruned, callback=ke.ExpanderPruningCallback(log_graphs=True))
     for layer in ("bi", "cell_gru", "top"):
         assert abs(history.history[f"sparsity/{layer}"][-1] - 0.5) <= 0.01
     for direction in ("forward", "backward"):

@@ -1,0 +1,424 @@
+"""Benchmark: where does each stop rule land against the accuracy knee? ("How far can I prune?", issue 22.)
+
+Per (cell, data set, seed): a dense model is trained for --dense-epochs; then, for every remaining-edges target q of
+the grid, the trained dense model is pruned with the default mask policy (degree_floor_magnitude) by
+ExpanderPruningSchedule(stop_rule="monitor") over the first 60 % of --prune-epochs and fine-tuned for the rest, and
+its test accuracy is measured. The dense reference (q = 100) is the same trained model trained --prune-epochs more
+without pruning, so that every point has the same budget. The knee of a (cell, data set) is the smallest grid q
+whose mean test accuracy over the seeds is within 1 point of the dense mean.
+
+The stop rules are measured on the run to the smallest q: at every pruning step a recorder reads the committed
+masks (with stop_rule="hold" the candidate of that step; the trajectory is the same up to the first hold) and
+measures every graph in every gate view, plus the accuracy of a held-out batch (--holdout samples of the
+validation split). A rule holds at the first step where it fails; its answer `rule_q` is the q of the step before
+(100 when the first step fails), the smallest q when it never fails. Its accuracy `rule_accuracy` is that seed's
+test accuracy at `rule_q`, interpolated linearly in q between the seed's grid points (dense at q = 100): the
+benchmark does not train a run per rule. Rules:
+  delta_r_<view>[_m<margin>]  min Delta_R over the view's graphs < margin (views: per_gate, union, stacked)
+  delta_s_<view>               min Delta_S < 0
+  relative_delta_r_<view>_<c>  min over graphs of Delta_R / Ramanujan bound < c (a margin that scales with degree)
+  delta_r_<view>_trend         Delta_R extrapolated linearly from the last two steps to the next one < 0
+  tolerance_<points>           held-out accuracy more than <points> below the dense model's
+The default rule (the schedule's defaults: Delta_R, union view, margin 0, hold) is marked in the outputs.
+
+Writes <out>/stop_rule_knee.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
+rule_q, rule_accuracy, dense_accuracy, seeds, and per-seed values), <out>/stop_rule_knee.md and
+<out>/stop_rule_knee.png (accuracy vs q per (cell, dataset) with the knee and each rule's stop marked). Every run
+is kept in --runs/<key>.json and every dense model in --runs/<key>.weights.h5; a rerun skips them (resumable).
+
+  python benchmarks/stop_rule_knee.py --data-dir ../shared/data             # all cells, both data sets, 3 seeds
+  python benchmarks/stop_rule_knee.py --report-only                         # tables and plot from the runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from keras_expander.io_utils import write_atomic  # noqa: E402
+
+CELLS = ("lstm", "gru", "simple_rnn")
+DATASETS = ("mnist", "speech")
+Q_GRID = (50.0, 30.0, 20.0, 15.0, 10.0, 7.0, 5.0)
+VIEWS = ("per_gate", "union", "stacked")
+# name -> settings; evaluated by `rule_fails` on one step's measurements.
+RULES = {
+    **{f"delta_r_{view}": {"kind": "delta", "criterion": "delta_r", "view": view, "margin": 0.0} for view in VIEWS},
+    "delta_r_union_m0.5": {"kind": "delta", "criterion": "delta_r", "view": "union", "margin": 0.5},
+    "delta_r_union_m-0.5": {"kind": "delta", "criterion": "delta_r", "view": "union", "margin": -0.5},
+    **{f"delta_s_{view}": {"kind": "delta", "criterion": "delta_s", "view": view, "margin": 0.0}
+       for view in ("per_gate", "union")},
+    **{f"relative_delta_r_{view}_0.05": {"kind": "relative", "criterion": "delta_r", "view": view, "margin": 0.05}
+       for view in ("per_gate", "union")},
+    **{f"delta_r_{view}_trend": {"kind": "trend", "criterion": "delta_r", "view": view, "margin": 0.0}
+       for view in ("per_gate", "union")},
+    "tolerance_1": {"kind": "tolerance", "points": 1.0},
+    "tolerance_2": {"kind": "tolerance", "points": 2.0},
+}
+SEQUENTIAL_MNIST_NOTE = ("MNIST IDX files, row-wise 28 x 28; the first --mnist-train training images train, the "
+                         "last 5,000 are validation (the held-out batch is drawn from them), test 10,000")
+SPEECH_NOTE = ("Speech Commands v0.02 official test set only (4,890 clips), split by speaker 80/10/10 into "
+               "train/validation/test; 49 x 40 log-mel frames")
+
+
+def default_rule_name() -> str:
+    """The rule that ExpanderPruningSchedule's defaults implement (criterion, gate view, margin, hold)."""
+    import inspect
+
+    from keras_expander.schedule import ExpanderPruningSchedule
+
+    defaults = {name: p.default for name, p in inspect.signature(ExpanderPruningSchedule).parameters.items()}
+    for name, rule in RULES.items():
+        if (rule["kind"] == "delta" and rule["criterion"] == defaults["criterion"]
+                and rule["view"] == defaults["gate_view"] and rule["margin"] == defaults["margin"]):
+            return name
+    raise RuntimeError(f"no rule of RULES matches the schedule defaults {defaults}")
+
+
+def load(dataset: str, data_dir, mnist_train: int):
+    """(train, validation, test) pairs of float32 (N, T, F) inputs and int labels."""
+    from keras_expander import datasets
+
+    if dataset == "speech":
+        splits = datasets.speech_commands(data_dir)
+        return splits["train"], splits["validation"], splits["test"]
+    (x_train, y_train), test = datasets.sequential_mnist(data_dir)
+    return (x_train[:mnist_train], y_train[:mnist_train]), (x_train[-5000:], y_train[-5000:]), test
+
+
+class StepRecorder:
+    """After each pruning step of the callback, records q, every view's graph metrics and held-out accuracy."""
+
+    def __init__(self, pruning_callback, holdout):
+        from keras_expander.callbacks import DualKerasCallback
+
+        recorder = self
+
+        class _Hook(DualKerasCallback):
+            train_batch_hooks = True
+
+            def on_train_batch_begin(self, batch, logs=None):  # runs after the pruning callback's hook
+                if len(pruning_callback.events) > recorder.seen:
+                    recorder.seen = len(pruning_callback.events)
+                    recorder.record(self.model, pruning_callback.events[-1])
+
+        self.callback = _Hook()
+        self.holdout = holdout
+        self.seen = 0
+        self.steps: list[dict] = []
+        self.reference_accuracy = None
+
+    def holdout_accuracy(self, model) -> float:
+        logits = model(self.holdout[0], training=False).numpy()
+        return float(np.mean(np.argmax(logits, axis=1) == self.holdout[1]))
+
+    def record(self, model, event) -> None:
+        from keras_expander import analysis
+        from keras_expander.prune import pruning_wrappers
+
+        layer = pruning_wrappers(model)[0]
+        views = {}
+        for view in VIEWS:
+            reports = analysis.analyze_layer(layer, gate_views=(view,))
+            views[view] = {
+                "delta_r": min(r.unweighted.delta_r for r in reports),
+                "delta_s": min(r.unweighted.delta_s for r in reports),
+                "relative_delta_r": min(r.unweighted.delta_r / r.unweighted.ramanujan_bound for r in reports)}
+        self.steps.append({"step": event.step, "q": 100.0 * (1.0 - event.sparsity), "views": views,
+                           "holdout_accuracy": self.holdout_accuracy(model)})
+
+
+def rule_fails(rule: dict, steps: list[dict], index: int, reference_accuracy: float) -> bool:
+    """Whether `rule` holds the layer at pruning step `index` of a recorded trajectory (nan counts as failing)."""
+    if rule["kind"] == "tolerance":
+        return not 100 * (reference_accuracy - steps[index]["holdout_accuracy"]) <= rule["points"]
+    value = steps[index]["views"][rule["view"]][rule["criterion"] if rule["kind"] != "relative" else
+                                                "relative_delta_r"]
+    if rule["kind"] == "trend":
+        if index == 0:
+            return not value >= rule["margin"]
+        before = steps[index - 1]["views"][rule["view"]][rule["criterion"]]
+        return not 2 * value - before >= rule["margin"]  # the next step's value, extrapolated
+    return not value >= rule["margin"]
+
+
+def rule_stop_q(rule: dict, run: dict) -> float:
+    """Remaining edges q (%) where `rule` leaves the layer on a recorded trajectory (see the module docstring)."""
+    steps = run["steps"]
+    for index in range(len(steps)):
+        if rule_fails(rule, steps, index, run["reference_holdout_accuracy"]):
+            return 100.0 if index == 0 else steps[index - 1]["q"]
+    return steps[-1]["q"]
+
+
+def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args) -> dict:
+    """One run: the dense pre-training (q None), its continuation without pruning (q 100) or the pre-trained model
+    pruned to q and fine-tuned; returns its record."""
+    import keras_expander as ke
+    from examples.sequential_mnist import build_model
+    from keras_expander.backend import tf_keras
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = data
+    classes = int(max(y_train.max(), y_test.max()) + 1)
+    tf_keras.utils.set_random_seed(seed)
+    model = build_model(cell, args.units, x_train.shape[1], x_train.shape[2], classes)
+    dense_weights = os.path.join(args.runs, f"{cell}-{dataset}-seed{seed}-dense.weights.h5")
+    epochs = args.dense_epochs[dataset]
+    callbacks, recorder = [], None
+    if q is not None:
+        model.load_weights(dense_weights)
+        epochs = args.prune_epochs[dataset]
+    if q is not None and q < 100:
+        steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+        frequency = max(1, int(0.6 * epochs * steps_per_epoch) // 20)
+        schedule = ke.ExpanderPruningSchedule(final_sparsity=1.0 - q / 100.0, begin_step=0, end_step=20 * frequency,
+                                              frequency=frequency, stop_rule="monitor")
+        model = ke.prune_expander(model, schedule, seed=seed)
+        pruning = ke.ExpanderPruningCallback()
+        callbacks.append(pruning)
+        if q == min(args.q):
+            rng = np.random.default_rng(seed)
+            pick = rng.choice(len(x_val), size=min(args.holdout, len(x_val)), replace=False)
+            recorder = StepRecorder(pruning, (x_val[pick], y_val[pick]))
+            callbacks.append(recorder.callback)
+    model.compile(optimizer=tf_keras.optimizers.Adam(args.learning_rate),
+                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    if recorder is not None:
+        recorder.reference_accuracy = recorder.holdout_accuracy(model)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # monitor-mode crossing warnings: the recorder keeps Delta
+        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epochs, verbose=0, callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    if q is None:
+        model.save_weights(dense_weights)
+    elif q < 100:
+        model = ke.strip_pruning(model)
+        model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+    weights = [w for w in model.layers[1].get_weights() if w.ndim == 2]
+    record = {"cell": cell, "dataset": dataset, "seed": seed, "q": "pretrained" if q is None else q,
+              "test_accuracy": float(accuracy), "seconds": seconds, "epochs": epochs,
+              "measured_q": 100.0 * sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)}
+    if recorder is not None:
+        record.update(steps=recorder.steps, reference_holdout_accuracy=recorder.reference_accuracy)
+    return record
+
+
+def interpolate_accuracy(runs: list[dict], q: float) -> float:
+    """Test accuracy of one seed at q (%), linear in q between its grid points (dense at q = 100)."""
+    points = sorted((r["q"], r["test_accuracy"]) for r in runs if r["q"] != "pretrained")
+    return float(np.interp(q, [p[0] for p in points], [p[1] for p in points]))
+
+
+def summarize(records: list[dict], q_grid) -> list[dict]:
+    """One row per (cell, dataset, rule) over the seeds whose whole grid is done."""
+    rows = []
+    default = default_rule_name()
+    for cell, dataset in sorted({(r["cell"], r["dataset"]) for r in records}):
+        by_seed = {}
+        for r in records:
+            if (r["cell"], r["dataset"]) == (cell, dataset):
+                by_seed.setdefault(r["seed"], []).append(r)
+        seeds = sorted(s for s, runs in by_seed.items() if {r["q"] for r in runs} >= {"pretrained", 100.0, *q_grid})
+        if not seeds:
+            continue
+        mean = {q: float(np.mean([next(r["test_accuracy"] for r in by_seed[s] if r["q"] == q) for s in seeds]))
+                for q in ("pretrained", 100.0, *q_grid)}
+        pretrained = mean.pop("pretrained")
+        dense = mean[100.0]
+        within = [q for q in q_grid if mean[q] >= dense - 0.01]
+        knee = min(within) if within else 100.0
+        for name, rule in RULES.items():
+            stops, accuracies = [], []
+            for s in seeds:
+                trajectory = next(r for r in by_seed[s] if r["q"] == min(q_grid))
+                stop = rule_stop_q(rule, trajectory)
+                stops.append(stop)
+                accuracies.append(interpolate_accuracy(by_seed[s], stop))
+            rule_q, rule_accuracy = float(np.mean(stops)), float(np.mean(accuracies))
+            rows.append({
+                "cell": cell, "dataset": dataset, "rule": {"name": name, **rule}, "default": name == default,
+                "knee_q": knee, "rule_q": rule_q, "rule_accuracy": 100 * rule_accuracy,
+                "dense_accuracy": 100 * dense, "pretrained_accuracy": 100 * pretrained, "seeds": seeds, "rule_q_per_seed": stops,
+                "rule_accuracy_per_seed": [100 * a for a in accuracies],
+                "mean_accuracy_by_q": {f"{q:g}": 100 * a for q, a in mean.items()},
+                "within_5_of_knee": abs(rule_q - knee) <= 5.0, "past_knee": rule_q < knee,
+                "accuracy_within_1": rule_accuracy >= dense - 0.01,
+            })
+    return rows
+
+
+def to_markdown(payload: dict) -> str:
+    rows = payload["rows"]
+    default = default_rule_name()
+    lines = [f"# Stop rules against the accuracy knee, {payload['date']}", "",
+             f"Reproduce: `{payload['command']}`. {payload['protocol']}", "",
+             f"Data: sequential MNIST ({SEQUENTIAL_MNIST_NOTE}); speech ({SPEECH_NOTE}). The speech test split "
+             "is about 490 clips, so one clip is 0.2 points: its knees are noisy.", "",
+             "Mean test accuracy (%) over the seeds by remaining edges q (%), and the knee (smallest q within 1 "
+             "point of dense):", "",
+             "| cell | dataset | seeds | " + " | ".join(f"q={q}" for q in rows[0]["mean_accuracy_by_q"]) +
+             " | knee q |", "|---|---|---|" + "---|" * (len(rows[0]["mean_accuracy_by_q"]) + 1)]
+    for row in rows:
+        if row["rule"]["name"] == default:
+            lines.append(f"| {row['cell']} | {row['dataset']} | {len(row['seeds'])} | " +
+                         " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values()) +
+                         f" | {row['knee_q']:g} |")
+    names = list(RULES)
+    lines += ["", "Where each rule stops: mean rule q (%) / its interpolated accuracy minus dense (points); "
+              "**ok** = within 5 q-points of the knee and within 1 point of dense.", "",
+              "| rule | " + " | ".join(f"{r['cell']} {r['dataset']}" for r in rows if r["rule"]["name"] == default)
+              + " | rows ok |", "|---|" + "---|" * (sum(r["rule"]["name"] == default for r in rows) + 1)]
+    for name in names:
+        cells = [r for r in rows if r["rule"]["name"] == name]
+        ok = [r["within_5_of_knee"] and r["accuracy_within_1"] for r in cells]
+        label = f"**{name}** (default)" if name == default else name
+        lines.append(f"| {label} | " + " | ".join(
+            f"{r['rule_q']:.1f} / {r['rule_accuracy'] - r['dense_accuracy']:+.2f}{' **ok**' if good else ''}"
+            for r, good in zip(cells, ok)) + f" | {sum(ok)}/{len(ok)} |")
+    default_rows = [r for r in rows if r["default"]]
+    passed = [r for r in default_rows if r["within_5_of_knee"] and r["accuracy_within_1"]]
+    best = max(names, key=lambda n: sum(r["within_5_of_knee"] and r["accuracy_within_1"]
+                                        for r in rows if r["rule"]["name"] == n))
+    lines += ["", f"**The default rule** ({default}) meets the acceptance (|rule_q - knee_q| <= 5 and rule accuracy "
+              f">= dense - 1) on {len(passed)} of {len(default_rows)} rows"
+              + ("." if len(passed) == len(default_rows) else
+                 ": not on " + ", ".join(f"{r['cell']} {r['dataset']} (stops at q {r['rule_q']:.1f}, knee "
+                                         f"{r['knee_q']:g}, {r['rule_accuracy'] - r['dense_accuracy']:+.2f} points)"
+                                         for r in default_rows if r not in passed) + ".")
+              + f" The rule with the most rows met is {best}.", ""]
+    return "\n".join(lines)
+
+
+def plot(payload: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [(r["cell"], r["dataset"]) for r in payload["rows"] if r["default"]]
+    figure, axes = plt.subplots(len(DATASETS), len(CELLS), figsize=(13, 7), squeeze=False)
+    shown = ("delta_r_per_gate", "delta_r_union", "delta_r_stacked", "tolerance_1")
+    for axis in axes.flat:
+        axis.set_visible(False)
+    for cell, dataset in pairs:
+        axis = axes[DATASETS.index(dataset)][CELLS.index(cell)]
+        axis.set_visible(True)
+        rows = [r for r in payload["rows"] if (r["cell"], r["dataset"]) == (cell, dataset)]
+        curve = rows[0]["mean_accuracy_by_q"]
+        qs = [float(q) for q in curve]
+        axis.plot(qs, list(curve.values()), "o-", color="black", label="mean test accuracy")
+        axis.axhline(rows[0]["dense_accuracy"] - 1.0, color="gray", linestyle=":", label="dense - 1 point")
+        axis.axvline(rows[0]["knee_q"], color="gray", linestyle="--", label="knee")
+        for row in rows:
+            if row["rule"]["name"] in shown:
+                axis.plot(row["rule_q"], row["rule_accuracy"], "v" if row["default"] else "x", markersize=9,
+                          label=row["rule"]["name"] + (" (default)" if row["default"] else ""))
+        axis.set_xscale("log")
+        axis.invert_xaxis()
+        axis.set_title(f"{cell}, {dataset} ({len(rows[0]['seeds'])} seeds)")
+        axis.set_xlabel("remaining edges q (%)")
+        axis.set_ylabel("test accuracy (%)")
+    axes.flat[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--q", nargs="+", type=float, default=list(Q_GRID), help="remaining edges q (%%) grid")
+    parser.add_argument("--units", type=int, default=128)
+    parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images (default 20,000)")
+    parser.add_argument("--dense-epochs-mnist", type=int, default=4)
+    parser.add_argument("--prune-epochs-mnist", type=int, default=2)
+    parser.add_argument("--dense-epochs-speech", type=int, default=15)
+    parser.add_argument("--prune-epochs-speech", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--holdout", type=int, default=1000, help="held-out samples of the tolerance rules")
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: its choice)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", default="runs/stop_rule_knee")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--report-only", action="store_true", help="write the outputs from the runs kept")
+    args = parser.parse_args(argv)
+    args.dense_epochs = {"mnist": args.dense_epochs_mnist, "speech": args.dense_epochs_speech}
+    args.prune_epochs = {"mnist": args.prune_epochs_mnist, "speech": args.prune_epochs_speech}
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.runs, exist_ok=True)
+    if not args.report_only:
+        from keras_expander.io_utils import import_tensorflow_quietly
+
+        tf = import_tensorflow_quietly()
+        if args.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        data = {}
+        for seed in range(args.seeds):  # seed-major: a sweep cut short leaves whole seeds
+            for dataset in args.datasets:
+                for cell in args.cells:
+                    for q in (None, 100.0, *args.q):
+                        path = os.path.join(args.runs, f"{cell}-{dataset}-seed{seed}-"
+                                                       f"{'pretrained' if q is None else f'q{q:g}'}.json")
+                        if os.path.exists(path):
+                            continue
+                        if dataset not in data:
+                            data[dataset] = load(dataset, args.data_dir, args.mnist_train)
+                        record = train_run(cell, dataset, seed, q, data[dataset], args)
+                        write_atomic(path, json.dumps(record))
+                        print(f"[{time.strftime('%H:%M:%S')}] {cell} {dataset} seed {seed} q {record['q']}: "
+                              f"{100 * record['test_accuracy']:.2f} % (measured q {record['measured_q']:.2f}, "
+                              f"{record['seconds']:.0f} s)", flush=True)
+    records = []
+    for name in sorted(os.listdir(args.runs)):
+        if name.endswith(".json"):
+            with open(os.path.join(args.runs, name)) as stream:
+                records.append(json.load(stream))
+    records = [r for r in records if r["cell"] in args.cells and r["dataset"] in args.datasets]
+    rows = summarize(records, args.q)
+    if not rows:
+        print(f"no complete (cell, dataset, seed) grid in {args.runs} yet")
+        return 1
+    payload = {
+        "command": "python benchmarks/stop_rule_knee.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": datetime.date.today().isoformat(),
+        "protocol": (f"{args.units} units; dense trained {args.dense_epochs['mnist']} epochs (MNIST) / "
+                     f"{args.dense_epochs['speech']} (speech), Adam {args.learning_rate:g}, batch {args.batch_size}; "
+                     f"each q pruned from the trained dense model over 60 % of {args.prune_epochs['mnist']} / "
+                     f"{args.prune_epochs['speech']} more epochs (20 pruning steps, degree_floor_magnitude, "
+                     "stop_rule='monitor') and fine-tuned for the rest; dense (q = 100) trained those epochs without "
+                     "pruning. Rule stops come from the run to the smallest "
+                     "q; rule accuracies are interpolated between grid points; held-out batch "
+                     f"{args.holdout} validation samples."),
+        "default_rule": default_rule_name(), "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    write_atomic(os.path.join(args.out, "stop_rule_knee.json"), json.dumps(payload, indent=2))
+    markdown = to_markdown(payload)
+    write_atomic(os.path.join(args.out, "stop_rule_knee.md"), markdown)
+    plot(payload, os.path.join(args.out, "stop_rule_knee.png"))
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

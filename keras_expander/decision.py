@@ -1,0 +1,234 @@
+"""The pruning decision of expansion-aware pruning: candidate masks -> measure every graph -> commit, correct or hold.
+
+Weights, masks and settings in, a `Decision` out; no TensorFlow and no Keras (numpy, and scipy through
+keras_expander.spectral), so it is tested on plain arrays. `ExpanderPruningCallback` (both Kerases) keeps the step
+clock, the variable reads and writes, and the logging, and asks this module what to do at every pruning step:
+
+1. candidate masks at the target sparsity from the layer's weights (`keras_expander.masks.compute_mask`, per gate);
+2. the criterion (Delta_R, Delta_S or spectral gap; docs/METHOD.md section 2) of every graph of the candidate in
+   the gate view (`keras_expander.graph`);
+3. the stop rule (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100: accuracy collapses near the
+   first zero crossing of Delta): ``hold`` keeps the old masks when any graph is below the margin; ``correct``
+   first blends the failing graphs' masks with random edges (`CORRECTION_SHARES`) and holds only when no blend
+   passes; ``monitor`` commits and reports the graphs below the margin; ``tolerance`` commits the candidate for the
+   caller to test on held-out data (`tolerance_verdict`), the spectral values kept as diagnostics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from keras_expander import graph as graph_lib
+from keras_expander import masks as masks_lib
+from keras_expander import spectral
+
+# Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first. None below one half:
+# mostly random gates cost accuracy (docs/METHOD.md, "Correct rule").
+CORRECTION_SHARES = (0.9, 0.75, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecisionSettings:
+    """What a pruning decision depends on besides the weights.
+
+    Attributes:
+        criterion: "delta_r", "delta_s" or "spectral_gap".
+        representation: "unweighted" (0/1 graph) or "weighted".
+        margin: Stop threshold on the criterion (dimensionless).
+        gate_view: "per_gate", "union" or "stacked".
+        stop_rule: "hold", "correct", "monitor" or "tolerance".
+        mask_policy: One of `keras_expander.masks.MASK_POLICIES`.
+        min_degree: Degree floor of "degree_floor_magnitude", >= 1.
+        seed: Seed of the random mask policies and of the corrections (the step is added to it).
+        method: Eigensolver path (keras_expander.spectral).
+    """
+
+    criterion: str = "delta_r"
+    representation: str = "unweighted"
+    margin: float = 0.0
+    gate_view: str = "union"
+    stop_rule: str = "hold"
+    mask_policy: str = "degree_floor_magnitude"
+    min_degree: int = 1
+    seed: int = 0
+    method: str = "auto"
+
+    @classmethod
+    def of(cls, schedule, mask_policy: str, min_degree: int, seed: int, method: str = "auto") -> "DecisionSettings":
+        """Settings from an `ExpanderPruningSchedule` (or any object with its attributes) and a wrapper's options."""
+        return cls(criterion=schedule.criterion, representation=schedule.representation, margin=schedule.margin,
+                   gate_view=schedule.gate_view, stop_rule=schedule.stop_rule, mask_policy=mask_policy,
+                   min_degree=min_degree, seed=seed, method=method)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What to do at one pruning step of one layer.
+
+    Attributes:
+        commit: True: write `masks`; False: hold the layer at its present masks and never prune it again.
+        masks: Dict matrix name -> bool array (shape of the matrix) to commit; None when held.
+        values: Dict graph name -> {"delta_r", "delta_s", "spectral_gap", "criterion"} of the committed candidate
+            (of the rejected one when held; empty when the weights are not finite).
+        worst_value: Minimum criterion over `values` (nan when undefined).
+        worst_graph: The graph where it is.
+        below: Graph name -> criterion of the committed graphs below the margin (``monitor`` and ``tolerance``).
+        reason: Why the layer was held, or which graphs were corrected ("" when committed as proposed).
+        kept_share: Under ``correct``, the share of the failing graphs' magnitude edges that the committed blend
+            kept (1.0 when no correction was needed).
+        finite_weights: False when the hold is for NaN or infinite weights.
+    """
+
+    commit: bool
+    masks: dict | None
+    values: dict
+    worst_value: float
+    worst_graph: str
+    below: dict
+    reason: str = ""
+    kept_share: float = 1.0
+    finite_weights: bool = True
+
+
+def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
+                     method: str = "auto") -> dict[str, dict[str, float]]:
+    """Measures every graph of a layer.
+
+    Args:
+        matrices: The layer's matrices and masks (keras_expander.graph).
+        criterion: Key of the value the stop rule uses ("delta_r", "delta_s" or "spectral_gap").
+        representation: "unweighted" or "weighted".
+        gate_view: "per_gate", "union" or "stacked".
+        method: Eigensolver path (keras_expander.spectral).
+
+    Returns:
+        Dict graph name -> {"delta_r", "delta_s", "spectral_gap", "criterion"} floats (nan when undefined).
+
+    Raises:
+        ValueError: NaN/inf weights; the message names the graph.
+    """
+    values = {}
+    for g in graph_lib.graphs_from_matrices(matrices, gate_view):
+        matrix = g.weighted if representation == "weighted" else g.unweighted
+        m = spectral.spectral_metrics(matrix, weighted=representation == "weighted", method=method, name=g.name)
+        values[g.name] = {"delta_r": m.delta_r, "delta_s": m.delta_s, "spectral_gap": m.spectral_gap,
+                          "criterion": getattr(m, criterion)}
+    return values
+
+
+def below_margin(values: dict[str, dict[str, float]], margin: float) -> dict[str, float]:
+    """Graph name -> criterion of the graphs below `margin`; nan (undefined, e.g. an empty graph) counts as below."""
+    return {name: v["criterion"] for name, v in values.items() if not v["criterion"] >= margin}
+
+
+def worst_graph(values: dict[str, dict[str, float]]) -> tuple[float, str]:
+    """(minimum criterion, its graph); nan ranks below every number (it never passes a margin)."""
+    items = [(-math.inf if math.isnan(v["criterion"]) else v["criterion"], name) for name, v in values.items()]
+    value, name = min(items)
+    return (float("nan") if value == -math.inf else value), name
+
+
+def worst_per_layer(values: dict[str, dict[str, float]], key: str) -> float:
+    """Minimum of `key` ("delta_r", "delta_s" or "spectral_gap") over a layer's graphs, nan only when all are."""
+    finite = [v[key] for v in values.values() if not math.isnan(v[key])]
+    return min(finite) if finite else float("nan")
+
+
+def _measure(layer: str, gates: tuple, weights: dict, masks: dict, settings: DecisionSettings) -> dict:
+    candidate = graph_lib.LayerMatrices(layer=layer, gates=gates, masks=masks,
+                                        kernels={key: np.where(masks[key], weights[key], 0.0) for key in weights})
+    return criterion_values(candidate, settings.criterion, settings.representation, settings.gate_view,
+                            settings.method)
+
+
+def _correct(layer: str, gates: tuple, weights: dict, masks: dict, below: dict, settings: DecisionSettings,
+             seed: int):
+    """Blends the failing graphs' masks with random edges (`CORRECTION_SHARES`, largest share first).
+
+    Returns (kept_share, masks, values) of the first blend whose graphs all stay >= margin, or None.
+    """
+    num_gates = len(gates)
+    blocks: dict[str, set[int]] = {}  # matrix -> gate-block indices behind the failing graphs
+    matrices = graph_lib.LayerMatrices(layer=layer, gates=gates, masks=masks, kernels=weights)
+    for g in graph_lib.graphs_from_matrices(matrices, settings.gate_view):
+        if g.name in below:  # union / stacked / ungated graphs span every block of their matrix
+            indices = [gates.index(g.gate)] if g.gate in gates else range(num_gates)
+            blocks.setdefault(g.matrix, set()).update(indices)
+    for share in CORRECTION_SHARES:
+        blended = dict(masks)
+        for key, failing in blocks.items():
+            pairs = zip(np.split(masks[key], num_gates, axis=1), np.split(weights[key], num_gates, axis=1))
+            blended[key] = np.concatenate([
+                masks_lib.blend_with_random(m, w, share, seed=seed + index) if index in failing else m
+                for index, (m, w) in enumerate(pairs)], axis=1)
+        values = _measure(layer, gates, weights, blended, settings)
+        if not below_margin(values, settings.margin):
+            return share, blended, values
+    return None
+
+
+def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
+           settings: DecisionSettings) -> Decision:
+    """The decision at one pruning step of one layer.
+
+    Args:
+        layer: Layer name (graph names start with it).
+        gates: Gate labels, e.g. ("i", "f", "c", "o"), ("z", "r", "h") or ("all",) (keras_expander.graph).
+        weights: Dict matrix name -> float array of shape (left, gates * H), the dense (unmasked) weights.
+        target: Target sparsity of the step, in [0, 1).
+        step: Pruning step (optimizer steps); seeds the corrections.
+        settings: `DecisionSettings`.
+
+    Returns:
+        A `Decision`. Non-finite weights give a hold whose reason names the graphs (masks chosen from them would be
+        arbitrary).
+
+    Raises:
+        ValueError: weights whose column count is not a multiple of the gate count, or an unknown mask policy.
+    """
+    num_gates = len(gates)
+    broken = [f"{layer}/{key}/{gate}" for key, matrix in weights.items()
+              for gate, block in zip(gates, np.split(matrix, num_gates, axis=1)) if not np.isfinite(block).all()]
+    if broken:
+        return Decision(False, None, {}, float("nan"), broken[0], {},
+                        f"NaN or infinite weights in graph(s) {', '.join(broken)}", finite_weights=False)
+    masks = {key: masks_lib.compute_mask(matrix, target, settings.mask_policy, num_gates=num_gates,
+                                         min_degree=settings.min_degree, seed=settings.seed)
+             for key, matrix in weights.items()}
+    values = _measure(layer, gates, weights, masks, settings)
+    worst_value, worst_name = worst_graph(values)
+    below = below_margin(values, settings.margin)
+    if not below or settings.stop_rule in ("monitor", "tolerance"):
+        return Decision(True, masks, values, worst_value, worst_name, below)
+    if settings.stop_rule == "correct":
+        corrected = _correct(layer, gates, weights, masks, below, settings, seed=settings.seed + step)
+        if corrected is not None:
+            share, masks, values = corrected
+            worst_value, worst_name = worst_graph(values)
+            return Decision(True, masks, values, worst_value, worst_name, {},
+                            f"corrected {', '.join(sorted(below))}: kept {share:.0%} of their magnitude edges, "
+                            f"moved the rest to random entries", share)
+    return Decision(False, None, values, worst_value, worst_name, below,
+                    f"{settings.criterion} of {worst_name} would be {worst_value:.4g} < margin {settings.margin}"
+                    + (" and no blend with random edges repaired it" if settings.stop_rule == "correct" else ""))
+
+
+def tolerance_verdict(reference_accuracy: float, candidate_accuracy: float, tolerance: float) -> tuple[bool, str]:
+    """Rule ``stop_rule="tolerance"``: hold when the held-out accuracy of the candidate has dropped past the tolerance.
+
+    Args:
+        reference_accuracy: Held-out accuracy in [0, 1] of the model before its first pruning step.
+        candidate_accuracy: Held-out accuracy in [0, 1] with the candidate masks committed.
+        tolerance: Allowed drop in accuracy points (%), >= 0.
+
+    Returns:
+        (hold, reason): hold is True when 100 * (reference - candidate) > tolerance (a nan accuracy holds).
+    """
+    drop = 100.0 * (reference_accuracy - candidate_accuracy)
+    if drop <= tolerance + 1e-9:  # a drop of exactly the tolerance (k / N accuracies in floating point) passes
+        return False, ""
+    return True, (f"held-out accuracy would be {100 * candidate_accuracy:.2f} %, {drop:.2f} points below the "
+                  f"{100 * reference_accuracy:.2f} % before pruning (tolerance {tolerance:g} points)")

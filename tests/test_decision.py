@@ -1,0 +1,126 @@
+"""The pruning decision (keras_expander.decision) on plain arrays: no TensorFlow, no Keras."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_expander import decision, masks, spectral
+
+LSTM_GATES = ("i", "f", "c", "o")
+
+
+def lstm_weights(seed=0, inputs=28, units=64):
+    rng = np.random.default_rng(seed)
+    return {"kernel": rng.normal(size=(inputs, 4 * units)), "recurrent_kernel": rng.normal(size=(units, 4 * units))}
+
+
+def test_decision_module_imports_no_tensorflow_or_keras():
+    code = ("import sys, keras_expander.decision; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_default_settings_measure_the_union_graphs_with_delta_r_and_hold():
+    settings = decision.DecisionSettings()
+    assert (settings.criterion, settings.gate_view, settings.margin, settings.stop_rule) == ("delta_r", "union",
+                                                                                              0.0, "hold")
+
+
+def test_commit_values_are_the_spectral_metrics_of_the_candidate_union_graphs():
+    weights = lstm_weights()
+    verdict = decision.decide("rnn", LSTM_GATES, weights, 0.8, step=5, settings=decision.DecisionSettings())
+    assert verdict.commit and verdict.reason == "" and verdict.kept_share == 1.0
+    assert set(verdict.values) == {"rnn/kernel/union", "rnn/recurrent_kernel/union"}
+    for key, matrix in weights.items():
+        expected_mask = masks.compute_mask(matrix, 0.8, "degree_floor_magnitude", num_gates=4)
+        assert np.array_equal(verdict.masks[key], expected_mask)
+        union = np.logical_or.reduce(np.split(expected_mask, 4, axis=1)).astype(float)
+        assert verdict.values[f"rnn/{key}/union"]["delta_r"] == pytest.approx(spectral.spectral_metrics(union).delta_r)
+    assert verdict.worst_value == min(v["delta_r"] for v in verdict.values.values())
+    assert verdict.values[verdict.worst_graph]["delta_r"] == verdict.worst_value
+
+
+def test_hold_keeps_no_masks_and_names_the_failing_graph_and_margin():
+    weights = lstm_weights()
+    per_gate = decision.DecisionSettings(gate_view="per_gate")
+    verdict = decision.decide("rnn", LSTM_GATES, weights, 0.97, step=1, settings=per_gate)
+    assert not verdict.commit and verdict.masks is None
+    assert verdict.worst_value < 0.0 and verdict.worst_graph in verdict.below
+    assert verdict.worst_graph in verdict.reason and "< margin 0.0" in verdict.reason
+    monitored = decision.decide("rnn", LSTM_GATES, weights, 0.97, step=1,
+                                settings=decision.DecisionSettings(gate_view="per_gate", stop_rule="monitor"))
+    assert monitored.commit and set(monitored.below) == set(verdict.below)
+    assert all(value < 0.0 for value in monitored.below.values())
+
+
+def test_union_view_holds_later_than_per_gate_view():
+    # Each union graph has at least the edges of every gate's graph: at the same sparsity, its Delta_R fails later.
+    weights = lstm_weights(seed=1)
+    first_hold = {}
+    for view in ("per_gate", "union"):
+        for sparsity in np.arange(0.5, 0.995, 0.01):
+            if not decision.decide("rnn", LSTM_GATES, weights, sparsity, 1,
+                                   decision.DecisionSettings(gate_view=view)).commit:
+                first_hold[view] = sparsity
+                break
+    assert first_hold["per_gate"] < first_hold["union"]
+
+
+def test_correct_repairs_only_the_failing_gate_blocks_at_the_same_sparsity():
+    # Gate i of the kernel has |w| = a_u b_v: its magnitude mask is a staircase with a large second singular value.
+    # The margin sits just above that graph's Delta_R, so only it fails, through its structure alone.
+    weights = lstm_weights(seed=2)
+    rng = np.random.default_rng(3)
+    weights["kernel"][:, :64] = np.outer(rng.lognormal(0, 1, 28), rng.lognormal(0, 1, 64))
+    per_gate = {key: masks.compute_mask(matrix, 0.5, "degree_floor_magnitude", num_gates=4)
+                for key, matrix in weights.items()}
+    staircase = spectral.spectral_metrics(per_gate["kernel"][:, :64].astype(float)).delta_r
+    margin = staircase + 0.05
+    hold = decision.decide("rnn", LSTM_GATES, weights, 0.5, 3,
+                           decision.DecisionSettings(gate_view="per_gate", margin=margin))
+    assert not hold.commit and set(hold.below) == {"rnn/kernel/i"}
+    verdict = decision.decide("rnn", LSTM_GATES, weights, 0.5, 3,
+                              decision.DecisionSettings(gate_view="per_gate", margin=margin, stop_rule="correct"))
+    assert verdict.commit, verdict.reason
+    assert verdict.kept_share in decision.CORRECTION_SHARES and verdict.reason.startswith("corrected rnn/kernel/i")
+    assert min(v["delta_r"] for v in verdict.values.values()) >= margin
+    for key, magnitude in per_gate.items():
+        for gate, new, old in zip(LSTM_GATES, np.split(verdict.masks[key], 4, axis=1), np.split(magnitude, 4, axis=1)):
+            assert new.sum() == old.sum()  # the same sparsity in every gate
+            assert np.array_equal(new, old) == ((key, gate) != ("kernel", "i"))  # only the failing block moves
+
+
+def test_non_finite_weights_hold_naming_the_graph():
+    weights = lstm_weights()
+    weights["recurrent_kernel"][3, 2 * 64 + 5] = np.nan  # gate c
+    verdict = decision.decide("rnn", LSTM_GATES, weights, 0.5, 1, decision.DecisionSettings())
+    assert not verdict.commit and not verdict.finite_weights and verdict.values == {}
+    assert "rnn/recurrent_kernel/c" in verdict.reason and verdict.worst_graph == "rnn/recurrent_kernel/c"
+
+
+def test_worst_graph_ranks_nan_below_every_number():
+    values = {"a": {"criterion": 0.3}, "b": {"criterion": float("nan")}, "c": {"criterion": -1.0}}
+    value, name = decision.worst_graph(values)
+    assert name == "b" and np.isnan(value)
+    assert decision.below_margin(values, 0.0).keys() == {"b", "c"}
+
+
+@pytest.mark.parametrize("reference,candidate,tolerance,hold", [
+    (0.90, 0.895, 1.0, False), (0.90, 0.89, 1.0, False), (0.90, 0.8899, 1.0, True), (0.90, 0.95, 0.0, False),
+    (0.90, 0.8999, 0.0, True), (0.90, float("nan"), 5.0, True)])
+def test_tolerance_verdict_holds_past_the_tolerance_in_points(reference, candidate, tolerance, hold):
+    held, reason = decision.tolerance_verdict(reference, candidate, tolerance)
+    assert held is hold
+    assert (f"tolerance {tolerance:g} points" in reason) is hold
+
+
+def test_settings_of_a_schedule_like_object():
+    class Schedule:
+        criterion, representation, margin, gate_view, stop_rule = "delta_s", "weighted", 0.5, "stacked", "monitor"
+
+    settings = decision.DecisionSettings.of(Schedule(), "per_gate_magnitude", 2, 7, "dense")
+    assert settings == decision.DecisionSettings("delta_s", "weighted", 0.5, "stacked", "monitor",
+                                                 "per_gate_magnitude", 2, 7, "dense")
