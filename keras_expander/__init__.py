@@ -1,8 +1,8 @@
 """keras-expander: expansion-aware pruning of SimpleRNN, LSTM, GRU and Bidirectional layers of Keras 3 and tf_keras
 models, with TFLite/TFLM export.
 
-The numpy-only math (`graph`, `spectral`, `masks`, `analysis`) imports no TensorFlow. The TensorFlow-backed API
-(`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`, `load_model`) is loaded
+The numpy-only math (`graph`, `spectral`, `masks`, `analysis`, `decision`) imports no TensorFlow. The
+TensorFlow-backed API (`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`, `load_model`) is loaded
 on first use. Importing keras_expander never changes what `tf.keras` means; tfmot is imported only when a tf_keras
 model is pruned (see `keras_expander.backend`). `PruneExpander` is the tf_keras wrapper; the Keras 3 one is
 `keras_expander.prune_keras3.PruneExpander`.

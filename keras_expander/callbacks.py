@@ -2,7 +2,7 @@
 
 At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.decision what to do
 (candidate mask, criterion on every monitored graph, stop rule: commit, correct or hold), writes the masks, and
-records the step; the held-out test of ``stop_rule="tolerance"`` runs here, as it needs the model. At epoch end it
+records the step; the held-out accuracy of ``stop_rule="tolerance"`` is measured here, as it needs the model. At epoch end it
 writes each layer's sparsity, stop state and worst criterion value into Keras `logs` (every graph's values on
 request). It drives tf_keras and Keras 3 models
 alike, replaces tfmot's `UpdatePruningStep` (it does its work) and also monitors plain tfmot-pruned layers.
@@ -295,8 +295,8 @@ class ExpanderPruningCallback(DualKerasCallback):
     def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
         current = graph_lib.layer_matrices(layer)
-        variables = graph_lib.matrix_variables(layer)
-        weights = {key: np.asarray(variable.numpy(), dtype=np.float64) for key, variable in variables.items()}
+        weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
+                   for key, variable in graph_lib.matrix_variables(layer).items()}
         old_sparsity = mask_sparsity(layer)
         verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
                                       decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
@@ -306,18 +306,17 @@ class ExpanderPruningCallback(DualKerasCallback):
         if not verdict.commit:
             self._hold(layer, step, target, old_sparsity, verdict, verdict.reason)
             return
-        if schedule.stop_rule == "tolerance" and self._reference_accuracy is None:
-            self._reference_accuracy = self._holdout_accuracy()  # before this fit's first pruning step
-        layer.commit_masks(verdict.masks)
         if schedule.stop_rule == "tolerance":
-            hold, reason = decision_lib.tolerance_verdict(self._reference_accuracy, self._holdout_accuracy(),
-                                                          schedule.tolerance)
-            if hold:  # back to the weights and masks before the step
-                layer.commit_masks(current.masks)
-                for key, variable in variables.items():
-                    variable.assign(weights[key].astype(np.float32))
+            # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
+            # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
+            accuracy = self._holdout_accuracy()
+            if self._reference_accuracy is None:
+                self._reference_accuracy = accuracy  # before this fit's first pruning step
+            hold, reason = decision_lib.tolerance_verdict(self._reference_accuracy, accuracy, schedule.tolerance)
+            if hold:
                 self._hold(layer, step, target, old_sparsity, verdict, reason)
                 return
+        layer.commit_masks(verdict.masks)
         if schedule.stop_rule != "tolerance":
             for name in sorted(set(verdict.below) - self._warned_graphs):
                 self._warned_graphs.add(name)

@@ -10,8 +10,8 @@ clock, the variable reads and writes, and the logging, and asks this module what
 3. the stop rule (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100: accuracy collapses near the
    first zero crossing of Delta): ``hold`` keeps the old masks when any graph is below the margin; ``correct``
    first blends the failing graphs' masks with random edges (`CORRECTION_SHARES`) and holds only when no blend
-   passes; ``monitor`` commits and reports the graphs below the margin; ``tolerance`` commits the candidate for the
-   caller to test on held-out data (`tolerance_verdict`), the spectral values kept as diagnostics.
+   passes; ``monitor`` commits and reports the graphs below the margin; ``tolerance`` commits unless the caller's
+   held-out accuracy says otherwise (`tolerance_verdict`), the spectral values kept as diagnostics.
 """
 
 from __future__ import annotations
@@ -216,19 +216,21 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
                     + (" and no blend with random edges repaired it" if settings.stop_rule == "correct" else ""))
 
 
-def tolerance_verdict(reference_accuracy: float, candidate_accuracy: float, tolerance: float) -> tuple[bool, str]:
-    """Rule ``stop_rule="tolerance"``: hold when the held-out accuracy of the candidate has dropped past the tolerance.
+def tolerance_verdict(reference_accuracy: float, accuracy: float, tolerance: float) -> tuple[bool, str]:
+    """Rule ``stop_rule="tolerance"``: hold when held-out accuracy has dropped past the tolerance.
 
     Args:
         reference_accuracy: Held-out accuracy in [0, 1] of the model before its first pruning step.
-        candidate_accuracy: Held-out accuracy in [0, 1] with the candidate masks committed.
+        accuracy: Held-out accuracy in [0, 1] of the model as trained up to this pruning step (the masks committed
+            so far, fine-tuned since); the step's candidate is not committed yet.
         tolerance: Allowed drop in accuracy points (%), >= 0.
 
     Returns:
-        (hold, reason): hold is True when 100 * (reference - candidate) > tolerance (a nan accuracy holds).
+        (hold, reason): hold is True when 100 * (reference - accuracy) > tolerance (a nan accuracy holds). A held
+        layer keeps the masks it has.
     """
-    drop = 100.0 * (reference_accuracy - candidate_accuracy)
+    drop = 100.0 * (reference_accuracy - accuracy)
     if drop <= tolerance + 1e-9:  # a drop of exactly the tolerance (k / N accuracies in floating point) passes
         return False, ""
-    return True, (f"held-out accuracy would be {100 * candidate_accuracy:.2f} %, {drop:.2f} points below the "
+    return True, (f"held-out accuracy is {100 * accuracy:.2f} %, {drop:.2f} points below the "
                   f"{100 * reference_accuracy:.2f} % before pruning (tolerance {tolerance:g} points)")

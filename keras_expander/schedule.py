@@ -60,9 +60,10 @@ class ExpanderPruningSchedule:
     (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
     warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` the spectral values are
-    diagnostics only: each pruning step is tested on a held-out batch (``ExpanderPruningCallback(holdout=...)``)
-    and the layer is held when its accuracy would fall more than `tolerance` points below the accuracy before the
-    fit's first pruning step. The decision itself is `keras_expander.decision.decide`.
+    diagnostics only: at each pruning step the model as trained so far is measured on a held-out batch
+    (``ExpanderPruningCallback(holdout=...)``), and the layer is held at its present masks when that accuracy is
+    more than `tolerance` points below the accuracy before the fit's first pruning step. The decision itself is
+    `keras_expander.decision.decide`.
 
     The default (Delta_R of the ``union`` graphs, margin 0, hold) is the paper's rule, the first zero crossing of
     Delta, on the whole time-unfolded layer as one bipartite graph per matrix. Where it lands against the
