@@ -24,13 +24,15 @@ benchmark does not train a run per rule. Rules:
                                before it, more than <points> below the dense model's (it keeps the masks it has)
 The default rule (the schedule's defaults: Delta_R, union view, margin 0, hold) is marked in the outputs.
 
-Writes <out>/stop_rule_knee.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
-rule_q, rule_accuracy, dense_accuracy, seeds, and per-seed values), <out>/stop_rule_knee.md and
-<out>/stop_rule_knee.png (accuracy vs q per (cell, dataset) with the knee and each rule's stop marked). Every run
+Writes <out>/<name>.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
+rule_q, rule_accuracy, dense_accuracy, seeds, and per-seed values), <out>/<name>.md and
+<out>/<name>.png (accuracy vs q per (cell, dataset) with the knee and each rule's stop marked). Every run
 is kept in --runs/<key>.json and every dense model in --runs/<key>.weights.h5; a rerun skips them (resumable).
 
   python benchmarks/stop_rule_knee.py --data-dir ../shared/data             # all cells, both data sets, 3 seeds
   python benchmarks/stop_rule_knee.py --report-only                         # tables and plot from the runs
+  python benchmarks/stop_rule_knee.py --cells lstm --datasets mnist --prune-epochs-mnist 6 \
+      --runs runs/stop_rule_knee_long --name stop_rule_knee_long --data-dir ../shared/data   # 3x the fine-tuning
 """
 
 from __future__ import annotations
@@ -273,7 +275,8 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
             rows.append({
                 "cell": cell, "dataset": dataset, "rule": {"name": name, **rule}, "default": name == default,
                 "knee_q": knee, "rule_q": rule_q, "rule_accuracy": 100 * rule_accuracy,
-                "dense_accuracy": 100 * dense, "pretrained_accuracy": 100 * pretrained, "seeds": seeds, "rule_q_per_seed": stops,
+                "dense_accuracy": 100 * dense, "pretrained_accuracy": 100 * pretrained, "seeds": seeds,
+                "rule_q_per_seed": stops,
                 "rule_accuracy_per_seed": [100 * a for a in accuracies],
                 "mean_accuracy_by_q": {f"{q:g}": 100 * a for q, a in mean.items()},
                 "within_5_of_knee": abs(rule_q - knee) <= 5.0, "past_knee": rule_q < knee,
@@ -383,6 +386,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs", default="runs/stop_rule_knee")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--name", default="stop_rule_knee", help="stem of the output files (default stop_rule_knee)")
     parser.add_argument("--report-only", action="store_true", help="write the outputs from the runs kept")
     args = parser.parse_args(argv)
     args.dense_epochs = {"mnist": args.dense_epochs_mnist, "speech": args.dense_epochs_speech}
@@ -439,10 +443,10 @@ def main(argv=None) -> int:
                      f"{args.holdout} validation samples."),
         "default_rule": default_rule_name(), "rows": rows}
     os.makedirs(args.out, exist_ok=True)
-    write_atomic(os.path.join(args.out, "stop_rule_knee.json"), json.dumps(payload, indent=2))
+    write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(payload, indent=2))
     markdown = to_markdown(payload)
-    write_atomic(os.path.join(args.out, "stop_rule_knee.md"), markdown)
-    plot(payload, os.path.join(args.out, "stop_rule_knee.png"))
+    write_atomic(os.path.join(args.out, f"{args.name}.md"), markdown)
+    plot(payload, os.path.join(args.out, f"{args.name}.png"))
     print(markdown)
     return 0
 
