@@ -182,9 +182,12 @@ def targets_table(rows: list, find) -> list[str]:
 
 def to_markdown(payload: dict) -> str:
     rows = payload["rows"]
-    runs = sorted({(row.get("date", payload["date"]), row.get("command", payload["command"]),
-                    row["cell"]) for row in rows})
-    reproduce = "; ".join(f"{cell} rows: `{command}` ({date})" for date, command, cell in runs)
+    runs = {}  # (date, command, cell) -> encodings of the rows that command produced
+    for row in rows:
+        key = (row.get("date", payload["date"]), row.get("command", payload["command"]), row["cell"])
+        runs.setdefault(key, set()).add(row["encoding"])
+    reproduce = "; ".join(f"{cell} {'/'.join(sorted(runs[(date, command, cell)]))} rows: `{command}` ({date})"
+                          for date, command, cell in sorted(runs))
     lines = [f"# Pruned recurrent models on a Cortex-M4 (QEMU mps2-an386), {payload['date']}", "",
              f"Reproduce: {reproduce}. {payload['test_sequences']:,} sequential-MNIST test sequences per "
              "row, run by the device build. Instructions are counted by QEMU (-icount), not cycles. RAM = .data + "
