@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline data: the project's shared data folder when it is there; override with KERAS_EXPANDER_DATA=...
-KERAS_EXPANDER_DATA ?= $(abspath ../shared/data)
+KERAS_EXPANDER_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data))
 export KERAS_EXPANDER_DATA
 # TFLite Micro source trees (host, cortex_m4, cortex_m4_cmsis_nn) for the firmware builds.
 KERAS_EXPANDER_TFLM ?= $(abspath ../shared/tflm)
