@@ -186,8 +186,8 @@ def to_markdown(payload: dict) -> str:
     for row in rows:
         key = (row.get("date", payload["date"]), row.get("command", payload["command"]), row["cell"])
         runs.setdefault(key, set()).add(row["encoding"])
-    reproduce = "; ".join(f"{cell} {'/'.join(sorted(runs[(date, command, cell)]))} rows: `{command}` ({date})"
-                          for date, command, cell in sorted(runs))
+    reproduce = "; ".join(f"{cell} {'/'.join(sorted(encodings))} rows: `{command}` ({date})"
+                          for (date, command, cell), encodings in sorted(runs.items()))
     lines = [f"# Pruned recurrent models on a Cortex-M4 (QEMU mps2-an386), {payload['date']}", "",
              f"Reproduce: {reproduce}. {payload['test_sequences']:,} sequential-MNIST test sequences per "
              "row, run by the device build. Instructions are counted by QEMU (-icount), not cycles. RAM = .data + "

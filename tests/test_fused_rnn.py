@@ -156,8 +156,6 @@ def test_quantize_multiplier_matches_tflm_on_closed_forms():
     assert fused_rnn.multiply_by_quantized_multiplier(4, 1 << 30, -3) == 0  # 0.25 rounds to 0
 
 
-
-
 def test_fully_connected_multiplier_multiplies_the_scales_in_float_as_the_tree_does():
     # The input FULLY_CONNECTED of step 20 of the sequential-MNIST GRU(128) (runs/mcu_footprint/gru-0, 2026-12-03):
     # the trees' GetQuantizedConvolutionMultipler takes float(input scale * weight scale); the product in double
@@ -168,6 +166,8 @@ def test_fully_connected_multiplier_multiplies_the_scales_in_float_as_the_tree_d
     params = fused_rnn.tflm_fully_connected_params(input_q, weight_scale, output_q, activation=0)
     assert params == [128, 1159760561, -10, 30, -128, 127]
     assert fused_rnn.multiply_by_quantized_multiplier(-129882, params[1], params[2]) == -69
+
+
 def test_tables_have_the_documented_encoding():
     identity = np.arange(-128, 128).astype(np.int8)
     # 255 steps of 1, one bit each, least significant first: the last byte holds 7 of them.
