@@ -216,7 +216,8 @@ def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs
 
     def works(size: int) -> bool:
         # The whole probe arena is known to work (the first run), so any failure below it means too small: TFLM
-        # reports some shortfalls as "AllocateTensors failed" and aborts or faults on others.
+        # reports some shortfalls as "AllocateTensors failed" and aborts (the harness ends on TFLM's "HALTED") or
+        # faults on others.
         try:
             device.run(toolchain, image, probe_inputs, probe_dir, timeout_s=probe_timeout_s, arena_limit=size)
             return True

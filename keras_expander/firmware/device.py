@@ -57,14 +57,14 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     functions = sorted({f for r in registrations.values() if not isinstance(r, CustomKernel) for f in r.functions})
     ours = sorted({project / source for r in registrations.values() if isinstance(r, CustomKernel)
                    for source in r.sources})
-    # Everything but the harness is compiled once per project (objects newer than their sources are reused, so
-    # the arena search's second link recompiles only main.cc, the one file that depends on the arena size).
+    # Everything but the arena is compiled once per project (objects newer than their sources are reused, so
+    # the arena search's second link recompiles only arena.cc, the one file that depends on the arena size).
     kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build,
                               extra_flags=(f"-I{project}",) if ours else ())
-    harness = compile_objects(toolchain, [project / "model_data.cc", *startup_sources(toolchain)], build,
-                              extra_flags=(f"-I{project}",))
-    harness += compile_objects(toolchain, [project / "main.cc"], build, force=True,
-                               extra_flags=(f"-I{project}", f"-DKE_ARENA_BYTES={int(arena_bytes)}"))
+    harness = compile_objects(toolchain, [project / "main.cc", project / "model_data.cc",
+                                          *startup_sources(toolchain)], build, extra_flags=(f"-I{project}",))
+    harness += compile_objects(toolchain, [project / "arena.cc"], build, force=True,
+                               extra_flags=(f"-DKE_ARENA_BYTES={int(arena_bytes)}",))
     core = core_archive(toolchain)
     image = build / ("app.elf" if toolchain.target == "cortex-m4" else "app")
     command = link_command(toolchain, [*harness, *kernels, core], image, project / "link.ld",
@@ -215,7 +215,7 @@ def _origin_category(origin: str) -> str:
         return "model"
     if _LIBRARIES.search(Path(origin).name) or "/arm-none-eabi/" in origin:
         return "library"
-    if any(name in origin for name in ("main.o", "startup_ARMCM4", "system_ARMCM4")):
+    if any(name in origin for name in ("main.o", "arena.o", "startup_ARMCM4", "system_ARMCM4")):
         return "harness"
     return "runtime"
 

@@ -2,8 +2,9 @@
 
 The project is plain source a firmware engineer can take into their own build: `model_data.cc/.h` (the
 flatbuffer as a 16-byte aligned const array), `model_op_resolver.h` (exactly the ops the model uses, registered
-with the `MicroMutableOpResolver` methods of the TFLM tree it is built against), `main.cc` (our harness) and, for
-Cortex-M4, `link.ld` (CMSIS' gcc linker template of the tree, resized to the board).
+with the `MicroMutableOpResolver` methods of the TFLM tree it is built against), `main.cc` and `arena.cc` (our
+harness and its static tensor arena, sized with -DKE_ARENA_BYTES) and, for Cortex-M4, `link.ld` (CMSIS' gcc
+linker template of the tree, resized to the board).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from keras_expander.firmware.toolchain import FirmwareError, Registration, resolver_registrations
 from keras_expander.io_utils import write_atomic
 
-HARNESS = Path(__file__).parent / "harness" / "main.cc"
+HARNESS_DIR = Path(__file__).parent / "harness"
 KERNELS_DIR = Path(__file__).parent / "kernels"
 
 
@@ -160,7 +161,7 @@ def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: i
 
 def write_project(model_content: bytes, folder: Path, tree: Path) -> dict[str, Registration | CustomKernel]:
     """Writes a firmware project for the model into `folder` (created): model_data.cc/.h, model_op_resolver.h,
-    main.cc and, where the model uses our custom ops, their kernel sources.
+    main.cc, arena.cc and, where the model uses our custom ops, their kernel sources.
 
     Returns:
         The op registrations (from `resolve_ops`).
@@ -173,7 +174,8 @@ def write_project(model_content: bytes, folder: Path, tree: Path) -> dict[str, R
     registrations = resolve_ops(model_ops(model_content), tree)
     write_model_data(model_content, folder)
     write_op_resolver(registrations, folder)
-    shutil.copyfile(HARNESS, folder / "main.cc")
+    for name in ("main.cc", "arena.cc"):
+        shutil.copyfile(HARNESS_DIR / name, folder / name)
     custom_sources = {source for registration in registrations.values()
                       if isinstance(registration, CustomKernel) for source in registration.sources}
     if custom_sources:

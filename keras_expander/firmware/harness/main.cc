@@ -20,15 +20,9 @@
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
-#ifndef KE_ARENA_BYTES
-#define KE_ARENA_BYTES (1024 * 1024)
-#endif
-
-namespace {
-
-alignas(16) uint8_t g_tensor_arena[KE_ARENA_BYTES];
-
-}  // namespace
+// The static arena (arena.cc, compiled with -DKE_ARENA_BYTES=<bytes>).
+extern uint8_t g_tensor_arena[];
+extern const size_t g_tensor_arena_bytes;
 
 #if defined(KE_CORTEX_M)
 #include CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE
@@ -45,7 +39,16 @@ constexpr uint32_t kInstructionsPerTick = 40;  // mps2-an386: 25 MHz SysTick und
 constexpr uint32_t kStackPaint = 0xA5A5A5A5u;
 volatile uint32_t g_systick_wraps = 0;
 
-void LogToStdout(const char* message) { fputs(message, stdout); }
+// TFLM's TFLITE_ABORT on MCUs (tensorflow/lite/kernels/op_macros.h, AbortImpl) prints "HALTED" and spins
+// forever, which would hang QEMU until its time-out (a failed TF_LITE_ASSERT, e.g. a kernel's Prepare in an
+// arena that is too small): end the program with an error status instead.
+void LogToStdout(const char* message) {
+  fputs(message, stdout);
+  if (strcmp(message, "HALTED") == 0) {
+    fputs("\nKE error TFLM halted (TFLITE_ABORT)\n", stdout);
+    exit(5);
+  }
+}
 
 void StartInstructionCounter() {
   SysTick->LOAD = kSysTickReload;
@@ -152,7 +155,8 @@ int main(void) {
       fread(&bytes, 4, 1, inputs) != 1 || fread(&arena_limit, 4, 1, inputs) != 1) {
     return Fail("inputs.bin has no KEIN header");
   }
-  const size_t arena_bytes = (arena_limit != 0 && arena_limit < KE_ARENA_BYTES) ? arena_limit : KE_ARENA_BYTES;
+  const size_t arena_bytes =
+      (arena_limit != 0 && arena_limit < g_tensor_arena_bytes) ? arena_limit : g_tensor_arena_bytes;
   static tflite::MicroInterpreter interpreter(model, resolver, g_tensor_arena, arena_bytes);
   if (interpreter.AllocateTensors() != kTfLiteOk) return Fail("AllocateTensors failed");
   printf("KE arena_used_bytes %u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
