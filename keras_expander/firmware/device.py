@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_expander.firmware.project import CustomKernel
-from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
+from keras_expander.firmware.toolchain import (KERNELS_DIR, FirmwareError, Toolchain, compile_objects, core_archive,
                                                kernel_sources, startup_sources)
 from keras_expander.io_utils import die_with_parent
 
@@ -55,12 +55,12 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     """
     build = project / "build"
     functions = sorted({f for r in registrations.values() if not isinstance(r, CustomKernel) for f in r.functions})
-    ours = sorted({project / source for r in registrations.values() if isinstance(r, CustomKernel)
+    # Our kernels compile from the package (the project holds identical copies), whose objects are cached with
+    # the tree's; everything else but the arena is compiled once per project (objects newer than their sources
+    # are reused, so the arena search's second link recompiles only arena.cc, which holds the arena size).
+    ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomKernel)
                    for source in r.sources})
-    # Everything but the arena is compiled once per project (objects newer than their sources are reused, so
-    # the arena search's second link recompiles only arena.cc, the one file that depends on the arena size).
-    kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build,
-                              extra_flags=(f"-I{project}",) if ours else ())
+    kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build)
     harness = compile_objects(toolchain, [project / "main.cc", project / "model_data.cc",
                                           *startup_sources(toolchain)], build, extra_flags=(f"-I{project}",))
     harness += compile_objects(toolchain, [project / "arena.cc"], build, force=True,

@@ -304,6 +304,26 @@ def _object_folder(toolchain: Toolchain) -> Path:
     return cache_root() / "tflm-objects" / f"{toolchain.target}-{toolchain.kernels}-{digest}"
 
 
+# keras_expander's own kernels (our custom ops); their objects are cached like the tree's, by content.
+KERNELS_DIR = Path(__file__).parent / "kernels"
+
+
+def _object_path(toolchain: Toolchain, source: Path, out_folder: Path | None, extra_flags: tuple[str, ...]) -> Path:
+    if source.is_relative_to(toolchain.tree):
+        return _object_folder(toolchain) / source.relative_to(toolchain.tree).with_suffix(".o")
+    if source.parent == KERNELS_DIR:
+        # Keyed by every file of the folder (a kernel includes its neighbours' headers) and the extra flags, so
+        # that an edited kernel or header never reuses a stale object.
+        digest = hashlib.sha256("\n".join(extra_flags).encode())
+        for path in sorted(KERNELS_DIR.iterdir()):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return _object_folder(toolchain) / "keras_expander" / digest.hexdigest()[:16] / (source.stem + ".o")
+    if out_folder is None:
+        raise ValueError(f"Argument `out_folder` is needed for {source}, which is outside the tree "
+                         f"{toolchain.tree}.")
+    return Path(out_folder) / (source.stem + ".o")
+
+
 def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
     relative = source.relative_to(toolchain.tree).as_posix() if source.is_relative_to(toolchain.tree) else None
     return relative is None or "/kernels/" in relative or relative.startswith("third_party/cmsis_nn")
@@ -313,13 +333,14 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
                     extra_flags: tuple[str, ...] = (), force: bool = False) -> list[Path]:
     """Compiles sources to objects in parallel, reusing cached objects whose source has not changed.
 
-    Tree sources go to the shared object cache (keyed by tree, compiler and flags); sources outside the tree go
-    to `out_folder`. Kernels and CMSIS-NN compile at -O2, the core at -Os (TFLM's own choice).
+    Tree sources go to the shared object cache (keyed by tree, compiler and flags), and so do our kernels in
+    `KERNELS_DIR` (keyed also by their folder's content and `extra_flags`); other sources go to `out_folder`.
+    Kernels and CMSIS-NN compile at -O2, the core at -Os (TFLM's own choice).
 
     Args:
         toolchain: Compilers and flags.
         sources: Absolute paths of .cc / .c files.
-        out_folder: Where objects of sources outside the tree go (required if there are any).
+        out_folder: Where objects of other sources go (required if there are any).
         extra_flags: Added to every compile (e.g. include folders of a project).
         force: Compile even when an object newer than its source exists (sources whose -D flags change).
 
@@ -328,15 +349,9 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
 
     Raises:
         FirmwareError: a compile failed; the message holds the command's last error lines.
+        ValueError: `out_folder` is None and a source needs it.
     """
-    cache = _object_folder(toolchain)
-    jobs = []
-    for source in sources:
-        if source.is_relative_to(toolchain.tree):
-            target = cache / source.relative_to(toolchain.tree).with_suffix(".o")
-        else:
-            target = Path(out_folder) / (source.stem + ".o")
-        jobs.append((source, target))
+    jobs = [(source, _object_path(toolchain, source, out_folder, extra_flags)) for source in sources]
 
     def build(source: Path, target: Path) -> Path:
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not force:
