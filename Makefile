@@ -17,6 +17,9 @@ FIRMWARE_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-non
 DEMO_OUT ?= runs/demo
 # The demo's recurrent cell: lstm, gru or simple_rnn (e.g. make demo DEMO_CELL=gru DEMO_OUT=runs/demo_gru).
 DEMO_CELL ?= lstm
+# pytest-xdist workers for make test (one per core; each test file runs in one worker, which keeps its models,
+# converted once per file, and its firmware builds together). TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test test-slow install clean firmware-toolchain
 
@@ -48,10 +51,10 @@ demo: install
 	else echo "stopped after the TFLite Micro (Python) run: the firmware step needs the toolchain above"; fi
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

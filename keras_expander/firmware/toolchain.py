@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import os
@@ -376,7 +377,19 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
 
 
 def core_archive(toolchain: Toolchain) -> Path:
-    """The cached static archive of the TFLM core (and CMSIS-NN) for this toolchain, built on first use."""
+    """The cached static archive of the TFLM core (and CMSIS-NN) for this toolchain, built on first use.
+
+    Processes building at once (parallel deploys, pytest-xdist workers) take turns through a lock file in the
+    cache: the first builds the core (minutes on 2 cores), the others wait and reuse it.
+    """
+    folder = _object_folder(toolchain)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "core.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _build_core_archive(toolchain)
+
+
+def _build_core_archive(toolchain: Toolchain) -> Path:
     objects = compile_objects(toolchain, core_sources(toolchain))
     archive = _object_folder(toolchain) / "libtflm_core.a"
     if archive.exists() and all(archive.stat().st_mtime >= obj.stat().st_mtime for obj in objects):
