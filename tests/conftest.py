@@ -23,3 +23,16 @@ def data_dir() -> Path:
     if not (folder / "mnist").is_dir():
         pytest.skip(f"offline data folder {folder} not found")
     return folder
+
+
+# The longest test files (firmware builds: minutes each on 2 cores) start first, so that the pytest-xdist workers
+# of `make test` (a file per worker) end together rather than one running a long file alone at the end.
+LONGEST_FILES_FIRST = ("test_firmware.py", "test_sparse_kernels.py", "test_fused_rnn.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES_FIRST.index(name) if name in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file and among the other files stays

@@ -161,6 +161,19 @@ def test_missing_tree_says_what_to_pass(tmp_path):
         find_toolchain("host", "cmsis_nn")
 
 
+def test_objects_cached_by_content_follow_the_headers_beside_them(tmp_path, monkeypatch):
+    from keras_expander.firmware.toolchain import compile_objects
+
+    toolchain = require_toolchain("host")
+    monkeypatch.setenv("KERAS_EXPANDER_CACHE", str(tmp_path / "cache"))
+    for name, value in (("a", 1), ("b", 1), ("c", 2)):  # a and b: the same files in two projects
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "value.h").write_text(f"#define KE_VALUE {value}\n")
+        (tmp_path / name / "harness.cc").write_text('#include "value.h"\nint KeValue() { return KE_VALUE; }\n')
+    a, b, c = (compile_objects(toolchain, [tmp_path / name / "harness.cc"], by_content=True)[0] for name in "abc")
+    assert a == b != c and a.is_relative_to(tmp_path / "cache") and a.read_bytes() != c.read_bytes()
+
+
 def test_board_profile_and_sizes_are_checked():
     assert deploy.board_budget("stm32f411").ram_kib == 128
     assert deploy.board_budget("nrf52840", ram_kib=64).ram_kib == 64

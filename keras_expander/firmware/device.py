@@ -55,14 +55,14 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     """
     build = project / "build"
     functions = sorted({f for r in registrations.values() if not isinstance(r, CustomKernel) for f in r.functions})
-    # Our kernels compile from the package (the project holds identical copies), whose objects are cached with
-    # the tree's; everything else but the arena is compiled once per project (objects newer than their sources
-    # are reused, so the arena search's second link recompiles only arena.cc, which holds the arena size).
+    # Our kernels compile from the package (the project holds identical copies) and the harness from the
+    # project, both cached by content (the harness's object is shared by every model with the same op
+    # resolver); model_data.cc once per project; arena.cc, which holds the arena size, at every link.
     ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomKernel)
                    for source in r.sources})
     kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build)
-    harness = compile_objects(toolchain, [project / "main.cc", project / "model_data.cc",
-                                          *startup_sources(toolchain)], build, extra_flags=(f"-I{project}",))
+    harness = compile_objects(toolchain, [project / "main.cc"], by_content=True)
+    harness += compile_objects(toolchain, [project / "model_data.cc", *startup_sources(toolchain)], build)
     harness += compile_objects(toolchain, [project / "arena.cc"], build, force=True,
                                extra_flags=(f"-DKE_ARENA_BYTES={int(arena_bytes)}",))
     core = core_archive(toolchain)

@@ -309,16 +309,17 @@ def _object_folder(toolchain: Toolchain) -> Path:
 KERNELS_DIR = Path(__file__).parent / "kernels"
 
 
-def _object_path(toolchain: Toolchain, source: Path, out_folder: Path | None, extra_flags: tuple[str, ...]) -> Path:
+def _object_path(toolchain: Toolchain, source: Path, out_folder: Path | None, extra_flags: tuple[str, ...],
+                 by_content: bool) -> Path:
     if source.is_relative_to(toolchain.tree):
         return _object_folder(toolchain) / source.relative_to(toolchain.tree).with_suffix(".o")
-    if source.parent == KERNELS_DIR:
-        # Keyed by every file of the folder (a kernel includes its neighbours' headers) and the extra flags, so
-        # that an edited kernel or header never reuses a stale object.
-        digest = hashlib.sha256("\n".join(extra_flags).encode())
-        for path in sorted(KERNELS_DIR.iterdir()):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        return _object_folder(toolchain) / "keras_expander" / digest.hexdigest()[:16] / (source.stem + ".o")
+    if by_content or source.parent == KERNELS_DIR:
+        # Keyed by the source, every header beside it (what its quoted includes find first) and the extra flags,
+        # so that an edited source or header never reuses a stale object.
+        digest = hashlib.sha256("\n".join(extra_flags).encode() + b"\0" + source.read_bytes())
+        for header in sorted(source.parent.glob("*.h")):
+            digest.update(b"\0" + header.name.encode() + b"\0" + header.read_bytes())
+        return _object_folder(toolchain) / "by-content" / digest.hexdigest()[:16] / (source.stem + ".o")
     if out_folder is None:
         raise ValueError(f"Argument `out_folder` is needed for {source}, which is outside the tree "
                          f"{toolchain.tree}.")
@@ -331,11 +332,12 @@ def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
 
 
 def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path | None = None,
-                    extra_flags: tuple[str, ...] = (), force: bool = False) -> list[Path]:
+                    extra_flags: tuple[str, ...] = (), force: bool = False, by_content: bool = False) -> list[Path]:
     """Compiles sources to objects in parallel, reusing cached objects whose source has not changed.
 
     Tree sources go to the shared object cache (keyed by tree, compiler and flags), and so do our kernels in
-    `KERNELS_DIR` (keyed also by their folder's content and `extra_flags`); other sources go to `out_folder`.
+    `KERNELS_DIR` and, with `by_content`, every source (keyed also by the source, the headers beside it and
+    `extra_flags`); other sources go to `out_folder`.
     Kernels and CMSIS-NN compile at -O2, the core at -Os (TFLM's own choice).
 
     Args:
@@ -344,6 +346,8 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         out_folder: Where objects of other sources go (required if there are any).
         extra_flags: Added to every compile (e.g. include folders of a project).
         force: Compile even when an object newer than its source exists (sources whose -D flags change).
+        by_content: Cache the objects of sources outside the tree by content (sources that many projects share
+            byte for byte, such as the harness, which includes only the headers beside it).
 
     Returns:
         Object paths, in the order of `sources`.
@@ -352,7 +356,7 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         FirmwareError: a compile failed; the message holds the command's last error lines.
         ValueError: `out_folder` is None and a source needs it.
     """
-    jobs = [(source, _object_path(toolchain, source, out_folder, extra_flags)) for source in sources]
+    jobs = [(source, _object_path(toolchain, source, out_folder, extra_flags, by_content)) for source in sources]
 
     def build(source: Path, target: Path) -> Path:
         if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not force:
