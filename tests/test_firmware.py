@@ -70,9 +70,13 @@ def python_outputs(content, x):
     return np.stack([interpreter.predict_raw(sequence).reshape(-1) for sequence in x])
 
 
-@pytest.mark.parametrize("cell", ["lstm", "simple_rnn"])
-@pytest.mark.parametrize("target,kernels", [("host", "reference"), ("cortex-m4", "reference"),
-                                            ("cortex-m4", "cmsis_nn")])
+# The unrolled SimpleRNN on Cortex-M4 reference kernels is slow-marked here: the stock build of
+# test_sparse_kernels' SimpleRNN test holds the same property by default.
+@pytest.mark.parametrize("target,kernels,cell", [
+    (target, kernels, cell) if (target, kernels, cell) != ("cortex-m4", "reference", "simple_rnn")
+    else pytest.param(target, kernels, cell, marks=pytest.mark.slow)
+    for target, kernels in (("host", "reference"), ("cortex-m4", "reference"), ("cortex-m4", "cmsis_nn"))
+    for cell in ("lstm", "simple_rnn")])
 def test_firmware_outputs_equal_tflm_python_bit_for_bit(int8_models, cell, target, kernels, tmp_path):
     require_toolchain(target, kernels)
     x = sequences(24)

@@ -77,6 +77,7 @@ def test_tfds_speech_labels_map_onto_our_label_order(tmp_path):
     assert sorted(mapped.tolist()) == list(range(12))
 
 
+@pytest.mark.slow  # decodes all 60,000 JPEG images (30 s)
 def test_sequential_cifar10_shapes_and_balance(data_dir, tmp_path):
     (x_train, y_train), (x_test, y_test) = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)
     assert x_train.shape == (50000, 32, 96) and x_test.shape == (10000, 32, 96) and x_train.dtype == np.float32
