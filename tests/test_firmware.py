@@ -170,12 +170,16 @@ def test_objects_cached_by_content_follow_the_headers_beside_them(tmp_path, monk
 
     toolchain = require_toolchain("host")
     monkeypatch.setenv("KERAS_EXPANDER_CACHE", str(tmp_path / "cache"))
-    for name, value in (("a", 1), ("b", 1), ("c", 2)):  # a and b: the same files in two projects
+    objects = {}
+    for name, value in (("a", 1), ("b", 1), ("c", 2)):  # a and b: the same files in two projects, b written later
         (tmp_path / name).mkdir()
         (tmp_path / name / "value.h").write_text(f"#define KE_VALUE {value}\n")
         (tmp_path / name / "harness.cc").write_text('#include "value.h"\nint KeValue() { return KE_VALUE; }\n')
-    a, b, c = (compile_objects(toolchain, [tmp_path / name / "harness.cc"], by_content=True)[0] for name in "abc")
-    assert a == b != c and a.is_relative_to(tmp_path / "cache") and a.read_bytes() != c.read_bytes()
+        objects[name] = compile_objects(toolchain, [tmp_path / name / "harness.cc"], by_content=True)[0]
+        objects[name + "_ns"] = objects[name].stat().st_mtime_ns
+    assert objects["a"] == objects["b"] != objects["c"] and objects["a"].is_relative_to(tmp_path / "cache")
+    assert objects["a_ns"] == objects["b_ns"]  # b reused a's object although its files are newer
+    assert objects["a"].read_bytes() != objects["c"].read_bytes()
 
 
 def test_board_profile_and_sizes_are_checked():

@@ -359,7 +359,9 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
     jobs = [(source, _object_path(toolchain, source, out_folder, extra_flags, by_content)) for source in sources]
 
     def build(source: Path, target: Path) -> Path:
-        if target.exists() and target.stat().st_mtime >= source.stat().st_mtime and not force:
+        # An object keyed by content is current whatever the source's time (a new project's copy is newer).
+        if not force and target.exists() and (target.parent.parent.name == "by-content"
+                                              or target.stat().st_mtime >= source.stat().st_mtime):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         optimisation = "-O2" if _is_kernel(toolchain, source) else "-Os"
