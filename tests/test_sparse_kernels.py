@@ -68,7 +68,7 @@ def test_sparse_lstm_equals_the_stock_kernel_on_the_host(sparsity, tmp_path):
 @pytest.mark.parametrize("target,kernels", [("cortex-m4", "reference"),
                                             pytest.param("cortex-m4", "cmsis_nn", marks=pytest.mark.slow)])
 def test_sparse_lstm_equals_the_stock_kernel_on_cortex_m4(target, kernels, tmp_path):
-    require_toolchain(target, kernels)
+    toolchain = require_toolchain(target, kernels)
     plain = int8_model("lstm", 20, 0.9)
     stock, ours, rewritten = both_builds(plain, tmp_path, target, kernels)
     if kernels == "reference":
@@ -89,7 +89,7 @@ def test_sparse_lstm_equals_the_stock_kernel_on_cortex_m4(target, kernels, tmp_p
         # message instead of leaving QEMU to its time-out (the arena search probes such sizes).
         from keras_expander.firmware import device
 
-        toolchain, image = require_toolchain(target, kernels), tmp_path / "stock" / "build" / "app.elf"
+        image = tmp_path / "stock" / "build" / "app.elf"
         probe = deploy.device_inputs(plain, sequences(1))
         used = device.run(toolchain, image, probe, tmp_path / "probe", timeout_s=60).values["arena_used_bytes"]
         with pytest.raises(FirmwareError, match=r"(?s)exit status 5\).*TFLM halted \(TFLITE_ABORT\)"):

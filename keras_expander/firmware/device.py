@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_expander.firmware.project import CustomKernel
-from keras_expander.firmware.toolchain import (KERNELS_DIR, FirmwareError, Toolchain, compile_objects, core_archive,
+from keras_expander.firmware.project import KERNELS_DIR, CustomKernel
+from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
                                                kernel_sources, startup_sources)
 from keras_expander.io_utils import die_with_parent
 
@@ -60,7 +60,7 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     # resolver); model_data.cc once per project; arena.cc, which holds the arena size, at every link.
     ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomKernel)
                    for source in r.sources})
-    kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), build)
+    kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), by_content=True)
     harness = compile_objects(toolchain, [project / "main.cc"], by_content=True)
     harness += compile_objects(toolchain, [project / "model_data.cc", *startup_sources(toolchain)], build)
     harness += compile_objects(toolchain, [project / "arena.cc"], build, force=True,

@@ -14,10 +14,11 @@ import re
 import shutil
 from pathlib import Path
 
-from keras_expander.firmware.toolchain import KERNELS_DIR, FirmwareError, Registration, resolver_registrations
+from keras_expander.firmware.toolchain import FirmwareError, Registration, resolver_registrations
 from keras_expander.io_utils import write_atomic
 
 HARNESS_DIR = Path(__file__).parent / "harness"
+KERNELS_DIR = Path(__file__).parent / "kernels"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -305,25 +305,22 @@ def _object_folder(toolchain: Toolchain) -> Path:
     return cache_root() / "tflm-objects" / f"{toolchain.target}-{toolchain.kernels}-{digest}"
 
 
-# keras_expander's own kernels (our custom ops); their objects are cached like the tree's, by content.
-KERNELS_DIR = Path(__file__).parent / "kernels"
-
-
-def _object_path(toolchain: Toolchain, source: Path, out_folder: Path | None, extra_flags: tuple[str, ...],
-                 by_content: bool) -> Path:
+def _object_path(cache: Path, toolchain: Toolchain, source: Path, out_folder: Path | None,
+                 extra_flags: tuple[str, ...], by_content: bool) -> tuple[Path, bool]:
+    """Where `compile_objects` puts the object of `source`, and whether that object is keyed by content."""
     if source.is_relative_to(toolchain.tree):
-        return _object_folder(toolchain) / source.relative_to(toolchain.tree).with_suffix(".o")
-    if by_content or source.parent == KERNELS_DIR:
+        return cache / source.relative_to(toolchain.tree).with_suffix(".o"), False
+    if by_content:
         # Keyed by the source, every header beside it (what its quoted includes find first) and the extra flags,
         # so that an edited source or header never reuses a stale object.
         digest = hashlib.sha256("\n".join(extra_flags).encode() + b"\0" + source.read_bytes())
         for header in sorted(source.parent.glob("*.h")):
             digest.update(b"\0" + header.name.encode() + b"\0" + header.read_bytes())
-        return _object_folder(toolchain) / "by-content" / digest.hexdigest()[:16] / (source.stem + ".o")
+        return cache / "by-content" / digest.hexdigest()[:16] / (source.stem + ".o"), True
     if out_folder is None:
         raise ValueError(f"Argument `out_folder` is needed for {source}, which is outside the tree "
                          f"{toolchain.tree}.")
-    return Path(out_folder) / (source.stem + ".o")
+    return Path(out_folder) / (source.stem + ".o"), False
 
 
 def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
@@ -335,9 +332,9 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
                     extra_flags: tuple[str, ...] = (), force: bool = False, by_content: bool = False) -> list[Path]:
     """Compiles sources to objects in parallel, reusing cached objects whose source has not changed.
 
-    Tree sources go to the shared object cache (keyed by tree, compiler and flags), and so do our kernels in
-    `KERNELS_DIR` and, with `by_content`, every source (keyed also by the source, the headers beside it and
-    `extra_flags`); other sources go to `out_folder`.
+    Tree sources go to the shared object cache (keyed by tree, compiler and flags), and so, with `by_content`,
+    do the other sources (keyed also by the source, the headers beside it and `extra_flags`); without it they go
+    to `out_folder`.
     Kernels and CMSIS-NN compile at -O2, the core at -Os (TFLM's own choice).
 
     Args:
@@ -347,7 +344,8 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         extra_flags: Added to every compile (e.g. include folders of a project).
         force: Compile even when an object newer than its source exists (sources whose -D flags change).
         by_content: Cache the objects of sources outside the tree by content (sources that many projects share
-            byte for byte, such as the harness, which includes only the headers beside it).
+            byte for byte and that include only the tree's headers and those beside them: our kernels, the
+            harness).
 
     Returns:
         Object paths, in the order of `sources`.
@@ -356,12 +354,13 @@ def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path 
         FirmwareError: a compile failed; the message holds the command's last error lines.
         ValueError: `out_folder` is None and a source needs it.
     """
-    jobs = [(source, _object_path(toolchain, source, out_folder, extra_flags, by_content)) for source in sources]
+    cache = _object_folder(toolchain)
+    jobs = [(source, *_object_path(cache, toolchain, source, out_folder, extra_flags, by_content))
+            for source in sources]
 
-    def build(source: Path, target: Path) -> Path:
+    def build(source: Path, target: Path, keyed_by_content: bool) -> Path:
         # An object keyed by content is current whatever the source's time (a new project's copy is newer).
-        if not force and target.exists() and (target.parent.parent.name == "by-content"
-                                              or target.stat().st_mtime >= source.stat().st_mtime):
+        if not force and target.exists() and (keyed_by_content or target.stat().st_mtime >= source.stat().st_mtime):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         optimisation = "-O2" if _is_kernel(toolchain, source) else "-Os"
