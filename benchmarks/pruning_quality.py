@@ -112,7 +112,7 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
                             "weighted_delta_r": r.weighted.delta_r} for r in report},
     }
     if method == "expander":
-        held = [e for e in expander_callback.events if not e.committed]
+        held = [e for e in expander_callback.events if not e.committed and not e.paused]
         row["held_at_step"] = held[0].step if held else None
         row["held_reason"] = held[0].reason if held else ""
         corrected = [e for e in expander_callback.events if e.committed and e.kept_share < 1.0]

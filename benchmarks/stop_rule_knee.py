@@ -7,7 +7,7 @@ its test accuracy is measured. The dense reference (q = 100) is the same trained
 without pruning, so that every point has the same budget. The knee of a (cell, data set) is the smallest grid q
 whose mean test accuracy over the seeds is within 1 point of the dense mean.
 
-The stop rules are measured on the run to the smallest q: at every pruning step a recorder reads the committed
+Spectral rules are measured on the run to the smallest q: at every pruning step a recorder reads the committed
 masks (with stop_rule="hold" the candidate of that step; the trajectory is the same up to the first hold) and
 measures every graph in every gate view, plus the accuracy of a held-out batch (--holdout samples of the
 validation split). A rule holds at the first step where it fails; its answer `rule_q` is the q of the step before
@@ -20,9 +20,12 @@ benchmark does not train a run per rule. Rules:
   delta_r_<view>_trend         Delta_R extrapolated linearly from the last two steps to the next one < 0
   candidate_tolerance_<points> held-out accuracy right after the step (the candidate, not fine-tuned) more than
                                <points> below the dense model's
-  tolerance_<points>           stop_rule="tolerance": held-out accuracy of the model as trained up to the step,
-                               before it, more than <points> below the dense model's (it keeps the masks it has)
-The default rule (the schedule's defaults: Delta_R, union view, margin 0, hold) is marked in the outputs.
+stop_rule="tolerance" changes the trajectory (it pauses while held-out accuracy has not recovered and resumes one
+schedule step at a time), so each of its settings is a training run of its own per seed, to the smallest q, with
+ExpanderPruningCallback(holdout=...) on the recorder's held-out batch; its rule_q is the q the run ends at and its
+rule_accuracy that run's test accuracy (measured, not interpolated):
+  tolerance_<points>           stop_rule="tolerance", tolerance=<points>
+The default rule (the one ExpanderPruningSchedule's defaults implement) is marked in the outputs.
 
 Writes <out>/<name>.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
 rule_q, rule_accuracy, dense_accuracy, seeds, and per-seed values), <out>/<name>.md and
@@ -70,9 +73,11 @@ RULES = {
        for view in ("per_gate", "union")},
     "candidate_tolerance_1": {"kind": "candidate_tolerance", "points": 1.0},
     "candidate_tolerance_2": {"kind": "candidate_tolerance", "points": 2.0},
-    "tolerance_0.5": {"kind": "tolerance", "points": 0.5},
-    "tolerance_1": {"kind": "tolerance", "points": 1.0},
 }
+# Rules that change the trajectory (stop_rule="tolerance" pauses and resumes), so each is a training run of its own
+# per seed, to the smallest q of the grid: its rule_q is the q it ends at, its accuracy that run's test accuracy.
+LIVE_RULES = {f"tolerance_{points:g}": {"kind": "live", "stop_rule": "tolerance", "tolerance": points}
+              for points in (0.5, 1.0)}
 # A (cell, dataset) whose dense model stays below this test accuracy (%) has not learnt the task at the budget: it
 # has no knee to land on, so its rows are shown but not counted.
 MIN_DENSE_ACCURACY = 50.0
@@ -83,12 +88,15 @@ SPEECH_NOTE = ("Speech Commands v0.02 official test set only (4,890 clips), spli
 
 
 def default_rule_name() -> str:
-    """The rule that ExpanderPruningSchedule's defaults implement (criterion, gate view, margin, hold)."""
+    """The rule that ExpanderPruningSchedule's defaults implement (stop rule and its settings)."""
     import inspect
 
     from keras_expander.schedule import ExpanderPruningSchedule
 
     defaults = {name: p.default for name, p in inspect.signature(ExpanderPruningSchedule).parameters.items()}
+    for name, rule in LIVE_RULES.items():
+        if rule["stop_rule"] == defaults["stop_rule"] and rule["tolerance"] == defaults["tolerance"]:
+            return name
     for name, rule in RULES.items():
         if (rule["kind"] == "delta" and rule["criterion"] == defaults["criterion"]
                 and rule["view"] == defaults["gate_view"] and rule["margin"] == defaults["margin"]):
@@ -165,8 +173,6 @@ def rule_fails(rule: dict, steps: list[dict], index: int, reference_accuracy: fl
     """Whether `rule` holds the layer at pruning step `index` of a recorded trajectory (nan counts as failing)."""
     if rule["kind"] == "candidate_tolerance":  # the candidate's accuracy, right after the step
         return not 100 * (reference_accuracy - steps[index]["holdout_accuracy"]) <= rule["points"]
-    if rule["kind"] == "tolerance":  # the accuracy of the model as trained so far, before the step
-        return not 100 * (reference_accuracy - steps[index]["holdout_accuracy_before_step"]) <= rule["points"]
     value = steps[index]["views"][rule["view"]][rule["criterion"] if rule["kind"] != "relative" else
                                                 "relative_delta_r"]
     if rule["kind"] == "trend":
@@ -186,14 +192,22 @@ def rule_stop_q(rule: dict, run: dict) -> float:
     return steps[-1]["q"]
 
 
-def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args) -> dict:
+def holdout_batch(data, seed: int, size: int):
+    """The held-out batch of a seed: `size` samples of the validation split, drawn without replacement."""
+    x_val, y_val = data[1]
+    pick = np.random.default_rng(seed).choice(len(x_val), size=min(size, len(x_val)), replace=False)
+    return x_val[pick], y_val[pick]
+
+
+def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, live: str | None = None) -> dict:
     """One run: the dense pre-training (q None), its continuation without pruning (q 100) or the pre-trained model
-    pruned to q and fine-tuned; returns its record."""
+    pruned to q and fine-tuned (with stop_rule="monitor", or with the stop rule of LIVE_RULES[live]); returns its
+    record."""
     import keras_expander as ke
     from examples.sequential_mnist import build_model
     from keras_expander.backend import tf_keras
 
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = data
+    (x_train, y_train), _, (x_test, y_test) = data
     classes = int(max(y_train.max(), y_test.max()) + 1)
     tf_keras.utils.set_random_seed(seed)
     model = build_model(cell, args.units, x_train.shape[1], x_train.shape[2], classes)
@@ -206,15 +220,15 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args) -
     if q is not None and q < 100:
         steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
         frequency = max(1, int(0.6 * epochs * steps_per_epoch) // 20)
+        rule = LIVE_RULES[live] if live else {"stop_rule": "monitor"}
         schedule = ke.ExpanderPruningSchedule(final_sparsity=1.0 - q / 100.0, begin_step=0, end_step=20 * frequency,
-                                              frequency=frequency, stop_rule="monitor")
+                                              frequency=frequency, stop_rule=rule["stop_rule"],
+                                              tolerance=rule.get("tolerance", 1.0))
         model = ke.prune_expander(model, schedule, seed=seed)
-        pruning = ke.ExpanderPruningCallback()
+        pruning = ke.ExpanderPruningCallback(holdout=holdout_batch(data, seed, args.holdout) if live else None)
         callbacks.append(pruning)
-        if q == min(args.q):
-            rng = np.random.default_rng(seed)
-            pick = rng.choice(len(x_val), size=min(args.holdout, len(x_val)), replace=False)
-            recorder = StepRecorder(pruning, (x_val[pick], y_val[pick]), schedule)
+        if q == min(args.q) and not live:
+            recorder = StepRecorder(pruning, holdout_batch(data, seed, args.holdout), schedule)
             callbacks = [recorder.before, pruning, recorder.after]
     model.compile(optimizer=tf_keras.optimizers.Adam(args.learning_rate),
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -232,11 +246,14 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args) -
         model.compile(loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     weights = [model.layers[1].cell.kernel.numpy(), model.layers[1].cell.recurrent_kernel.numpy()]
-    record = {"cell": cell, "dataset": dataset, "seed": seed, "q": "pretrained" if q is None else q,
+    record = {"cell": cell, "dataset": dataset, "seed": seed, "q": "pretrained" if q is None else q, "live": live,
               "test_accuracy": float(accuracy), "seconds": seconds, "epochs": epochs,
               "measured_q": 100.0 * sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)}
     if recorder is not None:
         record.update(steps=recorder.steps, reference_holdout_accuracy=recorder.reference_accuracy)
+    if live:
+        record["events"] = [{"step": e.step, "target": e.target_sparsity, "sparsity": e.sparsity,
+                             "committed": e.committed, "reason": e.reason} for e in pruning.events]
     return record
 
 
@@ -251,10 +268,13 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
     rows = []
     default = default_rule_name()
     for cell, dataset in sorted({(r["cell"], r["dataset"]) for r in records}):
-        by_seed = {}
+        by_seed, live_runs = {}, {}
         for r in records:
             if (r["cell"], r["dataset"]) == (cell, dataset):
-                by_seed.setdefault(r["seed"], []).append(r)
+                if r.get("live"):
+                    live_runs[(r["live"], r["seed"])] = r
+                else:
+                    by_seed.setdefault(r["seed"], []).append(r)
         seeds = sorted(s for s, runs in by_seed.items() if {r["q"] for r in runs} >= {"pretrained", 100.0, *q_grid})
         if not seeds:
             continue
@@ -264,9 +284,14 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
         dense = mean[100.0]
         within = [q for q in q_grid if mean[q] >= dense - 0.01]
         knee = min(within) if within else 100.0
-        for name, rule in RULES.items():
+        for name, rule in {**RULES, **LIVE_RULES}.items():
             stops, accuracies = [], []
-            for s in seeds:
+            if name in LIVE_RULES:
+                if not all((name, s) in live_runs for s in seeds):
+                    continue
+                stops = [live_runs[(name, s)]["measured_q"] for s in seeds]
+                accuracies = [live_runs[(name, s)]["test_accuracy"] for s in seeds]
+            for s in seeds if name in RULES else ():
                 trajectory = next(r for r in by_seed[s] if r["q"] == min(q_grid))
                 stop = rule_stop_q(rule, trajectory)
                 stops.append(stop)
@@ -302,9 +327,11 @@ def to_markdown(payload: dict) -> str:
             lines.append(f"| {row['cell']} | {row['dataset']} | {len(row['seeds'])} | " +
                          " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values()) +
                          f" | {row['knee_q']:g} |")
-    names = list(RULES)
-    lines += ["", "Where each rule stops: mean rule q (%) / its interpolated accuracy minus dense (points); "
-              "**ok** = within 5 q-points of the knee and within 1 point of dense.", "",
+    names = [name for name in {**RULES, **LIVE_RULES} if any(r["rule"]["name"] == name for r in rows)]
+    lines += ["", "Where each rule stops: mean rule q (%) / its accuracy minus dense (points; interpolated between "
+              "grid points for the spectral and candidate rules, the run's own test accuracy for the tolerance "
+              "rules, which train with the rule); **ok** = within 5 q-points of the knee and within 1 point of "
+              "dense.", "",
               "| rule | " + " | ".join(f"{r['cell']} {r['dataset']}" for r in rows if r["rule"]["name"] == default)
               + " | rows ok |", "|---|" + "---|" * (sum(r["rule"]["name"] == default for r in rows) + 1)]
     for name in names:
@@ -367,12 +394,21 @@ def plot(payload: dict, path: str) -> None:
     plt.close(figure)
 
 
+def report(record: dict) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {record['cell']} {record['dataset']} seed {record['seed']} "
+          f"{'rule ' + record['live'] if record.get('live') else 'q ' + str(record['q'])}: "
+          f"{100 * record['test_accuracy']:.2f} % (measured q {record['measured_q']:.2f}, {record['seconds']:.0f} s)",
+          flush=True)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--q", nargs="+", type=float, default=list(Q_GRID), help="remaining edges q (%%) grid")
+    parser.add_argument("--live-rules", nargs="*", choices=list(LIVE_RULES), default=list(LIVE_RULES),
+                        help="stop rules measured by runs of their own (default: all)")
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images (default 20,000)")
     parser.add_argument("--dense-epochs-mnist", type=int, default=4)
@@ -417,9 +453,16 @@ def main(argv=None) -> int:
                             data[dataset] = load(dataset, args.data_dir, args.mnist_train)
                         record = train_run(cell, dataset, seed, q, data[dataset], args)
                         write_atomic(path, json.dumps(record))
-                        print(f"[{time.strftime('%H:%M:%S')}] {cell} {dataset} seed {seed} q {record['q']}: "
-                              f"{100 * record['test_accuracy']:.2f} % (measured q {record['measured_q']:.2f}, "
-                              f"{record['seconds']:.0f} s)", flush=True)
+                        report(record)
+                    for name in args.live_rules:
+                        path = os.path.join(args.runs, f"{cell}-{dataset}-seed{seed}-live-{name}.json")
+                        if os.path.exists(path):
+                            continue
+                        if dataset not in data:
+                            data[dataset] = load(dataset, args.data_dir, args.mnist_train)
+                        record = train_run(cell, dataset, seed, min(args.q), data[dataset], args, live=name)
+                        write_atomic(path, json.dumps(record))
+                        report(record)
     records = []
     for name in sorted(os.listdir(args.runs)):
         if name.endswith(".json"):

@@ -108,13 +108,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--policy", choices=MASK_POLICIES, default="degree_floor_magnitude")
     parser.add_argument("--criterion", choices=CRITERIA, default="delta_r")
     parser.add_argument("--representation", choices=("unweighted", "weighted"), default="unweighted")
-    parser.add_argument("--stop-rule", choices=STOP_RULES, default="hold")
+    parser.add_argument("--stop-rule", choices=STOP_RULES, default="tolerance",
+                        help="default tolerance: pause while held-out accuracy is --tolerance points down")
     parser.add_argument("--margin", type=float, default=0.0)
     parser.add_argument("--gate-view", choices=GATE_VIEWS, default="union",
                         help="graphs of gated cells that the stop rule measures (default union)")
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="stop_rule=tolerance: allowed drop of held-out accuracy, points (default 1.0)")
     parser.add_argument("--frequency", type=int, default=50, help="prune every N steps (default 50)")
+    parser.add_argument("--prune-begin", type=float, default=0.33,
+                        help="fraction of training before the first pruning step (default 0.33: the held-out "
+                             "accuracy that stop_rule=tolerance compares with is a trained model's)")
     parser.add_argument("--prune-end", type=float, default=0.67,
                         help="fraction of training after which the final sparsity is reached (default 0.67)")
     parser.add_argument("--train-samples", type=int, default=None,
@@ -128,6 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--final-sparsity must be in [0, 1). Received: {args.final_sparsity}")
     if not 0.0 < args.prune_end <= 1.0:
         parser.error(f"--prune-end must be in (0, 1]. Received: {args.prune_end}")
+    if not 0.0 <= args.prune_begin < args.prune_end:
+        parser.error(f"--prune-begin must be in [0, --prune-end={args.prune_end}). Received: {args.prune_begin}")
     for name in ("units", "epochs", "batch_size", "frequency"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1. Received: {getattr(args, name)}")
@@ -159,7 +165,7 @@ def plot_training(history: dict, events: list, steps_per_epoch: int, path: str, 
         if points:
             steps, worst, remaining = zip(*points)
             delta_axis.plot(steps, worst, ".-", color="tab:red", label=f"{layer}: worst Delta (committed steps)")
-        held = [e for e in events if e.layer == layer and not e.committed]
+        held = [e for e in events if e.layer == layer and not e.committed and not e.paused]
         if held:
             delta_axis.axvline(held[0].step, color="tab:red", linestyle="--",
                                label=f"{layer}: held at q = {100 * (1 - held[0].sparsity):.1f} %")
@@ -188,13 +194,14 @@ def run(args: argparse.Namespace) -> dict:
     os.makedirs(args.out, exist_ok=True)
 
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    pruning_steps = max(1, int(args.prune_end * steps_per_epoch * args.epochs))
-    # tfmot prunes when (step - begin_step) % frequency == 0, so end_step must be a multiple of the frequency;
-    # short runs get at least 10 pruning events.
+    begin_step = int(args.prune_begin * steps_per_epoch * args.epochs)
+    pruning_steps = max(1, int(args.prune_end * steps_per_epoch * args.epochs) - begin_step)
+    # tfmot prunes when (step - begin_step) % frequency == 0, so end_step - begin_step must be a multiple of the
+    # frequency; short runs get at least 10 pruning events.
     frequency = min(args.frequency, max(1, pruning_steps // 10))
-    end_step = frequency * max(1, pruning_steps // frequency)
+    end_step = begin_step + frequency * max(1, pruning_steps // frequency)
     schedule = ke.ExpanderPruningSchedule(
-        final_sparsity=args.final_sparsity, begin_step=0, end_step=end_step, frequency=frequency,
+        final_sparsity=args.final_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency,
         criterion=args.criterion, representation=args.representation, margin=args.margin,
         gate_view=args.gate_view, stop_rule=args.stop_rule, tolerance=args.tolerance)
     model = ke.prune_expander(build_model(args.cell, args.units), schedule, mask_policy=args.policy,
@@ -215,7 +222,7 @@ def run(args: argparse.Namespace) -> dict:
         stripped.save(temporary)  # saved before compiling: the file carries no optimizer state
     test_accuracy, report, layer_summary = measure_trained_model(stripped, x_test, y_test)
 
-    held = [event for event in pruning.events if not event.committed]
+    held = [event for event in pruning.events if not event.committed and not event.paused]
     summary = {
         "arguments": vars(args),
         "data": "MNIST (IDX files), row-wise 28 x 28; train 55,000 (or --train-samples), validation = last 5,000 "

@@ -41,7 +41,9 @@ class PruningEvent:
         kept_share: Under ``stop_rule="correct"``, the fraction of the failing graphs' magnitude edges that the
             committed blend kept (1.0 when no correction was needed).
         graphs: Graph name -> {"delta_r", "delta_s", "spectral_gap"} of the candidate (dimensionless; empty when
-            the weights were not finite).
+            the weights were not finite or the step was paused).
+        paused: Under ``stop_rule="tolerance"``, True when the step was skipped until held-out accuracy recovers
+            (not committed, not held: the layer may resume at a later step).
     """
 
     step: int
@@ -54,6 +56,7 @@ class PruningEvent:
     reason: str = ""
     kept_share: float = 1.0
     graphs: dict = dataclasses.field(default_factory=dict)
+    paused: bool = False
 
 
 def _graphs(values: dict) -> dict:
@@ -146,7 +149,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.verbose = verbose
         self.log_graphs = bool(log_graphs)
         self.holdout = holdout
-        self._reference_accuracy = None  # held-out accuracy before the fit's first pruning step (tolerance rule)
+        self._reference_accuracy = None  # best held-out accuracy of this fit's pruning steps (tolerance rule)
+        self._step_accuracy = None  # held-out accuracy of the model as trained up to the present step
+        self._committed_target = {}  # layer name -> last committed target sparsity (tolerance rule)
         self.log_dir = log_dir
         self.method = method
         self.events: list[PruningEvent] = []
@@ -186,9 +191,10 @@ class ExpanderPruningCallback(DualKerasCallback):
             if is_expander(layer):
                 layer.callback_attached = True
                 if layer.pruning_schedule.stop_rule == "tolerance" and self.holdout is None:
-                    raise ValueError(f"Layer {layer.layer.name!r} has stop_rule='tolerance', which tests each "
-                                     f"pruning step on held-out data: pass ExpanderPruningCallback(holdout=(x, y)). "
-                                     f"Received: holdout=None")
+                    raise ValueError(f"Layer {layer.layer.name!r} has stop_rule='tolerance' (the default), which "
+                                     f"tests each pruning step on held-out data: pass ExpanderPruningCallback("
+                                     f"holdout=(x_val, y_val)), or choose a spectral rule such as "
+                                     f"ExpanderPruningSchedule(stop_rule='hold'). Received: holdout=None")
             if int(variable_value(layer.pruning_step)) == -1:  # a new model starts at step 0, a resumed one at its
                 layer.pruning_step.assign(0)
         logging.getLogger("tensorflow").addFilter(self._slow_hook_filter)  # only while this fit runs
@@ -206,6 +212,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._bar_in_place = self.params.get("verbose") == 1 and bool(progbar(1)._dynamic_display)
         self._sync_clock()
         self._reference_accuracy = None
+        self._committed_target = {}
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -283,6 +290,13 @@ class ExpanderPruningCallback(DualKerasCallback):
             last = min(last, self._epoch_start + self.params["steps"])
         self._bar_open = self._bar_in_place and batch > 0
         for step in range(first, last + 1):
+            self._step_accuracy = None
+            if self.holdout is not None and any(layer.pruning_schedule.stop_rule == "tolerance"
+                                                and layer.pruning_schedule.is_pruning_turn(step)
+                                                for layer in self._expanders):
+                # Once per step, before any layer commits: every layer is judged on the same model.
+                self._step_accuracy = self._holdout_accuracy()
+                self._reference_accuracy = max(self._reference_accuracy or 0.0, self._step_accuracy)
             for layer in self._expanders:
                 if not layer.pruning_schedule.is_pruning_turn(step):
                     continue
@@ -298,6 +312,18 @@ class ExpanderPruningCallback(DualKerasCallback):
         weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
                    for key, variable in graph_lib.matrix_variables(layer).items()}
         old_sparsity = mask_sparsity(layer)
+        plan = None
+        if schedule.stop_rule == "tolerance":
+            # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
+            # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
+            committed = self._committed_target.get(current.layer, old_sparsity)
+            plan = decision_lib.tolerance_plan(self._reference_accuracy, self._step_accuracy, schedule.tolerance,
+                                               target, schedule.next_target(committed), schedule.final_sparsity,
+                                               schedule.is_last_turn(step))
+            if not plan.prune:
+                self._pause(layer, step, target, old_sparsity, plan)
+                return
+            target = plan.target
         verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
                                       decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
                                                                        layer.min_degree, layer.seed, self.method))
@@ -306,17 +332,8 @@ class ExpanderPruningCallback(DualKerasCallback):
         if not verdict.commit:
             self._hold(layer, step, target, old_sparsity, verdict, verdict.reason)
             return
-        if schedule.stop_rule == "tolerance":
-            # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
-            # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
-            accuracy = self._holdout_accuracy()
-            if self._reference_accuracy is None:
-                self._reference_accuracy = accuracy  # before this fit's first pruning step
-            hold, reason = decision_lib.tolerance_verdict(self._reference_accuracy, accuracy, schedule.tolerance)
-            if hold:
-                self._hold(layer, step, target, old_sparsity, verdict, reason)
-                return
         layer.commit_masks(verdict.masks)
+        self._committed_target[current.layer] = target
         if schedule.stop_rule != "tolerance":
             for name in sorted(set(verdict.below) - self._warned_graphs):
                 self._warned_graphs.add(name)
@@ -330,6 +347,19 @@ class ExpanderPruningCallback(DualKerasCallback):
             self._say(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
                       f"{schedule.criterion} {verdict.worst_value:.4g} at {verdict.worst_graph}"
                       + (f"; {verdict.reason}" if verdict.reason else ""))
+        if plan is not None and plan.hold:
+            self._hold(layer, step, schedule.final_sparsity, sparsity, verdict, plan.reason)
+
+    def _pause(self, layer, step: int, target: float, sparsity: float, plan: decision_lib.TolerancePlan) -> None:
+        """stop_rule="tolerance" without a step: a pause, or at the schedule's last step the layer's hold."""
+        if plan.hold:
+            layer.expansion_stopped.assign(1.0)
+            layer.expansion_sparsity_cap.assign(sparsity)
+        self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, float("nan"), "", plan.reason,
+                                  paused=plan.paused))
+        if self.verbose:
+            self._say(f"step {step}: {layer.layer.name} {'paused' if plan.paused else 'held'} at sparsity "
+                      f"{sparsity:.4f} (target {target:.4f}): {plan.reason.removeprefix('paused: ')}")
 
     def _holdout_accuracy(self) -> float:
         """Accuracy in [0, 1] of the model on `holdout` (argmax of the last axis against integer or one-hot
@@ -370,7 +400,8 @@ class ExpanderPruningCallback(DualKerasCallback):
             return
         with self._writer.as_default(step=event.step):
             tf.summary.scalar(f"sparsity/{event.layer}", event.sparsity)
-            tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed))
+            tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed and not event.paused))
+            tf.summary.scalar(f"paused/{event.layer}", float(event.paused))
             tf.summary.scalar(f"kept_share/{event.layer}", event.kept_share)
             for name, value in event.graphs.items():
                 for key, number in value.items():

@@ -10,8 +10,9 @@ clock, the variable reads and writes, and the logging, and asks this module what
 3. the stop rule (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100: accuracy collapses near the
    first zero crossing of Delta): ``hold`` keeps the old masks when any graph is below the margin; ``correct``
    first blends the failing graphs' masks with random edges (`CORRECTION_SHARES`) and holds only when no blend
-   passes; ``monitor`` commits and reports the graphs below the margin; ``tolerance`` commits unless the caller's
-   held-out accuracy says otherwise (`tolerance_verdict`), the spectral values kept as diagnostics.
+   passes; ``monitor`` commits and reports the graphs below the margin; ``tolerance`` (the default) decides from
+   the caller's held-out accuracy instead (`tolerance_plan`: prune, pause or hold), the spectral values kept as
+   diagnostics.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class DecisionSettings:
         representation: "unweighted" (0/1 graph) or "weighted".
         margin: Stop threshold on the criterion (dimensionless).
         gate_view: "per_gate", "union" or "stacked".
-        stop_rule: "hold", "correct", "monitor" or "tolerance".
+        stop_rule: "tolerance", "hold", "correct" or "monitor".
         mask_policy: One of `keras_expander.masks.MASK_POLICIES`.
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
         seed: Seed of the random mask policies and of the corrections (the step is added to it).
@@ -50,7 +51,7 @@ class DecisionSettings:
     representation: str = "unweighted"
     margin: float = 0.0
     gate_view: str = "union"
-    stop_rule: str = "hold"
+    stop_rule: str = "tolerance"
     mask_policy: str = "degree_floor_magnitude"
     min_degree: int = 1
     seed: int = 0
@@ -217,20 +218,78 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
 
 
 def tolerance_verdict(reference_accuracy: float, accuracy: float, tolerance: float) -> tuple[bool, str]:
-    """Rule ``stop_rule="tolerance"``: hold when held-out accuracy has dropped past the tolerance.
+    """Rule ``stop_rule="tolerance"``: pause pruning while held-out accuracy is more than `tolerance` below the
+    reference.
 
     Args:
-        reference_accuracy: Held-out accuracy in [0, 1] of the model before its first pruning step.
+        reference_accuracy: Best held-out accuracy in [0, 1] measured at this fit's pruning steps so far (the first
+            is measured before any pruning).
         accuracy: Held-out accuracy in [0, 1] of the model as trained up to this pruning step (the masks committed
             so far, fine-tuned since); the step's candidate is not committed yet.
         tolerance: Allowed drop in accuracy points (%), >= 0.
 
     Returns:
-        (hold, reason): hold is True when 100 * (reference - accuracy) > tolerance (a nan accuracy holds). A held
-        layer keeps the masks it has.
+        (pause, reason): pause is True when 100 * (reference - accuracy) > tolerance (a nan accuracy pauses). The
+        caller keeps the layer's masks for this step; at the schedule's last step a pause is the layer's hold.
     """
     drop = 100.0 * (reference_accuracy - accuracy)
     if drop <= tolerance + 1e-9:  # a drop of exactly the tolerance (k / N accuracies in floating point) passes
         return False, ""
-    return True, (f"held-out accuracy is {100 * accuracy:.2f} %, {drop:.2f} points below the "
-                  f"{100 * reference_accuracy:.2f} % before pruning (tolerance {tolerance:g} points)")
+    return True, (f"held-out accuracy is {100 * accuracy:.2f} %, {drop:.2f} points below the best "
+                  f"{100 * reference_accuracy:.2f} % of this fit (tolerance {tolerance:g} points)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TolerancePlan:
+    """What ``stop_rule="tolerance"`` does at one pruning step of one layer.
+
+    Attributes:
+        prune: True: prune to `target` (candidate masks through `decide`); False: keep the present masks.
+        target: Target sparsity in [0, 1): the step to take, or the schedule's target of this step when paused.
+        hold: True: the layer stops here for good (after the step when `prune`): its sparsity is the rule's answer.
+        reason: "paused: ..." for a pause, why the layer is held, or "" for a plain step.
+    """
+
+    prune: bool
+    target: float
+    hold: bool
+    reason: str = ""
+
+    @property
+    def paused(self) -> bool:
+        """Not pruned now, and not held: the layer may resume at a later step."""
+        return not self.prune and not self.hold
+
+
+def tolerance_plan(reference_accuracy: float, accuracy: float, tolerance: float, scheduled_target: float,
+                   next_target: float, final_sparsity: float, last_step: bool) -> TolerancePlan:
+    """The decision of ``stop_rule="tolerance"`` at one pruning step.
+
+    While held-out accuracy is more than `tolerance` points below the reference (`tolerance_verdict`) the layer
+    pauses; once recovered it takes the schedule's next step after its last committed one (`next_target`), not the
+    target of the present step, so that after a pause no single step removes more edges than the schedule's own
+    steps do. The schedule's last step ends the rule: a pause there, or a layer still short of `final_sparsity`, is
+    a hold at that sparsity.
+
+    Args:
+        reference_accuracy: Best held-out accuracy in [0, 1] of this fit's pruning steps so far.
+        accuracy: Held-out accuracy in [0, 1] of the model as trained up to this step.
+        tolerance: Allowed drop in accuracy points (%), >= 0.
+        scheduled_target: The base schedule's target sparsity at this step, in [0, 1).
+        next_target: The schedule's first target above the layer's last committed sparsity
+            (`ExpanderPruningSchedule.next_target`), in [0, 1).
+        final_sparsity: The schedule's final sparsity, in [0, 1).
+        last_step: Whether this is the schedule's last pruning step.
+
+    Returns:
+        A `TolerancePlan`.
+    """
+    pause, reason = tolerance_verdict(reference_accuracy, accuracy, tolerance)
+    if pause:
+        return TolerancePlan(False, scheduled_target, last_step, reason if last_step else "paused: " + reason)
+    target = min(scheduled_target, next_target)
+    if last_step and target < final_sparsity - 1e-6:  # schedule targets are float32
+        return TolerancePlan(True, target, True, f"the schedule ended at sparsity {target:.4f}, short of "
+                                                 f"final_sparsity {final_sparsity:g}, after pauses for held-out "
+                                                 f"accuracy")
+    return TolerancePlan(True, target, False)

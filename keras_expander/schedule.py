@@ -48,7 +48,7 @@ def _choice(name: str, value, allowed) -> None:
 
 
 class ExpanderPruningSchedule:
-    """Pruning schedule that never prunes a layer past the point where its graphs stop being good expanders.
+    """Pruning schedule that stops a layer where pruning starts to cost accuracy, with its expansion measured.
 
     Decision 1 of expansion-aware pruning (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100, whose
     finding is that accuracy collapses near the first zero crossing of Delta): follow the base schedule, but before
@@ -59,23 +59,25 @@ class ExpanderPruningSchedule:
     the largest 90, 75 or 50 % of their magnitude edges and moves the rest to random entries
     (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
-    warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` the spectral values are
-    diagnostics only: at each pruning step the model as trained so far is measured on a held-out batch
-    (``ExpanderPruningCallback(holdout=...)``), and the layer is held at its present masks when that accuracy is
-    more than `tolerance` points below the accuracy before the fit's first pruning step. The decision itself is
-    `keras_expander.decision.decide`.
+    warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` (the default) the spectral values
+    are diagnostics only: at each pruning step the model as trained so far is measured on a held-out batch
+    (``ExpanderPruningCallback(holdout=...)``); while that accuracy is more than `tolerance` points below the best
+    of this fit's pruning steps (the first is measured before any pruning) the layer pauses at its present masks,
+    and once it has recovered it resumes with the schedule's next step after its last committed one
+    (`next_target`). A pause at the schedule's last step, or a layer still short of `final_sparsity` there, is
+    held: that sparsity is the rule's answer. The decision itself is `keras_expander.decision.decide`.
 
-    The default (Delta_R of the ``union`` graphs, margin 0, hold) is the paper's rule, the first zero crossing of
-    Delta, on the whole time-unfolded layer as one bipartite graph per matrix. Where it lands against the
-    accuracy knee, measured per cell and data set, is in results/stop_rule_knee.md
-    (`benchmarks/stop_rule_knee.py`).
+    The default is ``tolerance`` because the accuracy knee moves with the fine-tuning budget and only a rule that
+    measures the model sees that; the spectral rules (Delta_R of the ``union`` graphs, margin 0, ``hold``: the
+    paper's first zero crossing) stop near the same q at any budget. Where each lands against the knee, per cell
+    and data set: results/stop_rule_knee.md (`benchmarks/stop_rule_knee.py`).
 
     Use it through `keras_expander.prune_expander` and train with `keras_expander.ExpanderPruningCallback`:
 
     ```python
     schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=2000)
     model = keras_expander.prune_expander(model, schedule)
-    model.fit(x, y, callbacks=[keras_expander.ExpanderPruningCallback()])
+    model.fit(x, y, callbacks=[keras_expander.ExpanderPruningCallback(holdout=(x_val, y_val))])
     ```
 
     Args:
@@ -92,9 +94,10 @@ class ExpanderPruningSchedule:
         margin: The stop threshold on the criterion (dimensionless, default 0.0).
         gate_view: Graphs of gated cells (LSTM, GRU) monitored: "union" (default: an edge where any gate has one),
             "per_gate" (the layer is as good as its worst gate) or "stacked" (see `keras_expander.graph`).
-        stop_rule: "hold" (default), "correct", "monitor" or "tolerance".
-        tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy, in points (%), >= 0
-            (default 1.0).
+        stop_rule: "tolerance" (default; needs ``ExpanderPruningCallback(holdout=...)``), "hold", "correct" or
+            "monitor".
+        tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy below the best of this
+            fit's pruning steps, in points (%), >= 0 (default 1.0).
 
     Raises:
         ValueError: any argument out of range or not among the allowed values, ``stop_rule="correct"`` with
@@ -110,7 +113,7 @@ class ExpanderPruningSchedule:
     def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
                  initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
                  base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
-                 margin: float = 0.0, gate_view: str = "union", stop_rule: str = "hold", tolerance: float = 1.0):
+                 margin: float = 0.0, gate_view: str = "union", stop_rule: str = "tolerance", tolerance: float = 1.0):
         _choice("base", base, BASE_SCHEDULES)
         _choice("criterion", criterion, CRITERIA)
         _choice("representation", representation, REPRESENTATIONS)
@@ -239,6 +242,38 @@ class ExpanderPruningSchedule:
         """
         in_range = step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
         return in_range and (step - self.begin_step) % self.frequency == 0
+
+    def target_at(self, step: int) -> float:
+        """Python twin of the base schedule's target sparsity at `step` (the same formula as `_base_schedule`)."""
+        if self.base == "constant_sparsity":
+            return self.final_sparsity
+        progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
+        return (self.initial_sparsity - self.final_sparsity) * (1 - progress) ** self.power + self.final_sparsity
+
+    def next_target(self, committed: float) -> float:
+        """The sparsity of the first pruning step of the base schedule whose target exceeds `committed`.
+
+        ``stop_rule="tolerance"`` pauses a layer whose held-out accuracy has not recovered; when it resumes, it
+        takes the schedule's steps one at a time from where it paused instead of jumping to the target of the
+        present step, so that no single step removes more edges than the schedule's own steps do.
+
+        Args:
+            committed: The last sparsity committed to the layer, in [0, 1).
+
+        Returns:
+            A sparsity in [0, 1): `final_sparsity` when every step's target is at or below `committed`.
+        """
+        if self.base == "constant_sparsity":
+            return self.final_sparsity
+        for step in range(self.begin_step, self.end_step + 1, self.frequency):
+            target = self.target_at(step)
+            if target > committed + 1e-7:  # tfmot computes targets in float32
+                return target
+        return self.final_sparsity
+
+    def is_last_turn(self, step: int) -> bool:
+        """True when `step` is the base schedule's last pruning step (never for an open-ended constant_sparsity)."""
+        return self.end_step != -1 and self.is_pruning_turn(step) and step + self.frequency > self.end_step
 
     def get_config(self) -> dict:
         """Returns {"class_name": ..., "config": {...}} in tfmot's schedule format; `config` mirrors `__init__`."""

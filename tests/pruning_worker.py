@@ -35,7 +35,7 @@ def build():
     # Per-gate graphs: this small LSTM's stop rule then fires before the interruption points, so its state must
     # survive them (its union graphs hold later).
     schedule = ke.ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=24, frequency=2,
-                                          gate_view="per_gate")
+                                          gate_view="per_gate", stop_rule="hold")
     model = tf_keras.Sequential([tf_keras.Input((6, 8)), tf_keras.layers.LSTM(16, name="rnn"),
                                  tf_keras.layers.Dense(2, name="out")])
     model = ke.prune_expander(model, schedule)

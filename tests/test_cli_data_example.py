@@ -73,7 +73,10 @@ def test_main_job_on_a_real_subset_writes_every_output(data_dir, tmp_path):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 < summary["test_accuracy"] <= 1.0
-    assert abs(summary["layers"][0]["sparsity"] - 0.5) <= 0.005
+    # The default stop rule (tolerance) reaches 50 % or is held short of it, saying why.
+    sparsity, committed = summary["layers"][0]["sparsity"], [e for e in summary["events"] if e["committed"]]
+    assert abs(sparsity - committed[-1]["sparsity"]) <= 1e-6
+    assert abs(sparsity - 0.5) <= 0.005 or summary["held"][0]["reason"].startswith(("held-out", "the schedule"))
     for name in ("model.keras", "history.csv", "training.png"):
         assert (out / name).stat().st_size > 0
     assert "sparsity/lstm" in (out / "history.csv").read_text().splitlines()[0]

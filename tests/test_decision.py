@@ -23,10 +23,10 @@ def test_decision_module_imports_no_tensorflow_or_keras():
     assert out.strip() == "[]"
 
 
-def test_default_settings_measure_the_union_graphs_with_delta_r_and_hold():
+def test_default_settings_measure_the_union_graphs_with_delta_r_and_stop_on_tolerance():
     settings = decision.DecisionSettings()
     assert (settings.criterion, settings.gate_view, settings.margin, settings.stop_rule) == ("delta_r", "union",
-                                                                                              0.0, "hold")
+                                                                                              0.0, "tolerance")
 
 
 def test_commit_values_are_the_spectral_metrics_of_the_candidate_union_graphs():
@@ -45,7 +45,7 @@ def test_commit_values_are_the_spectral_metrics_of_the_candidate_union_graphs():
 
 def test_hold_keeps_no_masks_and_names_the_failing_graph_and_margin():
     weights = lstm_weights()
-    per_gate = decision.DecisionSettings(gate_view="per_gate")
+    per_gate = decision.DecisionSettings(gate_view="per_gate", stop_rule="hold")
     verdict = decision.decide("rnn", LSTM_GATES, weights, 0.97, step=1, settings=per_gate)
     assert not verdict.commit and verdict.masks is None
     assert verdict.worst_value < 0.0 and verdict.worst_graph in verdict.below
@@ -63,7 +63,7 @@ def test_union_view_holds_later_than_per_gate_view():
     for view in ("per_gate", "union"):
         for sparsity in np.arange(0.5, 0.995, 0.01):
             if not decision.decide("rnn", LSTM_GATES, weights, sparsity, 1,
-                                   decision.DecisionSettings(gate_view=view)).commit:
+                                   decision.DecisionSettings(gate_view=view, stop_rule="hold")).commit:
                 first_hold[view] = sparsity
                 break
     assert first_hold["per_gate"] < first_hold["union"]
@@ -80,7 +80,7 @@ def test_correct_repairs_only_the_failing_gate_blocks_at_the_same_sparsity():
     staircase = spectral.spectral_metrics(per_gate["kernel"][:, :64].astype(float)).delta_r
     margin = staircase + 0.05
     hold = decision.decide("rnn", LSTM_GATES, weights, 0.5, 3,
-                           decision.DecisionSettings(gate_view="per_gate", margin=margin))
+                           decision.DecisionSettings(gate_view="per_gate", margin=margin, stop_rule="hold"))
     assert not hold.commit and set(hold.below) == {"rnn/kernel/i"}
     verdict = decision.decide("rnn", LSTM_GATES, weights, 0.5, 3,
                               decision.DecisionSettings(gate_view="per_gate", margin=margin, stop_rule="correct"))
@@ -111,10 +111,30 @@ def test_worst_graph_ranks_nan_below_every_number():
 @pytest.mark.parametrize("reference,candidate,tolerance,hold", [
     (0.90, 0.895, 1.0, False), (0.90, 0.89, 1.0, False), (0.90, 0.8899, 1.0, True), (0.90, 0.95, 0.0, False),
     (0.90, 0.8999, 0.0, True), (0.90, float("nan"), 5.0, True)])
-def test_tolerance_verdict_holds_past_the_tolerance_in_points(reference, candidate, tolerance, hold):
-    held, reason = decision.tolerance_verdict(reference, candidate, tolerance)
-    assert held is hold
+def test_tolerance_verdict_pauses_past_the_tolerance_in_points(reference, candidate, tolerance, hold):
+    paused, reason = decision.tolerance_verdict(reference, candidate, tolerance)
+    assert paused is hold
     assert (f"tolerance {tolerance:g} points" in reason) is hold
+
+
+def test_tolerance_plan_prunes_pauses_and_holds():
+    # Recovered: the schedule's next step after the last committed one, not the (larger) target of this step.
+    assert decision.tolerance_plan(0.97, 0.965, 1.0, 0.8859, 0.7875, 0.9, last_step=False) == \
+        decision.TolerancePlan(True, 0.7875, False)
+    assert decision.tolerance_plan(0.97, 0.965, 1.0, 0.7875, 0.8859, 0.9, last_step=False).target == 0.7875
+    # Not recovered: a pause (not a hold) before the schedule's last step ...
+    paused = decision.tolerance_plan(0.97, 0.95, 1.0, 0.8859, 0.7875, 0.9, last_step=False)
+    assert paused.paused and not paused.prune and not paused.hold and paused.target == 0.8859
+    assert paused.reason == ("paused: held-out accuracy is 95.00 %, 2.00 points below the best 97.00 % of this fit "
+                             "(tolerance 1 points)")
+    # ... and a hold at it, or after its last step when that step is short of the final sparsity.
+    held = decision.tolerance_plan(0.97, 0.95, 1.0, 0.9, 0.7875, 0.9, last_step=True)
+    assert held.hold and not held.prune and not held.paused and held.reason.startswith("held-out accuracy is 95.00")
+    short = decision.tolerance_plan(0.97, 0.97, 1.0, 0.9, 0.8859, 0.9, last_step=True)
+    assert short.prune and short.hold and short.target == 0.8859 and "short of final_sparsity 0.9" in short.reason
+    # float32 targets of the last step count as the final sparsity
+    assert decision.tolerance_plan(0.97, 0.97, 1.0, 0.8999999761581421, 0.8999999761581421, 0.9, True) == \
+        decision.TolerancePlan(True, 0.8999999761581421, False)
 
 
 def test_settings_of_a_schedule_like_object():

@@ -36,7 +36,8 @@ PRUNE_BOTH = """
     sparsity = {{}}
     for k in (tf_keras, keras):  # tf_keras first: it imports tfmot
         model = k.Sequential([k.Input((5, 3)), k.layers.LSTM(8, name="rnn"), k.layers.Dense(2)])
-        schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=4, frequency=2)
+        schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=4, frequency=2,
+                                              stop_rule="hold")
         pruned = ke.prune_expander(model, schedule)
         pruned.compile("adam", k.losses.SparseCategoricalCrossentropy(from_logits=True))
         history = pruned.fit(x, y, batch_size=16, epochs=2, callbacks=[ke.ExpanderPruningCallback()], verbose=0)

@@ -32,7 +32,8 @@ def lstm_model(extra_layers=()):
 
 
 def pruned(end_step=4, model=None):
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=end_step, frequency=1)
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=end_step, frequency=1,
+                                          stop_rule="hold")
     result = ke.prune_expander(model or lstm_model(), schedule)
     result.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return result
@@ -70,19 +71,19 @@ def test_recurrent_layers_left_dense_are_named_in_a_warning():
 
 def test_unbuilt_model_is_refused_when_wrapped():
     unbuilt = tf_keras.Sequential([tf_keras.layers.LSTM(8), tf_keras.layers.Dense(2)])
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, frequency=1)
+    schedule = ke.ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, end_step=10, frequency=1)
     with pytest.raises(ValueError, match="is not built"):
         ke.prune_expander(unbuilt, schedule)
 
 
 def test_layer_names_given_as_a_string_are_not_split_into_characters():
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=10, frequency=1)
+    schedule = ke.ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, end_step=10, frequency=1)
     with pytest.raises(TypeError, match=r"pass layers=\['lstm'\]"):
         ke.prune_expander(lstm_model(), schedule, layers="lstm")
 
 
 def test_numpy_scalars_are_accepted_as_schedule_numbers():
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=np.float32(0.5), begin_step=np.int64(0),
+    schedule = ke.ExpanderPruningSchedule(stop_rule="hold", final_sparsity=np.float32(0.5), begin_step=np.int64(0),
                                           end_step=np.int64(100), frequency=np.int32(10), margin=np.float64(0.1))
     assert schedule.get_config()["config"]["end_step"] == 100 and type(schedule.end_step) is int
 

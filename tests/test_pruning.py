@@ -92,8 +92,21 @@ def test_schedule_bad_argument_names_it_and_the_value(kwargs, match):
         ExpanderPruningSchedule(**arguments)
 
 
+def test_next_target_is_the_first_schedule_step_past_the_committed_sparsity():
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.9, begin_step=10, end_step=50, frequency=10)
+    targets = [0.9 * (1 - (1 - k / 4) ** 3) for k in range(5)]  # PolynomialDecay (power 3) at steps 10, 20, .., 50
+    assert [schedule.target_at(10 + 10 * k) for k in range(5)] == pytest.approx(targets)
+    assert schedule.next_target(0.0) == pytest.approx(targets[1])
+    assert schedule.next_target(targets[1]) == pytest.approx(targets[2])
+    assert schedule.next_target(0.6) == pytest.approx(targets[2])
+    assert schedule.next_target(0.9) == 0.9
+    assert [schedule.is_last_turn(step) for step in (40, 49, 50)] == [False, False, True]
+    constant = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.7, frequency=5, base="constant_sparsity")
+    assert constant.next_target(0.2) == 0.7 and not constant.is_last_turn(10 ** 9)
+
+
 def test_schedule_matches_tfmot_polynomial_decay_and_is_capped_in_graph():
-    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=100, frequency=10)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.9, begin_step=0, end_step=100, frequency=10)
     reference = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0,
                                                      end_step=100, frequency=10)
     stopped, cap = tf.Variable(0.0), tf.Variable(1.0)
@@ -151,7 +164,7 @@ def test_policy_reaches_target_sparsity_during_fit(cell, policy, K):
 
 
 def test_logs_hold_one_worst_value_per_layer_and_every_graph_on_request(K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     history, callback = fit(model)
     union = {f"rnn/{matrix}/union" for matrix in ("kernel", "recurrent_kernel")}
@@ -171,7 +184,7 @@ def test_logs_hold_one_worst_value_per_layer_and_every_graph_on_request(K):
 
 
 def test_stop_rule_holds_before_delta_crosses_zero(K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.97, begin_step=0, end_step=16, frequency=2,
                                        criterion="delta_r", margin=0.0)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     history, callback = fit(model, epochs=3)
@@ -225,11 +238,13 @@ def test_hold_holds_where_correct_repairs_the_failing_graph(K):
     assert float(model.layers[0].expansion_stopped.numpy()) == 0.0
 
 
-def tolerance_steps(K, tolerance):
-    """Two pruning steps (two batches, constant 90 %) of an untrained LSTM(16) under stop_rule="tolerance", with
+def tolerance_steps(K, tolerance, end_step=-1):
+    """Pruning steps at every batch (two batches, 90 %) of an untrained LSTM(16) under stop_rule="tolerance", with
     held-out labels equal to the model's own predictions before pruning (held-out accuracy 100 % then) and learning
-    rate 0 (the weights the fit ends with are the weights of the second step)."""
-    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, frequency=1, base="constant_sparsity",
+    rate 0 (the weights never change, so held-out accuracy moves only with the masks). end_step -1: constant 90 %;
+    else polynomial decay to 90 % at end_step."""
+    base = "constant_sparsity" if end_step == -1 else "polynomial_decay"
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=end_step, frequency=1, base=base,
                                        stop_rule="tolerance", tolerance=tolerance)
     model = ke.prune_expander(model_with("lstm", K=K), schedule)
     x, y = data(n=64)
@@ -242,19 +257,51 @@ def tolerance_steps(K, tolerance):
     return model, callback, accuracy
 
 
-def test_tolerance_rule_holds_once_pruning_costs_held_out_accuracy(K):
+def test_tolerance_rule_pauses_while_pruning_costs_held_out_accuracy(K):
     model, callback, accuracy = tolerance_steps(K, tolerance=1.0)
     assert accuracy < 0.99  # the 90 % masks change the predictions: the second step sees the drop
     first, second = callback.events
     assert first.committed and abs(first.sparsity - 0.9) <= 0.005
-    assert not second.committed and second.sparsity == first.sparsity  # held at the masks it has
-    assert f"held-out accuracy is {100 * accuracy:.2f} %" in second.reason and "tolerance 1 points" in second.reason
+    assert not second.committed and second.sparsity == first.sparsity  # paused at the masks it has
+    assert second.reason == (f"paused: held-out accuracy is {100 * accuracy:.2f} %, {100 * (1 - accuracy):.2f} "
+                             f"points below the best 100.00 % of this fit (tolerance 1 points)")
     assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.9) <= 0.005
-    assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
-    assert set(second.graphs) == {"rnn/kernel/union", "rnn/recurrent_kernel/union"}  # spectral diagnostics kept
+    assert float(model.layers[0].expansion_stopped.numpy()) == 0.0  # a pause, not a hold: it may resume
 
     _, callback, _ = tolerance_steps(K, tolerance=100.0)
     assert [e.committed for e in callback.events] == [True, True]
+
+
+def test_tolerance_rule_holds_where_its_last_pruning_step_pauses(K):
+    # Steps 1 and 2 of a polynomial decay to 90 % at step 2: 0.9 * (1 - 0.5 ** 3) = 78.75 %, then paused at 90 %.
+    model, callback, accuracy = tolerance_steps(K, tolerance=1.0, end_step=2)
+    first, second = callback.events
+    assert first.committed and abs(first.sparsity - 0.7875) <= 0.005 and accuracy < 0.99
+    assert not second.committed and not second.reason.startswith("paused")
+    assert second.reason.startswith(f"held-out accuracy is {100 * accuracy:.2f} %")
+    assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
+    assert float(model.layers[0].expansion_sparsity_cap.numpy()) == pytest.approx(first.sparsity)
+
+
+def test_tolerance_rule_resumes_one_schedule_step_at_a_time(K, monkeypatch):
+    # Scripted held-out accuracies (the measurement is ours; the masks, the fit and the schedule are real). The
+    # schedule's targets at steps 1..4 of a decay to 90 % at step 4: 52.03, 78.75, 88.59 and 90 %.
+    accuracies = iter([1.0, 0.9, 1.0, 1.0])
+    monkeypatch.setattr(ke.ExpanderPruningCallback, "_holdout_accuracy", lambda self: next(accuracies))
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=4, frequency=1,
+                                       stop_rule="tolerance")
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
+    x, y = data(n=128)
+    callback = ke.ExpanderPruningCallback(holdout=(x, y))
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    steps = [(e.step, e.committed, round(e.target_sparsity, 4)) for e in callback.events]
+    # step 2 pauses at 78.75 %; step 3 resumes with the step after the last committed one (78.75 %, not 88.59 %);
+    # step 4 takes 88.59 %, short of 90 % when the schedule ends: the layer is held there.
+    assert steps == [(1, True, 0.5203), (2, False, 0.7875), (3, True, 0.7875), (4, True, 0.8859), (4, False, 0.9)]
+    assert callback.events[1].reason.startswith("paused: held-out accuracy is 90.00 %, 10.00 points below")
+    assert "short of final_sparsity 0.9" in callback.events[-1].reason
+    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
+    assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
 
 
 def test_tolerance_rule_needs_a_holdout_of_matching_lengths(K):
@@ -286,7 +333,7 @@ def test_monitor_reaches_target_and_warns_once_per_graph(K):
 
 
 def test_training_without_the_callback_raises(K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     x, y = data()
     others = [tfmot.sparsity.keras.UpdatePruningStep()] if K is tf_keras else []
@@ -298,7 +345,7 @@ def test_training_without_the_callback_raises(K):
 
 
 def test_tfmot_wrapper_with_our_schedule_is_refused():
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = compile_(tf_keras.Sequential([tf_keras.Input((6, 8)), tfmot.sparsity.keras.prune_low_magnitude(
         tf_keras.layers.LSTM(4), pruning_schedule=schedule), tf_keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match="prune_expander"):
@@ -315,7 +362,7 @@ def test_callback_monitors_plain_tfmot_pruning():
 
 
 def test_prune_expander_arguments(K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     with pytest.raises(ValueError, match="nope"):
         ke.prune_expander(model_with("lstm", K=K), schedule, layers=["nope"])
     with pytest.raises(ValueError, match="mask_policy='top_k'"):
@@ -337,7 +384,7 @@ def test_prune_expander_arguments(K):
 
 
 def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path, K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.97, begin_step=0, end_step=16, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.97, begin_step=0, end_step=16, frequency=2)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     fit(model, epochs=3)
     path = str(tmp_path / "pruned.keras")
@@ -359,7 +406,7 @@ def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path, K):
 
 
 def test_stripped_model_outputs_equal_wrapped_model(K):
-    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     fit(model)
     x, _ = data(n=16, seed=3)
@@ -375,7 +422,7 @@ def test_gru_graphs_are_gates_z_r_h_and_reach_the_target(K, reset_after):
     inputs = K.Input((6, 8))
     hidden = K.layers.GRU(16, reset_after=reset_after, name="rnn")(inputs)
     model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
-    schedule = ExpanderPruningSchedule(final_sparsity=0.6, begin_step=0, end_step=8, frequency=2,
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.6, begin_step=0, end_step=8, frequency=2,
                                        gate_view="per_gate")
     pruned = compile_(ke.prune_expander(model, schedule))
     history, _ = fit(pruned, callback=ke.ExpanderPruningCallback(log_graphs=True))
@@ -393,7 +440,7 @@ def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
     hidden = K.layers.RNN(K.layers.GRUCell(8), return_sequences=True, name="cell_gru")(hidden)
     hidden = K.layers.SimpleRNN(8, name="top")(hidden)
     model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
-    schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
                                        gate_view="per_gate")
     pruned = compile_(ke.prune_expander(model, schedule))
     history, _ = fit(pruned, callback=ke.ExpanderPruningCallback(log_graphs=True))

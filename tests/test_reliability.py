@@ -94,7 +94,8 @@ def test_multi_worker_strategy_on_loopback_gives_every_worker_the_same_masks(uni
 
 
 def small_pruned_model(final_sparsity=0.5):
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=final_sparsity, begin_step=0, end_step=8, frequency=2)
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=final_sparsity, begin_step=0, end_step=8, frequency=2,
+                                          stop_rule="hold")
     model = ke.prune_expander(tf_keras.Sequential([tf_keras.Input((6, 8)), tf_keras.layers.LSTM(8, name="rnn"),
                                                    tf_keras.layers.Dense(2)]), schedule)
     model.compile("adam", "mse")
@@ -127,7 +128,7 @@ def test_nan_weights_stop_pruning_with_a_named_warning_and_training_goes_on():
 
 
 def test_bidirectional_with_different_cells_is_refused_naming_the_layer():
-    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    schedule = ke.ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
     model = tf_keras.Sequential([tf_keras.Input((6, 8)), tf_keras.layers.Bidirectional(
         tf_keras.layers.LSTM(4), backward_layer=tf_keras.layers.GRU(4, go_backwards=True), name="bi"),
         tf_keras.layers.Dense(2)])

@@ -35,7 +35,8 @@ def lstm_model(K=tf_keras, **settings):
 
 
 def schedule(**kwargs):
-    return ke.ExpanderPruningSchedule(**(dict(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2) | kwargs))
+    return ke.ExpanderPruningSchedule(**(dict(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
+                                                   stop_rule="hold") | kwargs))
 
 
 # -- 1. Export changes the model --------------------------------------------------------------------------------
