@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     for name, sparsity, stop_rule in (("pruned", args.sparsity, "monitor"), ("dense", 0.0, "hold")):
         folder = os.path.join(args.work_dir, args.cell, name)
         train_argv = ["--cell", args.cell, "--units", "128", "--final-sparsity", str(sparsity), "--epochs",
-                      str(args.epochs), "--stop-rule", stop_rule, "--seed", str(args.seed), "--out", folder,
+                      str(args.epochs), "--stop-rule", stop_rule, "--prune-begin", "0", "--seed", str(args.seed),
+                      "--out", folder,
                       "--verbose", "2"] + (["--data-dir", args.data_dir] if args.data_dir else [])
         summary = sequential_mnist.run(sequential_mnist.parse_args(train_argv))
         model = load_model(os.path.join(folder, "model.keras"))

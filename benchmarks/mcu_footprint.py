@@ -58,7 +58,8 @@ def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> 
 
     folder = os.path.join(args.work_dir, f"{cell}-{sparsity:g}")
     train_argv = ["--cell", cell, "--units", "128", "--final-sparsity", str(sparsity), "--epochs", str(args.epochs),
-                  "--stop-rule", "monitor", "--seed", str(args.seed), "--out", folder, "--verbose", "2"]
+                  "--stop-rule", "monitor", "--prune-begin", "0", "--seed", str(args.seed), "--out", folder,
+                  "--verbose", "2"]
     if args.data_dir:
         train_argv += ["--data-dir", args.data_dir]
     summary_path, tflite_path = os.path.join(folder, "summary.json"), os.path.join(folder, "int8.tflite")

@@ -436,7 +436,8 @@ def main(argv=None) -> int:
     if not args.report_only:
         from keras_expander.io_utils import import_tensorflow_quietly
 
-        tf = import_tensorflow_quietly()
+        import_tensorflow_quietly()
+        from keras_expander.backend import tf
         if args.threads:
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -481,9 +482,10 @@ def main(argv=None) -> int:
                      f"each q pruned from the trained dense model over 60 % of {args.prune_epochs['mnist']} / "
                      f"{args.prune_epochs['speech']} more epochs (20 pruning steps, degree_floor_magnitude, "
                      "stop_rule='monitor') and fine-tuned for the rest; dense (q = 100) trained those epochs without "
-                     "pruning. Rule stops come from the run to the smallest "
-                     "q; rule accuracies are interpolated between grid points; held-out batch "
-                     f"{args.holdout} validation samples."),
+                     "pruning. Spectral and candidate rule stops come from the run to the smallest q, their "
+                     "accuracies interpolated between grid points; each tolerance rule is a run of its own to the "
+                     "smallest q with that stop rule (its q and test accuracy measured); held-out batch "
+                     f"{args.holdout} validation samples (at most the validation split)."),
         "default_rule": default_rule_name(), "rows": rows}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(payload, indent=2))

@@ -293,6 +293,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             self._step_accuracy = None
             if self.holdout is not None and any(layer.pruning_schedule.stop_rule == "tolerance"
                                                 and layer.pruning_schedule.is_pruning_turn(step)
+                                                and not float(variable_value(layer.expansion_stopped))
                                                 for layer in self._expanders):
                 # Once per step, before any layer commits: every layer is judged on the same model.
                 self._step_accuracy = self._holdout_accuracy()
