@@ -34,8 +34,10 @@ is kept in --runs/<key>.json and every dense model in --runs/<key>.weights.h5; a
 
   python benchmarks/stop_rule_knee.py --data-dir ../shared/data             # all cells, both data sets, 3 seeds
   python benchmarks/stop_rule_knee.py --report-only                         # tables and plot from the runs
-  python benchmarks/stop_rule_knee.py --cells lstm gru --datasets mnist --prune-epochs-mnist 6 \
+  python benchmarks/stop_rule_knee.py --prune-epochs-mnist 6 --prune-epochs-speech 12 \
       --runs runs/stop_rule_knee_long --name stop_rule_knee_long --data-dir ../shared/data   # 3x the fine-tuning
+Each run uses one process; two processes over disjoint --cells / --datasets with --threads 1 share a --runs
+folder and use both cores of a 2-core machine.
 """
 
 from __future__ import annotations
