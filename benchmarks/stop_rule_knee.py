@@ -288,16 +288,17 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
         knee = min(within) if within else 100.0
         for name, rule in {**RULES, **LIVE_RULES}.items():
             stops, accuracies = [], []
-            if name in LIVE_RULES:
+            if name in LIVE_RULES:  # measured by runs of their own
                 if not all((name, s) in live_runs for s in seeds):
                     continue
                 stops = [live_runs[(name, s)]["measured_q"] for s in seeds]
                 accuracies = [live_runs[(name, s)]["test_accuracy"] for s in seeds]
-            for s in seeds if name in RULES else ():
-                trajectory = next(r for r in by_seed[s] if r["q"] == min(q_grid))
-                stop = rule_stop_q(rule, trajectory)
-                stops.append(stop)
-                accuracies.append(interpolate_accuracy(by_seed[s], stop))
+            else:  # read from the recorded trajectory, accuracy interpolated
+                for s in seeds:
+                    trajectory = next(r for r in by_seed[s] if r["q"] == min(q_grid))
+                    stop = rule_stop_q(rule, trajectory)
+                    stops.append(stop)
+                    accuracies.append(interpolate_accuracy(by_seed[s], stop))
             rule_q, rule_accuracy = float(np.mean(stops)), float(np.mean(accuracies))
             rows.append({
                 "cell": cell, "dataset": dataset, "rule": {"name": name, **rule}, "default": name == default,

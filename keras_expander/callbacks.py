@@ -309,15 +309,12 @@ class ExpanderPruningCallback(DualKerasCallback):
 
     def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
-        current = graph_lib.layer_matrices(layer)
-        weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
-                   for key, variable in graph_lib.matrix_variables(layer).items()}
         old_sparsity = mask_sparsity(layer)
         plan = None
-        if schedule.stop_rule == "tolerance":
+        if schedule.stop_rule == "tolerance":  # decided first: a pause needs no weights read
             # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
             # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
-            committed = self._committed_target.get(current.layer, old_sparsity)
+            committed = self._committed_target.get(layer.layer.name, old_sparsity)
             plan = decision_lib.tolerance_plan(self._reference_accuracy, self._step_accuracy, schedule.tolerance,
                                                target, schedule.next_target(committed), schedule.final_sparsity,
                                                schedule.is_last_turn(step))
@@ -325,6 +322,9 @@ class ExpanderPruningCallback(DualKerasCallback):
                 self._pause(layer, step, target, old_sparsity, plan)
                 return
             target = plan.target
+        current = graph_lib.layer_matrices(layer)
+        weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
+                   for key, variable in graph_lib.matrix_variables(layer).items()}
         verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
                                       decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
                                                                        layer.min_degree, layer.seed, self.method))
@@ -334,7 +334,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             self._hold(layer, step, target, old_sparsity, verdict, verdict.reason)
             return
         layer.commit_masks(verdict.masks)
-        self._committed_target[current.layer] = target
+        self._committed_target[layer.layer.name] = target
         if schedule.stop_rule != "tolerance":
             for name in sorted(set(verdict.below) - self._warned_graphs):
                 self._warned_graphs.add(name)
@@ -354,8 +354,7 @@ class ExpanderPruningCallback(DualKerasCallback):
     def _pause(self, layer, step: int, target: float, sparsity: float, plan: decision_lib.TolerancePlan) -> None:
         """stop_rule="tolerance" without a step: a pause, or at the schedule's last step the layer's hold."""
         if plan.hold:
-            layer.expansion_stopped.assign(1.0)
-            layer.expansion_sparsity_cap.assign(sparsity)
+            self._stop(layer, sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, float("nan"), "", plan.reason,
                                   paused=plan.paused))
         if self.verbose:
@@ -370,9 +369,14 @@ class ExpanderPruningCallback(DualKerasCallback):
         labels = np.argmax(y, axis=-1) if y.ndim == predictions.ndim + 1 else y
         return float(np.mean(predictions == labels.astype(predictions.dtype)))
 
-    def _hold(self, layer, step, target, sparsity, verdict: decision_lib.Decision, reason: str) -> None:
+    @staticmethod
+    def _stop(layer, sparsity: float) -> None:
+        """Holds the layer for good at `sparsity` (its schedule reads these variables)."""
         layer.expansion_stopped.assign(1.0)
         layer.expansion_sparsity_cap.assign(sparsity)
+
+    def _hold(self, layer, step, target, sparsity, verdict: decision_lib.Decision, reason: str) -> None:
+        self._stop(layer, sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, verdict.worst_value,
                                   verdict.worst_graph, reason, graphs=_graphs(verdict.values)))
         if self.verbose:

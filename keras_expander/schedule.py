@@ -168,8 +168,7 @@ class ExpanderPruningSchedule:
         last = self.begin_step + span // self.frequency * self.frequency
         if last == self.end_step:
             return
-        progress = (last - self.begin_step) / span
-        reached = (self.initial_sparsity - self.final_sparsity) * (1 - progress) ** self.power + self.final_sparsity
+        reached = self.target_at(last)
         if self.frequency > span:
             raise ValueError(f"Argument `frequency` must be at most end_step - begin_step = {span}: the only pruning "
                              f"step would be begin_step={self.begin_step}, where polynomial_decay's sparsity is "
