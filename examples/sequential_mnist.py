@@ -115,6 +115,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="graphs of gated cells that the stop rule measures (default union)")
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="stop_rule=tolerance: allowed drop of held-out accuracy, points (default 1.0)")
+    parser.add_argument("--tolerance-window", type=int, default=3,
+                        help="stop_rule=tolerance: pruning steps whose held-out accuracies are averaged (default 3)")
     parser.add_argument("--frequency", type=int, default=50, help="prune every N steps (default 50)")
     parser.add_argument("--prune-begin", type=float, default=0.33,
                         help="fraction of training before the first pruning step (default 0.33: the held-out "
@@ -203,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
     schedule = ke.ExpanderPruningSchedule(
         final_sparsity=args.final_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency,
         criterion=args.criterion, representation=args.representation, margin=args.margin,
-        gate_view=args.gate_view, stop_rule=args.stop_rule, tolerance=args.tolerance)
+        gate_view=args.gate_view, stop_rule=args.stop_rule, tolerance=args.tolerance,
+        tolerance_window=args.tolerance_window)
     model = ke.prune_expander(build_model(args.cell, args.units), schedule, mask_policy=args.policy,
                               seed=args.seed)
     model.compile(optimizer=tf_keras.optimizers.Adam(args.learning_rate),
@@ -231,7 +234,7 @@ def run(args: argparse.Namespace) -> dict:
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / args.epochs,
         "layers": [{key: _finite(value) for key, value in dataclasses.asdict(s).items()} for s in layer_summary],
-        "held": [dataclasses.asdict(event) for event in held],
+        "held": [{key: _finite(value) for key, value in dataclasses.asdict(event).items()} for event in held],
         "graphs": json.loads(ke.analysis.report_to_json(report))["graphs"],
         "events": [{key: _finite(value) for key, value in dataclasses.asdict(e).items()} for e in pruning.events],
         "outputs": {"model": model_path, "history": history_path,

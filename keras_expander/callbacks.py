@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import keras
 import numpy as np
@@ -44,6 +45,8 @@ class PruningEvent:
             the weights were not finite or the step was paused).
         paused: Under ``stop_rule="tolerance"``, True when the step was skipped until held-out accuracy recovers
             (not committed, not held: the layer may resume at a later step).
+        holdout_accuracy: Under ``stop_rule="tolerance"``, the held-out accuracy in [0, 1] measured at this step
+            (one measurement; the rule judges its mean with the steps before, `tolerance_window`); nan otherwise.
     """
 
     step: int
@@ -57,6 +60,7 @@ class PruningEvent:
     kept_share: float = 1.0
     graphs: dict = dataclasses.field(default_factory=dict)
     paused: bool = False
+    holdout_accuracy: float = float("nan")
 
 
 def _graphs(values: dict) -> dict:
@@ -149,8 +153,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.verbose = verbose
         self.log_graphs = bool(log_graphs)
         self.holdout = holdout
-        self._reference_accuracy = None  # best held-out accuracy of this fit's pruning steps (tolerance rule)
-        self._step_accuracy = None  # held-out accuracy of the model as trained up to the present step
+        self._holdout_history = []  # held-out accuracies of this fit's pruning steps, oldest first (tolerance rule)
         self._committed_target = {}  # layer name -> last committed target sparsity (tolerance rule)
         self.log_dir = log_dir
         self.method = method
@@ -211,7 +214,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             progbar = keras.utils.Progbar
         self._bar_in_place = self.params.get("verbose") == 1 and bool(progbar(1)._dynamic_display)
         self._sync_clock()
-        self._reference_accuracy = None
+        self._holdout_history = []
         self._committed_target = {}
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
@@ -290,14 +293,12 @@ class ExpanderPruningCallback(DualKerasCallback):
             last = min(last, self._epoch_start + self.params["steps"])
         self._bar_open = self._bar_in_place and batch > 0
         for step in range(first, last + 1):
-            self._step_accuracy = None
             if self.holdout is not None and any(layer.pruning_schedule.stop_rule == "tolerance"
                                                 and layer.pruning_schedule.is_pruning_turn(step)
                                                 and not float(variable_value(layer.expansion_stopped))
                                                 for layer in self._expanders):
                 # Once per step, before any layer commits: every layer is judged on the same model.
-                self._step_accuracy = self._holdout_accuracy()
-                self._reference_accuracy = max(self._reference_accuracy or 0.0, self._step_accuracy)
+                self._holdout_history.append(self._holdout_accuracy())
             for layer in self._expanders:
                 if not layer.pruning_schedule.is_pruning_turn(step):
                     continue
@@ -315,7 +316,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
             # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
             committed = self._committed_target.get(layer.layer.name, old_sparsity)
-            plan = decision_lib.tolerance_plan(self._reference_accuracy, self._step_accuracy, schedule.tolerance,
+            plan = decision_lib.tolerance_plan(self._holdout_history, schedule.tolerance_window, schedule.tolerance,
                                                target, schedule.next_target(committed), schedule.final_sparsity,
                                                schedule.is_last_turn(step))
             if not plan.prune:
@@ -343,7 +344,8 @@ class ExpanderPruningCallback(DualKerasCallback):
                           f"point.")
         sparsity = mask_sparsity(layer)
         self._record(PruningEvent(step, current.layer, target, sparsity, True, verdict.worst_value,
-                                  verdict.worst_graph, verdict.reason, verdict.kept_share, _graphs(verdict.values)))
+                                  verdict.worst_graph, verdict.reason, verdict.kept_share, _graphs(verdict.values),
+                                  holdout_accuracy=self._step_holdout_accuracy(schedule)))
         if self.verbose:
             self._say(f"step {step}: {current.layer} sparsity {old_sparsity:.4f} -> {sparsity:.4f}, min "
                       f"{schedule.criterion} {verdict.worst_value:.4g} at {verdict.worst_graph}"
@@ -356,10 +358,14 @@ class ExpanderPruningCallback(DualKerasCallback):
         if plan.hold:
             self._stop(layer, sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, float("nan"), "", plan.reason,
-                                  paused=plan.paused))
+                                  paused=plan.paused, holdout_accuracy=self._holdout_history[-1]))
         if self.verbose:
             self._say(f"step {step}: {layer.layer.name} {'paused' if plan.paused else 'held'} at sparsity "
                       f"{sparsity:.4f} (target {target:.4f}): {plan.reason.removeprefix('paused: ')}")
+
+    def _step_holdout_accuracy(self, schedule) -> float:
+        """This step's held-out measurement for an event of a ``stop_rule="tolerance"`` layer, else nan."""
+        return self._holdout_history[-1] if schedule.stop_rule == "tolerance" else float("nan")
 
     def _holdout_accuracy(self) -> float:
         """Accuracy in [0, 1] of the model on `holdout` (argmax of the last axis against integer or one-hot
@@ -378,7 +384,8 @@ class ExpanderPruningCallback(DualKerasCallback):
     def _hold(self, layer, step, target, sparsity, verdict: decision_lib.Decision, reason: str) -> None:
         self._stop(layer, sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, verdict.worst_value,
-                                  verdict.worst_graph, reason, graphs=_graphs(verdict.values)))
+                                  verdict.worst_graph, reason, graphs=_graphs(verdict.values),
+                                  holdout_accuracy=self._step_holdout_accuracy(layer.pruning_schedule)))
         if self.verbose:
             self._say(f"step {step}: {layer.layer.name} held at sparsity {sparsity:.4f} (target {target:.4f}): "
                       f"{reason}")
@@ -408,6 +415,8 @@ class ExpanderPruningCallback(DualKerasCallback):
             tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed and not event.paused))
             tf.summary.scalar(f"paused/{event.layer}", float(event.paused))
             tf.summary.scalar(f"kept_share/{event.layer}", event.kept_share)
+            if not math.isnan(event.holdout_accuracy):
+                tf.summary.scalar(f"holdout_accuracy/{event.layer}", event.holdout_accuracy)
             for name, value in event.graphs.items():
                 for key, number in value.items():
                     tf.summary.scalar(f"{key}/{name}", number)

@@ -217,26 +217,65 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
                     + (" and no blend with random edges repaired it" if settings.stop_rule == "correct" else ""))
 
 
-def tolerance_verdict(reference_accuracy: float, accuracy: float, tolerance: float) -> tuple[bool, str]:
+def smoothed_holdout(history, window: int) -> tuple[float, float]:
+    """The two held-out accuracies that ``stop_rule="tolerance"`` compares at a pruning step.
+
+    One measurement on a held-out batch of n samples varies by about sqrt(p (1 - p) / n) (binomial sampling) plus
+    what the fine-tuning steps between pruning steps move; the best single measurement of a fit is biased upward
+    by the largest of those fluctuations, so a tolerance of 1 point against it pauses on noise where the batch is
+    small (1.5-2 points from step to step on the 443-clip speech validation split: results/stop_rule_knee.md).
+    Averaging `window` consecutive measurements shrinks both by about sqrt(window), at the price of seeing a real
+    drop in full only `window` - 1 steps later.
+
+    Args:
+        history: Held-out accuracies in [0, 1] of this fit's pruning steps so far, oldest first, the present step's
+            last; length >= 1.
+        window: Measurements averaged, >= 1 (1: the present measurement and the best single one).
+
+    Returns:
+        (accuracy, reference): the mean of the last `window` measurements (of all of them while fewer were taken),
+        and the largest such mean over the fit (its steps so far, this one included). A nan measurement makes the
+        accuracy nan, which pauses.
+
+    Raises:
+        ValueError: `history` empty or `window` < 1.
+    """
+    values = np.asarray(history, dtype=np.float64)
+    if values.ndim != 1 or not len(values) or int(window) != window or window < 1:
+        raise ValueError(f"smoothed_holdout needs a non-empty 1-D history and an integer window >= 1. Received: "
+                         f"history of shape {values.shape}, window={window!r}")
+    window = int(window)
+    means = np.array([np.mean(values[max(0, end - window):end]) for end in range(1, len(values) + 1)])
+    finite = means[~np.isnan(means)]
+    return float(means[-1]), float(finite.max()) if len(finite) else float("nan")
+
+
+def tolerance_verdict(history, window: int, tolerance: float) -> tuple[bool, str]:
     """Rule ``stop_rule="tolerance"``: pause pruning while held-out accuracy is more than `tolerance` below the
     reference.
 
     Args:
-        reference_accuracy: Best held-out accuracy in [0, 1] measured at this fit's pruning steps so far (the first
-            is measured before any pruning).
-        accuracy: Held-out accuracy in [0, 1] of the model as trained up to this pruning step (the masks committed
-            so far, fine-tuned since); the step's candidate is not committed yet.
+        history: Held-out accuracies in [0, 1] of this fit's pruning steps, oldest first; the last is of the model
+            as trained up to this step (the masks committed so far, fine-tuned since; the step's candidate is not
+            committed yet), the first was measured before any pruning.
+        window: Measurements averaged (`smoothed_holdout`), >= 1.
         tolerance: Allowed drop in accuracy points (%), >= 0.
 
     Returns:
-        (pause, reason): pause is True when 100 * (reference - accuracy) > tolerance (a nan accuracy pauses). The
-        caller keeps the layer's masks for this step; at the schedule's last step a pause is the layer's hold.
+        (pause, reason): pause is True when 100 * (reference - accuracy) > tolerance, both from
+        `smoothed_holdout` (a nan accuracy pauses). The caller keeps the layer's masks for this step; at the
+        schedule's last step a pause is the layer's hold.
+
+    Raises:
+        ValueError: from `smoothed_holdout`.
     """
-    drop = 100.0 * (reference_accuracy - accuracy)
+    accuracy, reference = smoothed_holdout(history, window)
+    drop = 100.0 * (reference - accuracy)
     if drop <= tolerance + 1e-9:  # a drop of exactly the tolerance (k / N accuracies in floating point) passes
         return False, ""
-    return True, (f"held-out accuracy is {100 * accuracy:.2f} %, {drop:.2f} points below the best "
-                  f"{100 * reference_accuracy:.2f} % of this fit (tolerance {tolerance:g} points)")
+    measured = "held-out accuracy" if window == 1 else f"held-out accuracy (mean of the last {window} steps)"
+    return True, (f"{measured} is {100 * accuracy:.2f} %, {drop:.2f} points below the best "
+                  f"{100 * reference:.2f} % of this fit (tolerance {tolerance:g} points)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,8 +300,8 @@ class TolerancePlan:
         return not self.prune and not self.hold
 
 
-def tolerance_plan(reference_accuracy: float, accuracy: float, tolerance: float, scheduled_target: float,
-                   next_target: float, final_sparsity: float, last_step: bool) -> TolerancePlan:
+def tolerance_plan(history, window: int, tolerance: float, scheduled_target: float, next_target: float,
+                   final_sparsity: float, last_step: bool) -> TolerancePlan:
     """The decision of ``stop_rule="tolerance"`` at one pruning step.
 
     While held-out accuracy is more than `tolerance` points below the reference (`tolerance_verdict`) the layer
@@ -272,8 +311,8 @@ def tolerance_plan(reference_accuracy: float, accuracy: float, tolerance: float,
     a hold at that sparsity.
 
     Args:
-        reference_accuracy: Best held-out accuracy in [0, 1] of this fit's pruning steps so far.
-        accuracy: Held-out accuracy in [0, 1] of the model as trained up to this step.
+        history: Held-out accuracies in [0, 1] of this fit's pruning steps, oldest first, this step's last.
+        window: Measurements averaged (`smoothed_holdout`), >= 1.
         tolerance: Allowed drop in accuracy points (%), >= 0.
         scheduled_target: The base schedule's target sparsity at this step, in [0, 1).
         next_target: The schedule's first target above the layer's last committed sparsity
@@ -283,8 +322,11 @@ def tolerance_plan(reference_accuracy: float, accuracy: float, tolerance: float,
 
     Returns:
         A `TolerancePlan`.
+
+    Raises:
+        ValueError: from `smoothed_holdout`.
     """
-    pause, reason = tolerance_verdict(reference_accuracy, accuracy, tolerance)
+    pause, reason = tolerance_verdict(history, window, tolerance)
     if pause:
         return TolerancePlan(False, scheduled_target, last_step, reason if last_step else "paused: " + reason)
     target = min(scheduled_target, next_target)

@@ -61,8 +61,9 @@ class ExpanderPruningSchedule:
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
     warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` (the default) the spectral values
     are diagnostics only: at each pruning step the model as trained so far is measured on a held-out batch
-    (``ExpanderPruningCallback(holdout=...)``); while that accuracy is more than `tolerance` points below the best
-    of this fit's pruning steps (the first is measured before any pruning) the layer pauses at its present masks,
+    (``ExpanderPruningCallback(holdout=...)``); while that accuracy, averaged over the last `tolerance_window`
+    pruning steps, is more than `tolerance` points below the best such average of this fit (the first measurement
+    is taken before any pruning) the layer pauses at its present masks,
     and once it has recovered it resumes with the schedule's next step after its last committed one
     (`next_target`). A pause at the schedule's last step, or a layer still short of `final_sparsity` there, is
     held: that sparsity is the rule's answer. The decision itself is `keras_expander.decision.decide`.
@@ -98,6 +99,10 @@ class ExpanderPruningSchedule:
             "monitor".
         tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy below the best of this
             fit's pruning steps, in points (%), >= 0 (default 1.0).
+        tolerance_window: Under ``stop_rule="tolerance"``, how many pruning steps' held-out accuracies are
+            averaged, the present one and those before it, both for the accuracy judged and for the best of the fit
+            (`keras_expander.decision.smoothed_holdout`), an integer >= 1 (default 3; 1 judges single
+            measurements, which pause on noise when the held-out batch is small).
 
     Raises:
         ValueError: any argument out of range or not among the allowed values, ``stop_rule="correct"`` with
@@ -113,7 +118,8 @@ class ExpanderPruningSchedule:
     def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
                  initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
                  base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
-                 margin: float = 0.0, gate_view: str = "union", stop_rule: str = "tolerance", tolerance: float = 1.0):
+                 margin: float = 0.0, gate_view: str = "union", stop_rule: str = "tolerance", tolerance: float = 1.0,
+                 tolerance_window: int = 3):
         _choice("base", base, BASE_SCHEDULES)
         _choice("criterion", criterion, CRITERIA)
         _choice("representation", representation, REPRESENTATIONS)
@@ -142,6 +148,10 @@ class ExpanderPruningSchedule:
             raise ValueError(f"Argument `power` must be > 0. Received: power={power!r}")
         if tolerance < 0:
             raise ValueError(f"Argument `tolerance` must be >= 0 (accuracy points). Received: tolerance={tolerance!r}")
+        tolerance_window = _integer("tolerance_window", tolerance_window)
+        if tolerance_window < 1:
+            raise ValueError(f"Argument `tolerance_window` must be an integer >= 1 (pruning steps). Received: "
+                             f"tolerance_window={tolerance_window!r}")
         self.final_sparsity = float(final_sparsity)
         self.begin_step = begin_step
         self.end_step = end_step
@@ -155,6 +165,7 @@ class ExpanderPruningSchedule:
         self.gate_view = gate_view
         self.stop_rule = stop_rule
         self.tolerance = tolerance
+        self.tolerance_window = tolerance_window
         self._stopped = None
         self._sparsity_cap = None
         self._warned_unbound = False
@@ -281,7 +292,7 @@ class ExpanderPruningSchedule:
             "initial_sparsity": self.initial_sparsity, "power": self.power, "frequency": self.frequency,
             "base": self.base, "criterion": self.criterion, "representation": self.representation,
             "margin": self.margin, "gate_view": self.gate_view, "stop_rule": self.stop_rule,
-            "tolerance": self.tolerance}}
+            "tolerance": self.tolerance, "tolerance_window": self.tolerance_window}}
 
     @classmethod
     def from_config(cls, config: dict) -> "ExpanderPruningSchedule":

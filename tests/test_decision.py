@@ -112,28 +112,51 @@ def test_worst_graph_ranks_nan_below_every_number():
     (0.90, 0.895, 1.0, False), (0.90, 0.89, 1.0, False), (0.90, 0.8899, 1.0, True), (0.90, 0.95, 0.0, False),
     (0.90, 0.8999, 0.0, True), (0.90, float("nan"), 5.0, True)])
 def test_tolerance_verdict_pauses_past_the_tolerance_in_points(reference, candidate, tolerance, hold):
-    paused, reason = decision.tolerance_verdict(reference, candidate, tolerance)
+    paused, reason = decision.tolerance_verdict([reference, candidate], 1, tolerance)
     assert paused is hold
     assert (f"tolerance {tolerance:g} points" in reason) is hold
 
 
+def test_smoothed_holdout_averages_the_last_window_measurements():
+    history = [0.80, 0.86, 0.78, 0.84, 0.75]
+    # window 1: the present measurement against the best single one
+    assert decision.smoothed_holdout(history, 1) == pytest.approx((0.75, 0.86))
+    # window 3: means of 1, 2, 3, 3, 3 measurements: 0.80, 0.83, 0.8133, 0.8267, 0.79
+    assert decision.smoothed_holdout(history, 3) == pytest.approx((0.79, 0.83))
+    assert decision.smoothed_holdout(history, 10) == pytest.approx((np.mean(history), 0.83))
+    accuracy, reference = decision.smoothed_holdout([0.9, float("nan")], 2)
+    assert np.isnan(accuracy) and reference == 0.9
+    for history, window in (([], 3), ([0.9], 0), ([0.9], 1.5)):
+        with pytest.raises(ValueError, match=f"window={window!r}"):
+            decision.smoothed_holdout(history, window)
+
+
+def test_tolerance_verdict_with_a_window_pauses_on_a_sustained_drop_not_on_one_low_measurement():
+    one_low = [0.86, 0.86, 0.86, 0.845]
+    assert decision.tolerance_verdict(one_low, 1, 1.0)[0]  # 1.5 points below the best single measurement
+    assert not decision.tolerance_verdict(one_low, 3, 1.0)[0]  # mean 85.5 %, 0.5 points below
+    paused, reason = decision.tolerance_verdict([0.86, 0.86, 0.86, 0.84, 0.83, 0.82], 3, 1.0)
+    assert paused and reason == ("held-out accuracy (mean of the last 3 steps) is 83.00 %, 3.00 points below the "
+                                 "best 86.00 % of this fit (tolerance 1 points)")
+
+
 def test_tolerance_plan_prunes_pauses_and_holds():
     # Recovered: the schedule's next step after the last committed one, not the (larger) target of this step.
-    assert decision.tolerance_plan(0.97, 0.965, 1.0, 0.8859, 0.7875, 0.9, last_step=False) == \
+    assert decision.tolerance_plan([0.97, 0.965], 1, 1.0, 0.8859, 0.7875, 0.9, last_step=False) == \
         decision.TolerancePlan(True, 0.7875, False)
-    assert decision.tolerance_plan(0.97, 0.965, 1.0, 0.7875, 0.8859, 0.9, last_step=False).target == 0.7875
+    assert decision.tolerance_plan([0.97, 0.965], 1, 1.0, 0.7875, 0.8859, 0.9, last_step=False).target == 0.7875
     # Not recovered: a pause (not a hold) before the schedule's last step ...
-    paused = decision.tolerance_plan(0.97, 0.95, 1.0, 0.8859, 0.7875, 0.9, last_step=False)
+    paused = decision.tolerance_plan([0.97, 0.95], 1, 1.0, 0.8859, 0.7875, 0.9, last_step=False)
     assert paused.paused and not paused.prune and not paused.hold and paused.target == 0.8859
     assert paused.reason == ("paused: held-out accuracy is 95.00 %, 2.00 points below the best 97.00 % of this fit "
                              "(tolerance 1 points)")
     # ... and a hold at it, or after its last step when that step is short of the final sparsity.
-    held = decision.tolerance_plan(0.97, 0.95, 1.0, 0.9, 0.7875, 0.9, last_step=True)
+    held = decision.tolerance_plan([0.97, 0.95], 1, 1.0, 0.9, 0.7875, 0.9, last_step=True)
     assert held.hold and not held.prune and not held.paused and held.reason.startswith("held-out accuracy is 95.00")
-    short = decision.tolerance_plan(0.97, 0.97, 1.0, 0.9, 0.8859, 0.9, last_step=True)
+    short = decision.tolerance_plan([0.97, 0.97], 1, 1.0, 0.9, 0.8859, 0.9, last_step=True)
     assert short.prune and short.hold and short.target == 0.8859 and "short of final_sparsity 0.9" in short.reason
     # float32 targets of the last step count as the final sparsity
-    assert decision.tolerance_plan(0.97, 0.97, 1.0, 0.8999999761581421, 0.8999999761581421, 0.9, True) == \
+    assert decision.tolerance_plan([0.97, 0.97], 1, 1.0, 0.8999999761581421, 0.8999999761581421, 0.9, True) == \
         decision.TolerancePlan(True, 0.8999999761581421, False)
 
 

@@ -85,6 +85,8 @@ def test_schedule_config_round_trips_through_json():
     (dict(power=0), "power=0"),
     (dict(tolerance=-1.0), "tolerance=-1.0"),
     (dict(stop_rule="tolerance", tolerance=float("inf")), "tolerance=inf"),
+    (dict(tolerance_window=0), "tolerance_window=0"),
+    (dict(tolerance_window=2.5), "tolerance_window=2.5"),
 ])
 def test_schedule_bad_argument_names_it_and_the_value(kwargs, match):
     arguments = dict(final_sparsity=0.5, begin_step=0, end_step=100) | kwargs
@@ -238,14 +240,14 @@ def test_hold_holds_where_correct_repairs_the_failing_graph(K):
     assert float(model.layers[0].expansion_stopped.numpy()) == 0.0
 
 
-def tolerance_steps(K, tolerance, end_step=-1):
+def tolerance_steps(K, tolerance, end_step=-1):  # one measurement judged: tolerance_window=1
     """Pruning steps at every batch (two batches, 90 %) of an untrained LSTM(16) under stop_rule="tolerance", with
     held-out labels equal to the model's own predictions before pruning (held-out accuracy 100 % then) and learning
     rate 0 (the weights never change, so held-out accuracy moves only with the masks). end_step -1: constant 90 %;
     else polynomial decay to 90 % at end_step."""
     base = "constant_sparsity" if end_step == -1 else "polynomial_decay"
     schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=end_step, frequency=1, base=base,
-                                       stop_rule="tolerance", tolerance=tolerance)
+                                       stop_rule="tolerance", tolerance=tolerance, tolerance_window=1)
     model = ke.prune_expander(model_with("lstm", K=K), schedule)
     x, y = data(n=64)
     holdout = data(n=256, seed=5)[0]
@@ -289,12 +291,13 @@ def test_tolerance_rule_resumes_one_schedule_step_at_a_time(K, monkeypatch):
     accuracies = iter([1.0, 0.9, 1.0, 1.0])
     monkeypatch.setattr(ke.ExpanderPruningCallback, "_holdout_accuracy", lambda self: next(accuracies))
     schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=4, frequency=1,
-                                       stop_rule="tolerance")
+                                       stop_rule="tolerance", tolerance_window=1)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
     x, y = data(n=128)
     callback = ke.ExpanderPruningCallback(holdout=(x, y))
     model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
     steps = [(e.step, e.committed, round(e.target_sparsity, 4)) for e in callback.events]
+    assert [e.holdout_accuracy for e in callback.events] == [1.0, 0.9, 1.0, 1.0, 1.0]
     # step 2 pauses at 78.75 %; step 3 resumes with the step after the last committed one (78.75 %, not 88.59 %);
     # step 4 takes 88.59 %, short of 90 % when the schedule ends: the layer is held there.
     assert steps == [(1, True, 0.5203), (2, False, 0.7875), (3, True, 0.7875), (4, True, 0.8859), (4, False, 0.9)]
@@ -302,6 +305,33 @@ def test_tolerance_rule_resumes_one_schedule_step_at_a_time(K, monkeypatch):
     assert "short of final_sparsity 0.9" in callback.events[-1].reason
     assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
     assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
+
+
+def test_tolerance_rule_judges_the_mean_of_its_last_window_measurements(K, monkeypatch):
+    # Scripted held-out accuracies, as above; the default tolerance_window=3. Step 2's single measurement is 1.5
+    # points below the best (a pause with window 1); the mean of steps 1-2 is 0.75 below, within 1 point. Step 4's
+    # mean of steps 2-4, (98.5 + 99 + 96) / 3 = 97.83 %, is 2.17 points below the best mean (100 %): held there.
+    def run(window):
+        accuracies = iter([1.0, 0.985, 0.99, 0.96])
+        monkeypatch.setattr(ke.ExpanderPruningCallback, "_holdout_accuracy", lambda self: next(accuracies))
+        schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=4, frequency=1,
+                                           **({} if window is None else {"tolerance_window": window}))
+        model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
+        x, y = data(n=128)
+        callback = ke.ExpanderPruningCallback(holdout=(x, y))
+        model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+        return model, callback.events
+
+    model, events = run(None)
+    assert [(e.step, e.committed, round(e.target_sparsity, 4)) for e in events] == \
+        [(1, True, 0.5203), (2, True, 0.7875), (3, True, 0.8859), (4, False, 0.9)]
+    assert events[-1].reason == ("held-out accuracy (mean of the last 3 steps) is 97.83 %, 2.17 points below the "
+                                 "best 100.00 % of this fit (tolerance 1 points)")
+    assert [e.holdout_accuracy for e in events] == [1.0, 0.985, 0.99, 0.96]
+    assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
+    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
+    _, events = run(1)
+    assert events[1].paused and events[1].reason.startswith("paused: held-out accuracy is 98.50 %, 1.50 points")
 
 
 def test_tolerance_rule_needs_a_holdout_of_matching_lengths(K):
