@@ -323,6 +323,9 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
 def to_markdown(payload: dict) -> str:
     rows = payload["rows"]
     default = default_rule_name()
+    # one column per (cell, dataset); a rule without runs for all of a column's seeds is left blank there
+    columns = sorted({(r["cell"], r["dataset"]) for r in rows})
+    first = {column: next(r for r in rows if (r["cell"], r["dataset"]) == column) for column in columns}
     lines = [f"# Stop rules against the accuracy knee, {payload['date']}", "",
              f"Reproduce: `{payload['command']}`. {payload['protocol']}", "",
              f"Data: sequential MNIST ({SEQUENTIAL_MNIST_NOTE}); speech ({SPEECH_NOTE}). The speech test split "
@@ -331,25 +334,25 @@ def to_markdown(payload: dict) -> str:
              "point of dense):", "",
              "| cell | dataset | seeds | " + " | ".join(f"q={q}" for q in rows[0]["mean_accuracy_by_q"]) +
              " | knee q |", "|---|---|---|" + "---|" * (len(rows[0]["mean_accuracy_by_q"]) + 1)]
-    for row in rows:
-        if row["rule"]["name"] == default:
-            lines.append(f"| {row['cell']} | {row['dataset']} | {len(row['seeds'])} | " +
-                         " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values()) +
-                         f" | {row['knee_q']:g} |")
+    for row in first.values():
+        lines.append(f"| {row['cell']} | {row['dataset']} | {len(row['seeds'])} | " +
+                     " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values()) + f" | {row['knee_q']:g} |")
     names = [name for name in {**RULES, **LIVE_RULES} if any(r["rule"]["name"] == name for r in rows)]
     lines += ["", "Where each rule stops: mean rule q (%) / its accuracy minus dense (points; interpolated between "
               "grid points for the spectral and candidate rules, the run's own test accuracy for the tolerance "
               "rules, which train with the rule); **ok** = within 5 q-points of the knee and within 1 point of "
               "dense.", "",
-              "| rule | " + " | ".join(f"{r['cell']} {r['dataset']}" for r in rows if r["rule"]["name"] == default)
-              + " | rows ok |", "|---|" + "---|" * (sum(r["rule"]["name"] == default for r in rows) + 1)]
+              "| rule | " + " | ".join(f"{cell} {dataset}" for cell, dataset in columns) + " | rows ok |",
+              "|---|" + "---|" * (len(columns) + 1)]
     for name in names:
-        cells = [r for r in rows if r["rule"]["name"] == name]
-        ok = [r["within_5_of_knee"] and r["accuracy_within_1"] and r["counted"] for r in cells]
+        by_column = {(r["cell"], r["dataset"]): r for r in rows if r["rule"]["name"] == name}
+        ok = {column: r["within_5_of_knee"] and r["accuracy_within_1"] and r["counted"]
+              for column, r in by_column.items()}
         label = f"**{name}** (default)" if name == default else name
         lines.append(f"| {label} | " + " | ".join(
-            f"{r['rule_q']:.1f} / {r['rule_accuracy'] - r['dense_accuracy']:+.2f}{' **ok**' if good else ''}"
-            for r, good in zip(cells, ok)) + f" | {sum(ok)}/{sum(r['counted'] for r in cells)} |")
+            f"{r['rule_q']:.1f} / {r['rule_accuracy'] - r['dense_accuracy']:+.2f}{' **ok**' if ok[c] else ''}"
+            if (r := by_column.get(c)) else "-" for c in columns)
+            + f" | {sum(ok.values())}/{sum(r['counted'] for r in by_column.values())} |")
     default_rows = [r for r in rows if r["default"] and r["counted"]]
     passed = [r for r in default_rows if r["within_5_of_knee"] and r["accuracy_within_1"]]
     best = max(names, key=lambda n: sum(r["within_5_of_knee"] and r["accuracy_within_1"] and r["counted"]
