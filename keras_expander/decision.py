@@ -238,7 +238,7 @@ def smoothed_holdout(history, window: int) -> tuple[float, float]:
         accuracy nan, which pauses.
 
     Raises:
-        ValueError: `history` empty or `window` < 1.
+        ValueError: `history` empty or not 1-D, or `window` not an integer >= 1.
     """
     values = np.asarray(history, dtype=np.float64)
     if values.ndim != 1 or not len(values) or int(window) != window or window < 1:
