@@ -229,8 +229,8 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
         rule = LIVE_RULES[live] if live else {"stop_rule": "monitor"}
         schedule = ke.ExpanderPruningSchedule(final_sparsity=1.0 - q / 100.0, begin_step=0, end_step=20 * frequency,
                                               frequency=frequency, stop_rule=rule["stop_rule"],
-                                              tolerance=rule.get("tolerance", 1.0),
-                                              tolerance_window=rule.get("tolerance_window", 3))
+                                              **{key: rule[key] for key in ("tolerance", "tolerance_window")
+                                                 if key in rule})
         model = ke.prune_expander(model, schedule, seed=seed)
         pruning = ke.ExpanderPruningCallback(holdout=holdout_batch(data, seed, args.holdout) if live else None)
         callbacks.append(pruning)

@@ -358,7 +358,8 @@ class ExpanderPruningCallback(DualKerasCallback):
         if plan.hold:
             self._stop(layer, sparsity)
         self._record(PruningEvent(step, layer.layer.name, target, sparsity, False, float("nan"), "", plan.reason,
-                                  paused=plan.paused, holdout_accuracy=self._holdout_history[-1]))
+                                  paused=plan.paused,
+                                  holdout_accuracy=self._step_holdout_accuracy(layer.pruning_schedule)))
         if self.verbose:
             self._say(f"step {step}: {layer.layer.name} {'paused' if plan.paused else 'held'} at sparsity "
                       f"{sparsity:.4f} (target {target:.4f}): {plan.reason.removeprefix('paused: ')}")

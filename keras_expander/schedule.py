@@ -97,8 +97,8 @@ class ExpanderPruningSchedule:
             "per_gate" (the layer is as good as its worst gate) or "stacked" (see `keras_expander.graph`).
         stop_rule: "tolerance" (default; needs ``ExpanderPruningCallback(holdout=...)``), "hold", "correct" or
             "monitor".
-        tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy below the best of this
-            fit's pruning steps, in points (%), >= 0 (default 1.0).
+        tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy (averaged over
+            `tolerance_window` steps) below the best such average of this fit, in points (%), >= 0 (default 1.0).
         tolerance_window: Under ``stop_rule="tolerance"``, how many pruning steps' held-out accuracies are
             averaged, the present one and those before it, both for the accuracy judged and for the best of the fit
             (`keras_expander.decision.smoothed_holdout`), an integer >= 1 (default 3; 1 judges single
