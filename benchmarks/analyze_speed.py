@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-import keras_expander as ke  # noqa: E402
 from keras_expander import spectral  # noqa: E402
-from keras_expander.backend import tf_keras  # noqa: E402
-from keras_expander.io_utils import write_atomic  # noqa: E402
+from keras_expander.expansion import analysis  # noqa: E402
+from keras_expander.files import write_atomic  # noqa: E402
+from keras_expander.frameworks import tf_keras  # noqa: E402
 
 
 def best_of(function, repeats: int) -> float:
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         layer = getattr(tf_keras.layers, cell)(128, name=cell.lower())
         layer.build((None, 28, features))
         for views in (("per_gate",), ("per_gate", "union", "stacked")):
-            ms = best_of(lambda: ke.analysis.analyze_layer(layer, gate_views=views), args.repeats)
+            ms = best_of(lambda: analysis.analyze_layer(layer, gate_views=views), args.repeats)
             rows.append({"what": f"analyze_layer {cell}(128), input {features}, views {'+'.join(views)}",
                          "median_ms": ms})
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 TFLM.
 
 Trains both with the main job (examples/sequential_mnist.py: same seed, epochs and data; the pruned one with
-stop_rule="monitor" so that it reaches 90 %), exports each to float32 and int8 with keras_expander.export, runs
+stop_rule="monitor" so that it reaches 90 %), exports each to float32 and int8 with keras_expander.tflite.export, runs
 every test sequence under LiteRT and TFLM, and writes results/export_mnist_<cell>.json with the acceptance checks:
   int8 TFLM accuracy within 0.5 points of the Keras float accuracy;
   gzip bytes of the pruned int8 model <= 0.30 x those of the dense int8 model;
@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from examples import sequential_mnist  # noqa: E402
 from keras_expander import datasets, export  # noqa: E402
-from keras_expander.io_utils import write_atomic  # noqa: E402
-from keras_expander.prune import load_model  # noqa: E402
+from keras_expander.files import write_atomic  # noqa: E402
+from keras_expander.pruning.prune import load_model  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras  # noqa: E402
 
-from keras_expander.callbacks import DualKerasCallback  # noqa: E402
+from keras_expander.pruning.callback import DualKerasCallback  # noqa: E402
 
 KERAS_VERSIONS = ("tf_keras", "keras3")
 
@@ -51,7 +51,8 @@ def train_and_time(keras_version: str, pruned: bool, args, x_train, y_train) -> 
     """Trains one model and returns its seconds per epoch."""
     import keras_expander as ke
     from examples.sequential_mnist import build_model
-    from keras_expander import backend
+    from keras_expander import frameworks as backend
+    from keras_expander.pruning import wrapper as wrapper_lib
 
     k = backend.keras if keras_version == "keras3" else backend.tf_keras
     k.utils.set_random_seed(args.seed)
@@ -69,7 +70,7 @@ def train_and_time(keras_version: str, pruned: bool, args, x_train, y_train) -> 
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks + [timer],
               verbose=0)
     if pruned:
-        sparsity = min(ke.prune.mask_sparsity(layer) for layer in ke.prune.pruning_wrappers(model))
+        sparsity = min(wrapper_lib.mask_sparsity(layer) for layer in wrapper_lib.pruning_wrappers(model))
         if abs(sparsity - args.sparsity) > 0.005:
             raise RuntimeError(f"{keras_version}: the pruned run reached sparsity {sparsity:.4f}, not {args.sparsity}")
     return timer.seconds
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from keras_expander import datasets
-    from keras_expander.io_utils import write_atomic
+    from keras_expander.files import write_atomic
 
     (x_train, y_train), _ = datasets.sequential_mnist(args.data_dir)
     if args.train_samples:

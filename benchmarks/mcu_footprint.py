@@ -31,10 +31,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from keras_expander import compression, datasets  # noqa: E402
+from keras_expander import datasets  # noqa: E402
+from keras_expander.files import write_atomic  # noqa: E402
 from keras_expander.firmware import deploy  # noqa: E402
+from keras_expander.firmware.decode_prune import decode_prune
+from keras_expander.firmware.model_edit import CompressionError
+from keras_expander.firmware.rewrites import kernel_rewrite
 from keras_expander.firmware.toolchain import FirmwareError  # noqa: E402
-from keras_expander.io_utils import write_atomic  # noqa: E402
 
 # (encoding, kernels). "sparse": keras_expander's sparse kernels for the pruned LSTM / FULLY_CONNECTED ops and the
 # fused SimpleRNN / GRU ops, CMSIS-NN for the model's other ops; "fused": the fused SimpleRNN / GRU ops with dense
@@ -53,8 +56,8 @@ ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_byte
 def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> tuple[bytes, dict]:
     """Trains (or reuses) one model with the main job and converts it to full int8; returns (flatbuffer, info)."""
     from examples import sequential_mnist
-    from keras_expander import export
-    from keras_expander.prune import load_model
+    from keras_expander.pruning.prune import load_model
+    from keras_expander.tflite import export
 
     folder = os.path.join(args.work_dir, f"{cell}-{sparsity:g}")
     train_argv = ["--cell", cell, "--units", "128", "--final-sparsity", str(sparsity), "--epochs", str(args.epochs),
@@ -110,11 +113,11 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
     plain = content
     try:
         if encoding == "tflm_prune":
-            content, encoded = compression.decode_prune(plain)
+            content, encoded = decode_prune(plain)
             row["encoded_tensors"] = len(encoded)
             row["bitexact_vs_plain_tflm_python"] = deploy.encoding_mismatches(plain, content, x_test) == 0
         elif encoding in ("ke_sparse", "ke_fused"):
-            rewrite = compression.kernel_rewrite(plain, encoding)
+            rewrite = kernel_rewrite(plain, encoding)
             content = rewrite.content
             row["sparse_ops"] = len(rewrite.sparse_ops)
             row["fused_layers"] = [layer.op for layer in rewrite.fused_layers]
@@ -122,7 +125,7 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
         report = deploy.deploy(content, x_test, y_test, target="cortex-m4",
                                kernels="cmsis_nn" if kernels in ("sparse", "fused") else kernels, out_dir=folder,
                                reference_content=plain)
-    except (compression.CompressionError, FirmwareError) as error:
+    except (CompressionError, FirmwareError) as error:
         row["error"] = " ".join(str(error).split())
         return row
     row.update({field: getattr(report, field) for field in ROW_FIELDS})

@@ -34,8 +34,9 @@ import numpy as np  # noqa: E402
 import keras_expander as ke  # noqa: E402
 from examples.sequential_mnist import CELLS, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
-from keras_expander.backend import tf_keras, tfmot  # noqa: E402
-from keras_expander.io_utils import write_atomic  # noqa: E402
+from keras_expander.expansion import analysis  # noqa: E402
+from keras_expander.files import write_atomic  # noqa: E402
+from keras_expander.frameworks import tf_keras, tfmot  # noqa: E402
 
 
 class EpochTimer(tf_keras.callbacks.Callback):
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
             print(f"== {cell} {method} sparsity {sparsity} {stop_rule}", flush=True)
             rows.append(train_one(method, cell, sparsity, stop_rule, args, data))
             payload = {"arguments": vars(args), "hardware": hardware, "rows": rows}
-            write_atomic(json_path, json.dumps(ke.analysis.nan_to_none(payload), indent=2))
+            write_atomic(json_path, json.dumps(analysis.nan_to_none(payload), indent=2))
     markdown = to_markdown(rows, args, hardware)
     write_atomic(os.path.join(args.out, "pruning_quality.md"), markdown)
     print(markdown)

@@ -241,7 +241,7 @@ def plot(payload: dict, cell: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_expander.io_utils import atomic_path
+    from keras_expander.files import atomic_path
 
     settings = [s for s in payload["settings"] if s["cell"] == cell]
     fig, axis = plt.subplots(figsize=(7, 4.5))
@@ -317,12 +317,13 @@ def main(argv=None) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    import keras_expander as ke
-    from examples.sequential_mnist import VALIDATION_SIZE
-    from keras_expander.backend import tf_keras
-    from keras_expander import datasets
-    from keras_expander.io_utils import write_atomic
     from pruning_quality import train_one
+
+    from examples.sequential_mnist import VALIDATION_SIZE
+    from keras_expander import datasets
+    from keras_expander.expansion import analysis
+    from keras_expander.files import write_atomic
+    from keras_expander.frameworks import tf_keras
 
     (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
     validation = (x_train[-VALIDATION_SIZE:], y_train[-VALIDATION_SIZE:])
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
         row = train_one(kind, cell, sparsity, stop_rule, args, data, mask_policy=policy or "degree_floor_magnitude",
                         base=base or "polynomial_decay", seed=seed, cosine_decay=args.cosine_decay)
         row.update(name=method, settings=settings_key, train_seconds=time.perf_counter() - run_start)
-        write_atomic(path, json.dumps(ke.analysis.nan_to_none(row), indent=2))
+        write_atomic(path, json.dumps(analysis.nan_to_none(row), indent=2))
         rows.append(row)
         trained += 1
         left = len(plan) - index
@@ -378,7 +379,7 @@ def main(argv=None) -> int:
                "hardware": hardware, "arguments": vars(args), "runs": rows,
                "settings": summarize(rows, args.cells, args.sparsities, args.methods)}
     os.makedirs(args.out, exist_ok=True)
-    write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(ke.analysis.nan_to_none(payload), indent=1))
+    write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(analysis.nan_to_none(payload), indent=1))
     markdown = to_markdown(payload)
     write_atomic(os.path.join(args.out, f"{args.name}.md"), markdown)
     for cell in args.cells:

@@ -57,7 +57,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from keras_expander.io_utils import write_atomic  # noqa: E402
+from keras_expander.files import write_atomic  # noqa: E402
 
 CELLS = ("lstm", "gru", "simple_rnn")
 DATASETS = ("mnist", "speech")
@@ -97,7 +97,7 @@ def default_rule_name() -> str:
     """The rule that ExpanderPruningSchedule's defaults implement (stop rule and its settings)."""
     import inspect
 
-    from keras_expander.schedule import ExpanderPruningSchedule
+    from keras_expander.pruning.schedule import ExpanderPruningSchedule
 
     defaults = {name: p.default for name, p in inspect.signature(ExpanderPruningSchedule).parameters.items()}
     for name, rule in LIVE_RULES.items():
@@ -126,7 +126,7 @@ class StepRecorder:
     model as trained so far (before the step) and with the step's masks (right after it)."""
 
     def __init__(self, pruning_callback, holdout, schedule):
-        from keras_expander.callbacks import DualKerasCallback
+        from keras_expander.pruning.callback import DualKerasCallback
 
         recorder = self
 
@@ -159,8 +159,8 @@ class StepRecorder:
         return float(np.mean(np.argmax(logits, axis=1) == self.holdout[1]))
 
     def record(self, model, event) -> None:
-        from keras_expander import analysis
-        from keras_expander.prune import pruning_wrappers
+        from keras_expander.expansion import analysis
+        from keras_expander.pruning.wrapper import pruning_wrappers
 
         layer = pruning_wrappers(model)[0]
         views = {}
@@ -211,7 +211,7 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
     record."""
     import keras_expander as ke
     from examples.sequential_mnist import build_model
-    from keras_expander.backend import tf_keras
+    from keras_expander.frameworks import tf_keras
 
     (x_train, y_train), _, (x_test, y_test) = data
     classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -450,10 +450,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.runs, exist_ok=True)
     if not args.report_only:
-        from keras_expander.io_utils import import_tensorflow_quietly
+        from keras_expander.frameworks import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        from keras_expander.backend import tf
+        from keras_expander.frameworks import tf
         if args.threads:
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(args.threads)

@@ -32,7 +32,7 @@ import warnings
 # process tf.keras must be tf_keras; set before TensorFlow is imported. keras_expander itself needs no such setting.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from keras_expander.io_utils import import_tensorflow_quietly  # noqa: E402
+from keras_expander.frameworks import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 import keras_expander as ke  # noqa: E402
 from examples.sequential_mnist import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
-from keras_expander.analysis import nan_to_none  # noqa: E402
-from keras_expander.io_utils import atomic_path, write_atomic  # noqa: E402
+from keras_expander.expansion.analysis import nan_to_none  # noqa: E402
+from keras_expander.files import atomic_path, write_atomic  # noqa: E402
 
 EXPERIMENTS = {
     "mnist_rnn": {"cell": "simple_rnn", "data": "mnist", "title": "Sequential MNIST, SimpleRNN"},
@@ -81,7 +81,7 @@ def load_data(name: str, data_dir, snr_db, seed):
 
 def train_point(experiment: dict, data, method: str, q: float, args) -> dict:
     """Trains one (method, q) point and returns its measurements."""
-    from keras_expander.backend import tf_keras, tfmot
+    from keras_expander.frameworks import tf_keras, tfmot
 
     (x_train, y_train), validation, (x_test, y_test) = data
     tf_keras.utils.set_random_seed(args.seed)

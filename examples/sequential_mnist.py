@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-from keras_expander.io_utils import import_tensorflow_quietly  # noqa: E402
+from keras_expander.frameworks import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output
 
@@ -29,10 +29,11 @@ import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
 from keras_expander import datasets  # noqa: E402
-from keras_expander.io_utils import atomic_path, write_atomic  # noqa: E402
-from keras_expander.masks import MASK_POLICIES  # noqa: E402
-from keras_expander.graph import GATE_VIEWS  # noqa: E402
-from keras_expander.schedule import CRITERIA, STOP_RULES  # noqa: E402
+from keras_expander.expansion import analysis  # noqa: E402
+from keras_expander.expansion.graphs import GATE_VIEWS  # noqa: E402
+from keras_expander.files import atomic_path, write_atomic  # noqa: E402
+from keras_expander.pruning.masks import MASK_POLICIES  # noqa: E402
+from keras_expander.pruning.schedule import CRITERIA, STOP_RULES  # noqa: E402
 
 VALIDATION_SIZE = 5000
 HOLDOUT_SIZE = 1000  # validation images that stop_rule="tolerance" tests each pruning step on
@@ -59,12 +60,12 @@ def build_model(cell: str, units: int, timesteps: int = 28, features: int = 28, 
     Raises:
         ValueError: unknown `cell` or `keras_version`.
     """
-    from keras_expander import backend
+    from keras_expander import frameworks
 
     if keras_version not in ("tf_keras", "keras3"):
         raise ValueError(f"Argument `keras_version` must be 'tf_keras' or 'keras3'. Received: "
                          f"keras_version={keras_version!r}")
-    k = backend.keras if keras_version == "keras3" else backend.tf_keras
+    k = frameworks.keras if keras_version == "keras3" else frameworks.tf_keras
     layers = {"lstm": k.layers.LSTM, "simple_rnn": k.layers.SimpleRNN, "gru": k.layers.GRU}
     if cell not in layers:
         raise ValueError(f"Argument `cell` must be one of {sorted(layers)}. Received: cell={cell!r}")
@@ -84,12 +85,12 @@ def measure_trained_model(model, x_test, y_test):
     Returns:
         (test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
     """
-    from keras_expander.backend import keras, tf_keras
-    from keras_expander.prune import pruning_wrappers
+    from keras_expander.frameworks import keras, keras_flavour, tf_keras
+    from keras_expander.pruning.wrapper import pruning_wrappers
 
     if pruning_wrappers(model):
         model = ke.strip_pruning(model)
-    losses = (keras if ke.backend.keras_flavour(model) == "keras3" else tf_keras).losses
+    losses = (keras if keras_flavour(model) == "keras3" else tf_keras).losses
     model.compile(loss=losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     report = ke.analyze(model, gate_views=("per_gate",))
@@ -185,7 +186,7 @@ def plot_training(history: dict, events: list, steps_per_epoch: int, path: str, 
 
 def run(args: argparse.Namespace) -> dict:
     """Trains, prunes, evaluates and writes the outputs; returns the summary dict."""
-    from keras_expander.backend import tf_keras
+    from keras_expander.frameworks import tf_keras
 
     (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
     x_val, y_val = x_train[-VALIDATION_SIZE:], y_train[-VALIDATION_SIZE:]
@@ -235,7 +236,7 @@ def run(args: argparse.Namespace) -> dict:
         "seconds_per_epoch": train_seconds / args.epochs,
         "layers": [{key: _finite(value) for key, value in dataclasses.asdict(s).items()} for s in layer_summary],
         "held": [{key: _finite(value) for key, value in dataclasses.asdict(event).items()} for event in held],
-        "graphs": json.loads(ke.analysis.report_to_json(report))["graphs"],
+        "graphs": json.loads(analysis.report_to_json(report))["graphs"],
         "events": [{key: _finite(value) for key, value in dataclasses.asdict(e).items()} for e in pruning.events],
         "outputs": {"model": model_path, "history": history_path,
                     "summary": os.path.join(args.out, "summary.json"),

@@ -13,11 +13,11 @@ import math
 import os
 import sys
 
-from keras_expander import analysis
 from keras_expander.datasets import DATASETS
-from keras_expander.graph import GATE_VIEWS
-from keras_expander.io_utils import (check_output_file, check_output_folder, import_tensorflow_quietly,
-                                     staged_folder, write_atomic)
+from keras_expander.expansion import analysis
+from keras_expander.expansion.graphs import GATE_VIEWS
+from keras_expander.files import check_output_file, check_output_folder, staged_folder, write_atomic
+from keras_expander.frameworks import import_tensorflow_quietly
 
 
 def positive_int(text: str) -> int:
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_firmware_parser(commands) -> None:
     """The `keras-expander firmware` subcommand's arguments."""
-    from keras_expander.compression import ENCODINGS
     from keras_expander.firmware.deploy import BOARDS, DEFAULT_BOARD
+    from keras_expander.firmware.rewrites import ENCODINGS
     from keras_expander.firmware.toolchain import KERNEL_SETS, TARGETS
 
     firmware = commands.add_parser(
@@ -155,8 +155,9 @@ def add_firmware_parser(commands) -> None:
 
 def run_export(args) -> int:
     """`keras-expander export`: loads the model and data, exports every mode, prints the table."""
-    from keras_expander import datasets, export
-    from keras_expander.prune import load_model
+    from keras_expander import datasets
+    from keras_expander.pruning.prune import load_model
+    from keras_expander.tflite import export
 
     try:
         export.check_sparsity_encoding(args.sparsity_encoding, args.target)
@@ -204,8 +205,11 @@ def run_firmware(args) -> int:
     import dataclasses
     import json
 
-    from keras_expander import compression, datasets
+    from keras_expander import datasets
     from keras_expander.firmware import deploy
+    from keras_expander.firmware.decode_prune import decode_prune
+    from keras_expander.firmware.model_edit import CompressionError
+    from keras_expander.firmware.rewrites import kernel_rewrite
     from keras_expander.firmware.toolchain import FirmwareError
 
     builds = [(target, kernels) for target in args.target for kernels in args.kernels
@@ -234,7 +238,7 @@ def run_firmware(args) -> int:
     try:
         if args.compression == "tflm_prune":
             print("encoding the weights in TFLM's DECODE pruning format ...", flush=True)
-            content, encoded = compression.decode_prune(plain)
+            content, encoded = decode_prune(plain)
             mismatches = deploy.encoding_mismatches(plain, content, x_test)
             summary.update(plain_bytes=len(plain), encoded_bytes=len(content),
                            encoded_tensors=[dataclasses.asdict(t) for t in encoded],
@@ -245,7 +249,7 @@ def run_firmware(args) -> int:
             if mismatches:
                 raise FirmwareError(f"DECODE pruning changed the outputs of {mismatches} sequences; not deployed.")
         elif args.compression in ("ke_sparse", "ke_fused"):
-            rewrite = compression.kernel_rewrite(plain, args.compression)
+            rewrite = kernel_rewrite(plain, args.compression)
             content = rewrite.content
             summary.update(plain_bytes=len(plain), encoded_bytes=len(content),
                            fused_layers=[dataclasses.asdict(layer) for layer in rewrite.fused_layers],
@@ -271,7 +275,7 @@ def run_firmware(args) -> int:
             write_atomic(os.path.join(staging, "report.json"),
                          json.dumps({**summary, "tflite_path": args.tflite_path, "dataset": args.dataset,
                                      "builds": [dataclasses.asdict(r) for r in reports]}, indent=2))
-    except (compression.CompressionError, FirmwareError) as error:
+    except (CompressionError, FirmwareError) as error:
         print(f"keras-expander firmware: {error}", file=sys.stderr)
         return 1
     for line in deploy.format_reports(reports):
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(args)
     if args.command == "firmware":
         return run_firmware(args)
-    from keras_expander.prune import load_model  # TensorFlow is loaded only once the arguments are valid
+    from keras_expander.pruning.prune import load_model  # TensorFlow is loaded only once the arguments are valid
 
     try:
         if args.json:

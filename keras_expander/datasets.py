@@ -230,7 +230,7 @@ def default_cache_dir() -> Path:
 
 def _cached(path: Path, build):
     """Loads arrays from an .npz cache file, or builds them with `build()` and writes the cache atomically."""
-    from keras_expander.io_utils import atomic_path
+    from keras_expander.files import atomic_path
 
     if path.is_file():
         with np.load(path) as cached:
@@ -525,7 +525,7 @@ def log_mel(waveforms: np.ndarray, num_mel_bins: int = 40, frame_length: int = 6
     num_mel_bins = _integer("num_mel_bins", num_mel_bins)
     frame_length = _integer("frame_length", frame_length)
     frame_step = _integer("frame_step", frame_step)
-    from keras_expander.backend import tf
+    from keras_expander.frameworks import tf
 
     stft = tf.signal.stft(tf.convert_to_tensor(waveforms, tf.float32), frame_length=frame_length,
                           frame_step=frame_step, fft_length=1024)

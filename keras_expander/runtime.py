@@ -38,7 +38,7 @@ class TFLiteModel:
         model_content: The flatbuffer bytes (batch size 1, one input, one output).
         runtime: "litert" (ai_edge_litert interpreter, the reference) or "tflm" (tflite_micro Python runtime).
         arena_size: TFLM tensor arena in bytes (ignored by LiteRT). TFLM aborts the whole process when the arena is
-            too small, so pass a size found by `keras_expander.export.find_arena_size` or a generous one.
+            too small, so pass a size found by `keras_expander.tflite.export.find_arena_size` or a generous one.
         num_threads: LiteRT threads (1 keeps results reproducible and timing comparable with TFLM).
 
     Raises:

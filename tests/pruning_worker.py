@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from keras_expander.backend import tf, tf_keras  # noqa: E402
+from keras_expander.frameworks import tf, tf_keras  # noqa: E402
 
 EPOCHS = 4
 BATCH = 32

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_expander import cli, datasets
-from keras_expander.backend import tf_keras
+from keras_expander.frameworks import tf_keras
 
 
 def test_cli_analyze_prints_table_and_writes_json(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""The pruning decision (keras_expander.decision) on plain arrays: no TensorFlow, no Keras."""
+"""The pruning decision (keras_expander.pruning.decision) on plain arrays: no TensorFlow, no Keras."""
 
 import subprocess
 import sys
@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from keras_expander import decision, masks, spectral
+from keras_expander.expansion import spectral
+from keras_expander.pruning import decision, masks
 
 LSTM_GATES = ("i", "f", "c", "o")
 
@@ -17,7 +18,7 @@ def lstm_weights(seed=0, inputs=28, units=64):
 
 
 def test_decision_module_imports_no_tensorflow_or_keras():
-    code = ("import sys, keras_expander.decision; "
+    code = ("import sys, keras_expander.pruning.decision; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

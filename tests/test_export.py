@@ -7,14 +7,14 @@ import os
 import shutil
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 
-import keras
-
-from keras_expander import export
-from keras_expander.backend import tf_keras
+from keras_expander.firmware import project
+from keras_expander.frameworks import tf_keras
 from keras_expander.runtime import TFLiteModel
+from keras_expander.tflite import export
 
 FLOAT_TOL = 1e-5
 
@@ -130,10 +130,10 @@ def test_gru_exports_unrolled_and_runs_under_tflm(mode):
     model = gru_model(reset_after=True)
     content, notes = export.convert(model, mode, representative_data=x)
     if mode == "int8":  # every GRU unrolled
-        assert "GRU unrolled" in " ".join(notes) and "WHILE" not in export.tflite_ops(content)
+        assert "GRU unrolled" in " ".join(notes) and "WHILE" not in project.model_ops(content)
     else:  # the GRU returning sequences is unrolled, the other stays a WHILE loop
         assert "GRU layers with return_sequences=True unrolled" in " ".join(notes)
-        assert "WHILE" in export.tflite_ops(content) and "TANH" in export.tflite_ops(content)
+        assert "WHILE" in project.model_ops(content) and "TANH" in project.model_ops(content)
     litert = TFLiteModel(content, runtime="litert")
     tflm = TFLiteModel(content, runtime="tflm")  # the default 1 MiB arena (the search is tested on the LSTM)
     if mode == "float32":
@@ -212,8 +212,8 @@ def test_resolver_method_names_match_the_tflm_tree():
     declares for every builtin op (custom ops such as TFLM_DECODE are registered by name, not by this rule)."""
     from keras_expander.firmware import toolchain
 
-    assert export.resolver_method("CONV_2D") == "AddConv2D"
-    assert export.resolver_method("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM"
+    assert project.resolver_method("CONV_2D") == "AddConv2D"
+    assert project.resolver_method("UNIDIRECTIONAL_SEQUENCE_LSTM") == "AddUnidirectionalSequenceLSTM"
     tree = toolchain.default_tree("host", "reference")
     if tree is None:
         if os.environ.get("KERAS_EXPANDER_REQUIRE_FIRMWARE") == "1":
@@ -222,4 +222,4 @@ def test_resolver_method_names_match_the_tflm_tree():
     builtins = {op: r.method for op, r in toolchain.resolver_registrations(tree).items()
                 if op.isupper() and op != "TFLM_DECODE"}  # signal-library custom ops are mixed case
     assert len(builtins) > 100
-    assert {op: export.resolver_method(op) for op in builtins} == builtins
+    assert {op: project.resolver_method(op) for op in builtins} == builtins

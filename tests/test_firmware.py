@@ -12,11 +12,13 @@ import os
 import numpy as np
 import pytest
 
-from keras_expander import compression, export
-from keras_expander.backend import tf_keras
 from keras_expander.firmware import deploy, project
+from keras_expander.firmware.decode_prune import decode_prune
+from keras_expander.firmware.model_edit import CompressionError
 from keras_expander.firmware.toolchain import FirmwareError, find_toolchain
+from keras_expander.frameworks import tf_keras
 from keras_expander.runtime import TFLiteModel
+from keras_expander.tflite import export
 
 STEPS, FEATURES = 28, 28  # sequential-MNIST shaped, so the CLI can run them on real test sequences
 
@@ -113,7 +115,7 @@ def test_cortex_m4_measurements_are_consistent_with_the_image(int8_models, tmp_p
 def test_decode_pruned_model_matches_its_uncompressed_twin(int8_models, tmp_path):
     require_toolchain("cortex-m4")
     plain = int8_models["lstm"]
-    encoded, tensors = compression.decode_prune(plain)
+    encoded, tensors = decode_prune(plain)
     x = sequences(24, seed=3)
     assert tensors and all(t.encoded_bytes < t.dense_bytes for t in tensors)
     assert "TFLM_DECODE" in project.model_ops(encoded)
@@ -128,13 +130,13 @@ def test_decode_pruned_model_matches_its_uncompressed_twin(int8_models, tmp_path
 
 def test_decode_refuses_a_model_with_nothing_to_gain():
     dense = export.convert(tiny_model("lstm", 4, 0.0), "int8", sequences(16))[0]
-    with pytest.raises(compression.CompressionError, match="No int8 weight tensor"):
-        compression.decode_prune(dense)
+    with pytest.raises(CompressionError, match="No int8 weight tensor"):
+        decode_prune(dense)
 
 
 def test_cmsis_nn_refuses_a_decode_lstm_saying_why(int8_models, tmp_path):
     require_toolchain("cortex-m4", "cmsis_nn")
-    encoded, _ = compression.decode_prune(int8_models["lstm"])
+    encoded, _ = decode_prune(int8_models["lstm"])
     with pytest.raises(FirmwareError, match="precomputes kernel sums"):
         deploy.deploy(encoded, sequences(2), target="cortex-m4", kernels="cmsis_nn", out_dir=tmp_path / "fw")
 

@@ -1,6 +1,6 @@
 """Fused SimpleRNN / GRU ops (KE_SIMPLE_RNN_V1, KE_GRU_V1, KE_SPARSE_SIMPLE_RNN_V1, KE_SPARSE_GRU_V1).
 
-What is compared: the model rewritten by `compression.kernel_rewrite` and the plain model it came from (the
+What is compared: the model rewritten by `kernel_rewrite` and the plain model it came from (the
 export's unrolled int8 graph) are each built into firmware against the same TFLM tree; the fused build runs our
 kernels for the recurrent layers, the plain build TFLM's stock kernels (reference kernels); every output byte of
 every test sequence must be equal (sequences from reset state). On the host and on Cortex-M4 under QEMU, whose
@@ -11,12 +11,13 @@ import functools
 
 import numpy as np
 import pytest
-
-from keras_expander import compression, export, fused_rnn
-from keras_expander.backend import tf_keras
-from keras_expander.firmware import deploy
-
 from test_firmware import require_toolchain
+
+from keras_expander.firmware import deploy, fused_rnn
+from keras_expander.firmware.model_edit import CompressionError, align
+from keras_expander.firmware.rewrites import kernel_rewrite
+from keras_expander.frameworks import tf_keras
+from keras_expander.tflite import export
 
 STEPS, FEATURES = 7, 5
 
@@ -75,7 +76,7 @@ def outputs(report):
 
 
 def both_builds(plain, encoding, tmp_path, target, n=12):
-    rewrite = compression.kernel_rewrite(plain, encoding)
+    rewrite = kernel_rewrite(plain, encoding)
     x = sequences(n, seed=1)
     stock = deploy.deploy(plain, x, target=target, out_dir=tmp_path / "stock")
     ours = deploy.deploy(rewrite.content, x, target=target, out_dir=tmp_path / "fused", reference_content=plain)
@@ -104,7 +105,7 @@ def test_fused_layers_equal_the_unrolled_graph_on_cortex_m4(tmp_path):
     assert ours.model_flash_bytes < stock.model_flash_bytes / 2 and ours.arena_bytes < stock.arena_bytes / 4
     assert ours.instructions_per_inference < stock.instructions_per_inference / 2
     # The dense ops of both cells, on the same model.
-    dense = compression.kernel_rewrite(plain, "ke_fused")
+    dense = kernel_rewrite(plain, "ke_fused")
     assert [layer.op for layer in dense.fused_layers] == ["KE_GRU_V1", "KE_SIMPLE_RNN_V1"]
     fused = deploy.deploy(dense.content, sequences(6, seed=1), target="cortex-m4", out_dir=tmp_path / "dense",
                           reference_content=plain)
@@ -114,10 +115,11 @@ def test_fused_layers_equal_the_unrolled_graph_on_cortex_m4(tmp_path):
 def test_prepare_rejects_a_corrupt_program_naming_the_step(tmp_path):
     require_toolchain("host")
     from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
     from keras_expander.firmware.toolchain import FirmwareError
 
     plain = plain_model("device")
-    fused = compression.kernel_rewrite(plain, "ke_fused").content
+    fused = kernel_rewrite(plain, "ke_fused").content
     model = model_editor.read(fused)
     op = next(op for op in model.subgraphs[0].operators if op.custom_code == "KE_GRU_V1")
     program = op.inputs[4].array.copy()
@@ -125,7 +127,7 @@ def test_prepare_rejects_a_corrupt_program_naming_the_step(tmp_path):
     program[head + 6] = int(np.uint32(fused_rnn._ADD | 0x4F << 8 | 0x00 << 16 | 0x10 << 24).view(np.int32))
     op.inputs[4].buffer = model_editor.Buffer(data=program.tobytes())
     with pytest.raises(FirmwareError, match=r"KE_GRU_V1: step 0 instruction 1 \(opcode 3\)"):
-        deploy.deploy(compression._align(bytes(model.build())), sequences(1), target="host",
+        deploy.deploy(align(bytes(model.build())), sequences(1), target="host",
                       out_dir=tmp_path / "fw", reference_content=plain)
 
 
@@ -137,8 +139,8 @@ def test_layers_the_op_cannot_express_stay_unrolled_with_the_reason():
     plain = export.convert(model, "int8", sequences(16)[:, :2])[0]
     content, fused, notes = fused_rnn.fuse_recurrent_layers(plain)
     assert content == plain and not fused and "2 time steps (the fused op needs at least 3)" in notes[0]
-    with pytest.raises(compression.CompressionError, match="no unrolled int8 SimpleRNN or GRU layer to fuse.*2 time"):
-        compression.kernel_rewrite(plain, "ke_fused")
+    with pytest.raises(CompressionError, match="no unrolled int8 SimpleRNN or GRU layer to fuse.*2 time"):
+        kernel_rewrite(plain, "ke_fused")
     with pytest.raises(ValueError, match="Argument `weights`"):
         fused_rnn.fuse_recurrent_layers(plain, weights="blobs")
 

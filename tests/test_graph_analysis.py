@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import keras_expander as ke
-from keras_expander import graph
-from keras_expander.backend import tf_keras
+from keras_expander.expansion import analysis
+from keras_expander.expansion import graphs as graph
+from keras_expander.frameworks import tf_keras
 
 
 def built_lstm(units=8, features=5, name="lstm"):
@@ -99,7 +100,7 @@ def test_analyze_model_lists_skipped_layers_and_prints_units():
     lines = []
     ke.print_report(report, print_fn=lines.append)
     assert "q (%)" in lines[1] and any(line.startswith("a/kernel/i") for line in lines)
-    payload = json.loads(ke.analysis.report_to_json(report))
+    payload = json.loads(analysis.report_to_json(report))
     assert {layer["layer"] for layer in payload["layers"]} == {"a", "g", "b"}
     summary = {s.layer: s for s in ke.summarize_layers(report)}
     dense_delta_r = np.sqrt(8 - 1) + np.sqrt(5 - 1)  # complete 5 x 8 graph, mu1 = 0
@@ -118,4 +119,4 @@ def test_analyze_raises_on_nan_weights_naming_the_graph():
     kernel[0, 0] = np.nan
     layer.cell.kernel.assign(kernel)
     with pytest.raises(ValueError, match="lstm/kernel/i"):
-        ke.analysis.analyze_layer(layer)
+        analysis.analyze_layer(layer)

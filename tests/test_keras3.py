@@ -70,6 +70,7 @@ MNIST_GRU_BIDIRECTIONAL_STACKED = """
     import json, math
     import keras
     import keras_expander as ke
+    from keras_expander import layers as layers_lib
     from keras_expander import datasets
     import numpy as np
 
@@ -91,7 +92,7 @@ MNIST_GRU_BIDIRECTIONAL_STACKED = """
     stripped = ke.strip_pruning(pruned)
     measured = {{}}
     for layer in stripped.layers:
-        for key, variable in (ke.graph.matrix_variables(layer).items() if ke.graph.is_recurrent(layer) else ()):
+        for key, variable in (layers_lib.matrix_variables(layer).items() if layers_lib.is_recurrent(layer) else ()):
             w = np.asarray(variable)
             measured[f"{{layer.name}}/{{key}}"] = 1 - np.count_nonzero(w) / w.size
     stripped.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -109,7 +110,7 @@ MNIST_GRU_BIDIRECTIONAL_STACKED = """
 def test_keras3_gru_bidirectional_stacked_model_reaches_the_target_on_real_mnist(data_dir):
     out = run_fresh(MNIST_GRU_BIDIRECTIONAL_STACKED.format(data_dir=str(data_dir)))
     assert out["tf_keras_version"].startswith("3")
-    assert out["wrapper_classes"] == ["keras_expander.prune_keras3"]
+    assert out["wrapper_classes"] == ["keras_expander.pruning.keras3_wrapper"]
     assert set(out["logged"]) == {"sparsity/gru", "sparsity/bilstm", "sparsity/lstm"}
     assert all(value == pytest.approx(0.8, abs=0.005) for value in out["logged"].values()), out["logged"]
     assert set(out["measured"]) == {"gru/kernel", "gru/recurrent_kernel", "lstm/kernel", "lstm/recurrent_kernel"} | {

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_expander import masks, spectral
+from keras_expander.expansion import spectral
+from keras_expander.pruning import masks
 
 
 @pytest.mark.parametrize("policy", masks.MASK_POLICIES)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import keras_expander as ke
-from keras_expander import cli, export
-from keras_expander.backend import tf_keras
-from keras_expander.io_utils import staged_folder
+from keras_expander import cli
+from keras_expander.files import staged_folder
+from keras_expander.frameworks import tf_keras
+from keras_expander.tflite import export
 
 STEPS, FEATURES = 6, 5
 
@@ -170,8 +171,8 @@ def test_staged_folder_leaves_the_old_folder_untouched_on_failure(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from keras_expander import export
-from keras_expander.backend import tf_keras
+from keras_expander.tflite import export
+from keras_expander.frameworks import tf_keras
 import numpy as np
 model = tf_keras.models.load_model(sys.argv[1])
 x = np.random.default_rng(0).normal(size=(16, 6, 5)).astype("float32")
@@ -204,7 +205,7 @@ def test_export_folder_is_complete_or_untouched_after_kill_9(tmp_path, kill_afte
     assert process.returncode == -signal.SIGKILL
     assert os.listdir(out) == ["report.json"] and (out / "report.json").read_text() == "the previous export"
     time.sleep(1.0)  # the converter subprocess dies with its parent
-    children = subprocess.run(["pgrep", "-f", f"keras_expander.export .*{tmp_path}"], capture_output=True, text=True)
+    children = subprocess.run(["pgrep", "-f", f"keras_expander.tflite.export .*{tmp_path}"], capture_output=True, text=True)
     assert children.stdout.strip() == ""
     # The next export cleans the killed run's staging folder and replaces the old folder as a whole.
     x, y = data(8)

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import keras_expander as ke
-from keras_expander.backend import tf, tf_keras, tfmot
-from keras_expander.graph import is_pruning_wrapper
-from keras_expander.prune import is_expander
-from keras_expander.schedule import ExpanderPruningSchedule
+from keras_expander import layers as layers_lib
+from keras_expander.expansion import analysis
+from keras_expander.frameworks import keras_flavour, tf, tf_keras, tfmot
+from keras_expander.layers import is_expander, is_pruning_wrapper
+from keras_expander.pruning import wrapper as wrapper_lib
+from keras_expander.pruning.schedule import ExpanderPruningSchedule
 
 
 @pytest.fixture(params=["tf_keras", "keras3"])
@@ -40,7 +42,7 @@ def model_with(cell, units=16, features=8, K=tf_keras):
 
 
 def compile_(model):
-    K = keras if ke.backend.keras_flavour(model) == "keras3" else tf_keras
+    K = keras if keras_flavour(model) == "keras3" else tf_keras
     model.compile("adam", K.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
@@ -161,7 +163,7 @@ def test_policy_reaches_target_sparsity_during_fit(cell, policy, K):
     measured = 1 - sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)
     assert abs(measured - 0.7) <= 0.005
     if policy == "degree_floor_magnitude":
-        report = ke.analysis.analyze_layer(layer)
+        report = analysis.analyze_layer(layer)
         assert all(r.unweighted.isolated_left == 0 and r.unweighted.isolated_right == 0 for r in report)
 
 
@@ -171,7 +173,7 @@ def test_logs_hold_one_worst_value_per_layer_and_every_graph_on_request(K):
     history, callback = fit(model)
     union = {f"rnn/{matrix}/union" for matrix in ("kernel", "recurrent_kernel")}
     assert set(history.history) == {"loss", "accuracy", "sparsity/rnn", "stopped/rnn", "min_delta_r/rnn"}
-    report = ke.analysis.analyze_layer(model.layers[0], gate_views=("union",))
+    report = analysis.analyze_layer(model.layers[0], gate_views=("union",))
     assert {r.name for r in report} == union
     assert history.history["min_delta_r/rnn"][-1] == pytest.approx(min(r.unweighted.delta_r for r in report))
     assert callback.events and all(event.committed for event in callback.events)
@@ -194,7 +196,7 @@ def test_stop_rule_holds_before_delta_crosses_zero(K):
     held = [e for e in callback.events if not e.committed]
     assert held and held[0].sparsity < 0.97
     assert all(e.layer == "rnn" for e in held)
-    report = ke.analysis.analyze_layer(model.layers[0], gate_views=("union",))  # the default view
+    report = analysis.analyze_layer(model.layers[0], gate_views=("union",))  # the default view
     assert min(r.unweighted.delta_r for r in report) >= 0.0  # the masks left in place satisfy the rule
     final = history.history["sparsity/rnn"][-1]
     assert abs(final - held[0].sparsity) <= 1e-9
@@ -231,7 +233,7 @@ def test_hold_holds_where_correct_repairs_the_failing_graph(K):
     assert event.committed and 0.0 <= event.kept_share < 1.0
     assert "rnn/kernel/all" in event.reason and "rnn/recurrent_kernel" not in event.reason
     assert abs(event.sparsity - 0.5) <= 0.005
-    report = ke.analysis.analyze_layer(model.layers[0])
+    report = analysis.analyze_layer(model.layers[0])
     assert min(r.unweighted.delta_r for r in report) >= margin
     kernel_mask, recurrent_mask = masks_of(model.layers[0])
     # the event ran before the optimizer step: only the failing graph departs from its magnitude mask
@@ -267,7 +269,7 @@ def test_tolerance_rule_pauses_while_pruning_costs_held_out_accuracy(K):
     assert not second.committed and second.sparsity == first.sparsity  # paused at the masks it has
     assert second.reason == (f"paused: held-out accuracy is {100 * accuracy:.2f} %, {100 * (1 - accuracy):.2f} "
                              f"points below the best 100.00 % of this fit (tolerance 1 points)")
-    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.9) <= 0.005
+    assert abs(wrapper_lib.mask_sparsity(model.layers[0]) - 0.9) <= 0.005
     assert float(model.layers[0].expansion_stopped.numpy()) == 0.0  # a pause, not a hold: it may resume
 
     _, callback, _ = tolerance_steps(K, tolerance=100.0)
@@ -303,7 +305,7 @@ def test_tolerance_rule_resumes_one_schedule_step_at_a_time(K, monkeypatch):
     assert steps == [(1, True, 0.5203), (2, False, 0.7875), (3, True, 0.7875), (4, True, 0.8859), (4, False, 0.9)]
     assert callback.events[1].reason.startswith("paused: held-out accuracy is 90.00 %, 10.00 points below")
     assert "short of final_sparsity 0.9" in callback.events[-1].reason
-    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
+    assert abs(wrapper_lib.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
     assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
 
 
@@ -329,7 +331,7 @@ def test_tolerance_rule_judges_the_mean_of_its_last_window_measurements(K, monke
                                  "best 100.00 % of this fit (tolerance 1 points)")
     assert [e.holdout_accuracy for e in events] == [1.0, 0.985, 0.99, 0.96]
     assert float(model.layers[0].expansion_stopped.numpy()) == 1.0
-    assert abs(ke.prune.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
+    assert abs(wrapper_lib.mask_sparsity(model.layers[0]) - 0.8859) <= 0.005
     _, events = run(1)
     assert events[1].paused and events[1].reason.startswith("paused: held-out accuracy is 98.50 %, 1.50 points")
 
@@ -481,5 +483,5 @@ def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
             assert f"delta_r/bi/{direction}/recurrent_kernel/{gate}" in history.history
     bi = next(layer for layer in pruned.layers if getattr(layer, "layer", None) is not None
               and layer.layer.name == "bi")
-    for key, mask in ke.graph.mask_variables(bi).items():  # each direction at the target, not only their average
+    for key, mask in layers_lib.mask_variables(bi).items():  # each direction at the target, not only their average
         assert abs(1 - np.count_nonzero(mask.numpy()) / mask.numpy().size - 0.5) <= 0.01, key

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import keras_expander as ke
-from keras_expander import io_utils, spectral
-from keras_expander.backend import tf_keras
+from keras_expander import files
+from keras_expander.expansion import spectral
+from keras_expander.frameworks import tf_keras
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pruning_worker.py")
 
@@ -138,9 +139,9 @@ def test_bidirectional_with_different_cells_is_refused_naming_the_layer():
 
 def test_interrupted_atomic_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "report.json"
-    io_utils.write_atomic(path, "previous")
+    files.write_atomic(path, "previous")
     with pytest.raises(RuntimeError):
-        with io_utils.atomic_path(path) as temporary:
+        with files.atomic_path(path) as temporary:
             with open(temporary, "w") as stream:
                 stream.write("half")
             raise RuntimeError("interrupted")

@@ -11,12 +11,13 @@ import functools
 
 import numpy as np
 import pytest
-
-from keras_expander import compression, export
-from keras_expander.firmware import deploy, project
-from keras_expander.firmware.toolchain import FirmwareError
-
 from test_firmware import require_toolchain, tiny_model
+
+from keras_expander.firmware import deploy, project
+from keras_expander.firmware.model_edit import CompressionError
+from keras_expander.firmware.sparse_rewrite import sparse_blob, sparse_rewrite
+from keras_expander.firmware.toolchain import FirmwareError
+from keras_expander.tflite import export
 
 STEPS, FEATURES = 6, 5  # odd sizes: 5 inputs, 7 units
 
@@ -42,7 +43,7 @@ def outputs(report):
 
 
 def both_builds(plain, tmp_path, target="host", kernels="reference", n=24, force=False):
-    sparse, rewritten = compression.sparse_rewrite(plain, force=force)
+    sparse, rewritten = sparse_rewrite(plain, force=force)
     x = sequences(n)
     stock = deploy.deploy(plain, x, target=target, kernels=kernels, out_dir=tmp_path / "stock")
     ours = deploy.deploy(sparse, x, target=target, kernels=kernels, out_dir=tmp_path / "sparse",
@@ -110,33 +111,33 @@ def test_unrolled_simple_rnn_becomes_shared_sparse_fully_connected_ops(tmp_path)
     assert stock.bitexact_vs_tflm_python  # the unrolled graph on Cortex-M4's stock kernels, as pip TFLM runs it
     np.testing.assert_array_equal(outputs(ours), outputs(stock))
     assert ours.model_flash_bytes < stock.model_flash_bytes
-    with pytest.raises(compression.CompressionError, match="would not make it smaller"):
-        compression.sparse_rewrite(int8_model("simple_rnn", 9, 0.9))
+    with pytest.raises(CompressionError, match="would not make it smaller"):
+        sparse_rewrite(int8_model("simple_rnn", 9, 0.9))
 
 
 def test_sparse_blob_has_the_documented_layout():
     matrix = np.zeros((3, 300), np.int8)
     matrix[0, [1, 299]] = [5, -7]
     matrix[2, 0] = 1
-    blob = compression.sparse_blob(matrix)
+    blob = sparse_blob(matrix)
     # uint16 rows, uint16 cols, width 2 (cols > 255), 3 zero bytes; counts; column indices; values
     assert blob == bytes.fromhex("0300" "2c01" "02" "000000" "0200" "0000" "0100" "0100" "2b01" "0000" "05f901")
-    assert len(compression.sparse_blob(np.eye(4, dtype=np.int8))) == 8 + 1 * (4 + 4) + 4
+    assert len(sparse_blob(np.eye(4, dtype=np.int8))) == 8 + 1 * (4 + 4) + 4
 
 
 def test_sparse_rewrite_refuses_what_it_cannot_map():
     dense = int8_model("lstm", 7, 0.0)
-    with pytest.raises(compression.CompressionError, match="No LSTM or FULLY_CONNECTED op"):
-        compression.sparse_rewrite(dense)
+    with pytest.raises(CompressionError, match="No LSTM or FULLY_CONNECTED op"):
+        sparse_rewrite(dense)
     model = masked_model("lstm", 7, 0.9)
     floating = export.convert(model, "float32")[0]
-    with pytest.raises(compression.CompressionError, match="not full int8.*--mode int8"):
-        compression.sparse_rewrite(floating)
+    with pytest.raises(CompressionError, match="not full int8.*--mode int8"):
+        sparse_rewrite(floating)
 
 
 def test_firmware_project_carries_the_kernel_sources(tmp_path):
     toolchain = require_toolchain("host")
-    sparse, _ = compression.sparse_rewrite(int8_model("lstm", 7, 0.99))
+    sparse, _ = sparse_rewrite(int8_model("lstm", 7, 0.99))
     project.write_project(sparse, tmp_path, toolchain.tree)
     resolver = (tmp_path / "model_op_resolver.h").read_text()
     assert 'AddCustom("KE_SPARSE_LSTM_V1"' in resolver and '#include "sparse_ops.h"' in resolver

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_expander import spectral
+from keras_expander.expansion import spectral
 
 TOL = 1e-9
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import keras_expander as ke
-from keras_expander import converter_model, export
-from keras_expander.backend import tf, tf_keras
-from keras_expander.schedule import UnreachedSparsityWarning
+from keras_expander.firmware import project
+from keras_expander.frameworks import tf, tf_keras
+from keras_expander.pruning.schedule import UnreachedSparsityWarning
+from keras_expander.tflite import converter_model, export
 
 STEPS, FEATURES = 6, 5
 KERASES = {"tf_keras": tf_keras, "keras3": keras}
@@ -207,7 +208,7 @@ def test_lstm_with_recurrent_dropout_exports_in_int8_as_the_fused_op():
     x, _ = data(16)
     model = lstm_model(recurrent_dropout=0.2, dropout=0.1)  # dropout plays no part in inference
     content, _ = export.convert(model, "int8", x, target="litert")
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in export.tflite_ops(content)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in project.model_ops(content)
 
 
 def test_text_model_with_integer_inputs_exports_in_float32_and_refuses_int8(tmp_path):
@@ -259,7 +260,7 @@ def test_models_the_export_cannot_verify_are_refused_saying_what_is_unsupported(
 
 
 def test_already_pruned_model_is_refused_saying_so():
-    from keras_expander.backend import tfmot
+    from keras_expander.frameworks import tfmot
 
     for model in (ke.prune_expander(lstm_model(), schedule()),
                   tfmot.sparsity.keras.prune_low_magnitude(lstm_model())):

@@ -12,7 +12,7 @@ import pytest
 from scipy import signal
 
 from keras_expander import cli, datasets
-from keras_expander.backend import tf_keras
+from keras_expander.frameworks import tf_keras
 
 OTHER_WORDS = ("bed", "cat")  # words outside the ten commands: the _unknown_ class
 SPEAKERS = tuple(f"{i:08x}" for i in range(6))

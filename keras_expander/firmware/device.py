@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_expander.firmware.project import KERNELS_DIR, CustomKernel
-from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
-                                               kernel_sources, startup_sources)
-from keras_expander.io_utils import die_with_parent
+from keras_expander.files import die_with_parent
+from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
+from keras_expander.firmware.toolchain import (
+    FirmwareError,
+    Toolchain,
+    compile_objects,
+    core_archive,
+    kernel_sources,
+    startup_sources,
+)
 
 QEMU_BOARD = "mps2-an386"
 QEMU_FLASH_BYTES = 4 << 20  # mps2-an386: 4 MiB at 0x00000000
@@ -54,11 +60,11 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
         FirmwareError: a compile or link failure, with the tool's last lines.
     """
     build = project / "build"
-    functions = sorted({f for r in registrations.values() if not isinstance(r, CustomKernel) for f in r.functions})
+    functions = sorted({f for r in registrations.values() if not isinstance(r, CustomOp) for f in r.functions})
     # Our kernels compile from the package (the project holds identical copies) and the harness from the
     # project, both cached by content (the harness's object is shared by every model with the same op
     # resolver); model_data.cc once per project; arena.cc, which holds the arena size, at every link.
-    ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomKernel)
+    ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomOp)
                    for source in r.sources})
     kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), by_content=True)
     harness = compile_objects(toolchain, [project / "main.cc"], by_content=True)

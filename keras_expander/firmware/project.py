@@ -9,44 +9,15 @@ linker template of the tree, resized to the board).
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 from pathlib import Path
 
-from keras_expander.firmware.toolchain import FirmwareError, Registration, resolver_registrations
-from keras_expander.io_utils import write_atomic
+from keras_expander.files import write_atomic
+from keras_expander.firmware.ops import CUSTOM_OPS, KERNELS_DIR, CustomOp
+from keras_expander.firmware.toolchain import FirmwareError, Registration, default_tree, resolver_registrations
 
 HARNESS_DIR = Path(__file__).parent / "harness"
-KERNELS_DIR = Path(__file__).parent / "kernels"
-
-
-@dataclasses.dataclass(frozen=True)
-class CustomKernel:
-    """One of our custom ops: its registration call and the sources that implement it.
-
-    Attributes:
-        register_function: C++ function returning its `TFLMRegistration`.
-        sources: Our kernel sources (in `keras_expander/firmware/kernels`).
-        header: The header that declares the registration function.
-    """
-
-    register_function: str
-    sources: tuple[str, ...]
-    header: str = "sparse_ops.h"
-
-
-# Our custom ops, by custom code (the versioned name the flatbuffer carries).
-CUSTOM_KERNELS = {
-    "KE_SPARSE_LSTM_V1": CustomKernel("keras_expander::Register_SPARSE_UNIDIRECTIONAL_SEQUENCE_LSTM",
-                                      ("sparse_lstm.cc", "sparse_weights.cc")),
-    "KE_SPARSE_FC_V1": CustomKernel("keras_expander::Register_SPARSE_FULLY_CONNECTED",
-                                    ("sparse_fully_connected.cc", "sparse_weights.cc")),
-    **{name: CustomKernel(f"keras_expander::Register_{function}", ("fused_rnn.cc", "sparse_weights.cc"),
-                          "fused_rnn.h")
-       for name, function in (("KE_SIMPLE_RNN_V1", "SIMPLE_RNN"), ("KE_SPARSE_SIMPLE_RNN_V1", "SPARSE_SIMPLE_RNN"),
-                              ("KE_GRU_V1", "GRU"), ("KE_SPARSE_GRU_V1", "SPARSE_GRU"))},
-}
 
 
 def model_ops(model_content: bytes) -> list[str]:
@@ -58,7 +29,7 @@ def model_ops(model_content: bytes) -> list[str]:
     return sorted({op.opcode_name for subgraph in model.subgraphs for op in subgraph.operators})
 
 
-def resolve_ops(ops: list[str], tree: Path) -> dict[str, Registration | CustomKernel]:
+def resolve_ops(ops: list[str], tree: Path) -> dict[str, Registration | CustomOp]:
     """Maps each op to how the firmware registers it, or refuses the model naming the ops TFLM lacks.
 
     Args:
@@ -66,18 +37,18 @@ def resolve_ops(ops: list[str], tree: Path) -> dict[str, Registration | CustomKe
         tree: The TFLM tree the firmware is built against.
 
     Returns:
-        op name -> `Registration` (a TFLM resolver method) or `CustomKernel` (ours).
+        op name -> `Registration` (a TFLM resolver method) or `ops.CustomOp` (ours).
 
     Raises:
         FirmwareError: an op neither the tree's `MicroMutableOpResolver` nor keras_expander provides.
     """
     known = resolver_registrations(tree)
-    missing = [op for op in ops if op not in known and op not in CUSTOM_KERNELS]
+    missing = [op for op in ops if op not in known and op not in CUSTOM_OPS]
     if missing:
         raise FirmwareError(f"The model needs op(s) {', '.join(missing)}, which TFLite Micro's op resolver "
                             f"(tree {tree}) does not provide; convert without them (e.g. full int8, no "
                             f"EXPERIMENTAL_SPARSITY) or add a kernel.")
-    return {op: CUSTOM_KERNELS.get(op) or known[op] for op in ops}
+    return {op: CUSTOM_OPS.get(op) or known[op] for op in ops}
 
 
 def write_model_data(model_content: bytes, folder: Path, array_name: str = "g_model") -> list[Path]:
@@ -109,7 +80,7 @@ def write_model_data(model_content: bytes, folder: Path, array_name: str = "g_mo
     return paths
 
 
-def write_op_resolver(registrations: dict[str, Registration | CustomKernel], folder: Path) -> Path:
+def write_op_resolver(registrations: dict[str, Registration | CustomOp], folder: Path) -> Path:
     """Writes model_op_resolver.h: `ModelOpResolver` sized to the model's ops and `RegisterModelOps(resolver)`.
 
     Args:
@@ -121,7 +92,7 @@ def write_op_resolver(registrations: dict[str, Registration | CustomKernel], fol
     """
     lines, includes = [], ['#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"']
     for op, registration in sorted(registrations.items()):
-        if isinstance(registration, CustomKernel):
+        if isinstance(registration, CustomOp):
             if f'#include "{registration.header}"' not in includes:
                 includes.append(f'#include "{registration.header}"')
             variable = op.lower()
@@ -162,7 +133,7 @@ def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: i
     return path
 
 
-def write_project(model_content: bytes, folder: Path, tree: Path) -> dict[str, Registration | CustomKernel]:
+def write_project(model_content: bytes, folder: Path, tree: Path) -> dict[str, Registration | CustomOp]:
     """Writes a firmware project for the model into `folder` (created): model_data.cc/.h, model_op_resolver.h,
     main.cc, arena.cc and, where the model uses our custom ops, their kernel sources.
 
@@ -180,9 +151,50 @@ def write_project(model_content: bytes, folder: Path, tree: Path) -> dict[str, R
     for name in ("main.cc", "arena.cc"):
         shutil.copyfile(HARNESS_DIR / name, folder / name)
     custom_sources = {source for registration in registrations.values()
-                      if isinstance(registration, CustomKernel) for source in registration.sources}
+                      if isinstance(registration, CustomOp) for source in registration.sources}
     if custom_sources:
         for path in KERNELS_DIR.iterdir():
             if path.suffix in (".h",) or path.name in custom_sources:
                 shutil.copyfile(path, folder / path.name)
     return registrations
+
+
+# Where TFLM's MicroMutableOpResolver does not follow Add + CamelCase of the op name (checked against the tree's
+# micro_mutable_op_resolver.h by tests/test_export.py).
+_OP_METHOD_EXCEPTIONS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+                         "BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2"}
+
+
+def resolver_method(op_name: str) -> str:
+    """TFLM `MicroMutableOpResolver` method for a builtin op, e.g. FULLY_CONNECTED -> AddFullyConnected,
+    CONV_2D -> AddConv2D (used when no TFLM tree is at hand to read the methods from)."""
+    if op_name in _OP_METHOD_EXCEPTIONS:
+        return _OP_METHOD_EXCEPTIONS[op_name]
+    parts = op_name.split("_")
+    return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part.capitalize() for part in parts)
+
+
+def write_firmware_files(model_content: bytes, folder: str | Path, array_name: str = "g_model") -> list[str]:
+    """Writes model_data.h / model_data.cc (a 16-byte aligned const array and its length, as the TFLM examples
+    do) and model_op_resolver.h (the builtin ops the model needs), atomically, for a user's own build without a
+    TFLM tree at hand; `keras-expander export` writes them beside the `.tflite`, `write_project` is the whole project.
+
+    Args:
+        model_content: The flatbuffer (builtin ops only, as the export writes it).
+        folder: Output folder (created).
+        array_name: C identifier of the array; its length is `<array_name>_len`.
+
+    Returns:
+        The three paths written.
+
+    Raises:
+        ValueError: `array_name` is not a C identifier.
+    """
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    paths = write_model_data(model_content, Path(folder), array_name)
+    # The tree's own resolver header names the methods exactly; the naming rule covers a machine without a tree.
+    tree = default_tree("host", "reference")
+    known = resolver_registrations(tree) if tree is not None else {}
+    registrations = {op: Registration(known[op].method if op in known else resolver_method(op), ())
+                     for op in model_ops(model_content)}
+    return [str(path) for path in (*paths, write_op_resolver(registrations, Path(folder)))]

@@ -1,9 +1,10 @@
 """`prune_expander`, `strip_pruning` and `load_model` for tf_keras and Keras 3 models, dispatched on the model type.
 
-A tf_keras model is wrapped with `keras_expander.prune_tf_keras.PruneExpander` (tfmot's wrapper; tfmot is imported
-then and only then), a Keras 3 model with `keras_expander.prune_keras3.PruneExpander` (masks applied by weight
-constraints). Both wrappers have the same arguments, attributes and checks, and `ExpanderPruningCallback` drives
-either.
+A tf_keras model is wrapped with `keras_expander.pruning.tf_keras_wrapper.PruneExpander` (tfmot's wrapper; tfmot is
+imported then and only then), a Keras 3 model with `keras_expander.pruning.keras3_wrapper.PruneExpander` (masks
+applied by weight constraints). Both wrappers follow `keras_expander.pruning.wrapper`'s contract, and
+`ExpanderPruningCallback` drives either. The wrapper modules are imported by name (`IMPLEMENTATIONS`) so that only
+the Keras in use is loaded; they import this module's contract, never this dispatcher.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import zipfile
 
 import numpy as np
 
-from keras_expander import graph as graph_lib
-from keras_expander import masks as masks_lib
-from keras_expander.backend import keras_flavour
-from keras_expander.schedule import ExpanderPruningSchedule
+from keras_expander import layers as layers_lib
+from keras_expander.frameworks import keras_flavour
+from keras_expander.pruning.schedule import ExpanderPruningSchedule
+from keras_expander.pruning.wrapper import pruning_wrappers, value
 
-IMPLEMENTATIONS = {"tf_keras": "keras_expander.prune_tf_keras", "keras3": "keras_expander.prune_keras3"}
-
-CALLBACK_MISSING = ("Layer {name!r} is pruned by keras_expander but is training without ExpanderPruningCallback, "
-                    "so its masks would never change. Pass keras_expander.ExpanderPruningCallback() in "
-                    "model.fit(callbacks=[...]) (it replaces tfmot's UpdatePruningStep).")
-
+IMPLEMENTATIONS = {"tf_keras": "keras_expander.pruning.tf_keras_wrapper",
+                   "keras3": "keras_expander.pruning.keras3_wrapper"}
 
 def implementation(model_or_layer):
-    """The module that prunes this object: `prune_tf_keras` (tfmot) or `prune_keras3`.
+    """The module that prunes this object: `tf_keras_wrapper` (tfmot) or `keras3_wrapper`.
 
     Raises:
         TypeError: `model_or_layer` is not a Keras 3 or tf_keras model or layer.
@@ -42,68 +39,9 @@ def implementation(model_or_layer):
     return importlib.import_module(IMPLEMENTATIONS[flavour])
 
 
-def check_wrapper_options(layer, pruning_schedule, mask_policy: str, min_degree: int) -> None:
-    """The argument checks shared by both `PruneExpander` wrappers.
-
-    Raises:
-        TypeError: `pruning_schedule` is not an `ExpanderPruningSchedule`, or the layer is unsupported.
-        ValueError: unknown `mask_policy`, or `min_degree` is not an integer >= 1.
-    """
-    if not isinstance(pruning_schedule, ExpanderPruningSchedule):
-        raise TypeError(f"Argument `pruning_schedule` must be an ExpanderPruningSchedule. Received: "
-                        f"pruning_schedule={pruning_schedule!r}")
-    if mask_policy not in masks_lib.MASK_POLICIES:
-        raise ValueError(f"Argument `mask_policy` must be one of {masks_lib.MASK_POLICIES}. Received: "
-                         f"mask_policy={mask_policy!r}")
-    if isinstance(min_degree, bool) or not isinstance(min_degree, (int, np.integer)) or min_degree < 1:
-        raise ValueError(f"Argument `min_degree` must be an integer >= 1. Received: min_degree={min_degree!r}")
-    reason = graph_lib.unsupported_reason(layer)
-    if reason is not None:
-        raise TypeError(f"Layer {layer.name!r} of class {type(layer).__name__} cannot be pruned by "
-                        f"keras_expander: {reason}.")
-
-
-def check_min_degree(wrapper) -> None:
-    """Refuses (at build) a degree floor larger than the smallest side of the wrapper's graphs.
-
-    Raises:
-        ValueError: naming the layer, the largest allowed value and the value received.
-    """
-    matrices = graph_lib.layer_matrices(wrapper)
-    smallest_side = min(min(m.shape[0], m.shape[1] // len(matrices.gates)) for m in matrices.kernels.values())
-    if wrapper.mask_policy == "degree_floor_magnitude" and wrapper.min_degree > smallest_side:
-        raise ValueError(f"Argument `min_degree` must be at most {smallest_side} for layer {wrapper.layer.name!r} "
-                         f"(its smallest graph side). Received: min_degree={wrapper.min_degree}")
-
-
-def is_expander(layer) -> bool:
-    """True for keras_expander's `PruneExpander` wrappers (tf_keras or Keras 3), False for plain tfmot wrappers."""
-    return any(klass.__name__ == "PruneExpander" for klass in type(layer).__mro__)
-
-
-def pruning_wrappers(model) -> list:
-    """Every pruning wrapper in a model, nested models included: `PruneExpander` (both Kerases) and tfmot's
-    `PruneLowMagnitude`, in model order."""
-    if model is None:
-        return []
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if graph_lib.is_pruning_wrapper(layer)]
-
-
-def value(variable) -> np.ndarray:
-    """A tf_keras, Keras 3 or distributed (mirrored) variable's value as a numpy array."""
-    return np.asarray(variable.numpy())
-
-
-def mask_sparsity(wrapper) -> float:
-    """Fraction of zeros over all masks of a pruning wrapper (read from its mask variables), in [0, 1]."""
-    masks = [value(entry[1]) for entry in wrapper.pruning_vars]
-    return 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / sum(m.size for m in masks)
-
-
 def _selected(layer, layers) -> bool:
     if layers is None:
-        return graph_lib.is_recurrent(layer)
+        return layers_lib.is_recurrent(layer)
     return layer.name in layers
 
 
@@ -113,8 +51,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
 
     Like tfmot's `prune_low_magnitude`, but only recurrent layers (SimpleRNN, LSTM, GRU, RNN over their cells,
     Bidirectional) are wrapped by default (Dense and the rest are left alone unless named in `layers`). Wrapped
-    layers keep their weights. tf_keras objects get tfmot's wrapper (`keras_expander.prune_tf_keras`), Keras 3
-    objects a constraint-based one (`keras_expander.prune_keras3`).
+    layers keep their weights. tf_keras objects get tfmot's wrapper (`keras_expander.pruning.tf_keras_wrapper`), Keras 3
+    objects a constraint-based one (`keras_expander.pruning.keras3_wrapper`).
 
     Args:
         model_or_layer: A tf_keras or Keras 3 Sequential or functional model, or a single layer.
@@ -162,15 +100,15 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     wrapped = []
 
     def clone_function(layer):
-        if graph_lib.is_pruning_wrapper(layer) or not _selected(layer, layers):
+        if layers_lib.is_pruning_wrapper(layer) or not _selected(layer, layers):
             return layer
         wrapped.append(layer.name)
         return impl.PruneExpander(layer, seed=seed + positions.get(id(layer), 0), **options)
 
     already = [f"{layer.name!r} ({type(layer).__name__})" for layer in model.layers
-               if graph_lib.is_pruning_wrapper(layer)]
+               if layers_lib.is_pruning_wrapper(layer)]
     if already and not any(_selected(layer, layers) for layer in model.layers
-                           if not graph_lib.is_pruning_wrapper(layer)):
+                           if not layers_lib.is_pruning_wrapper(layer)):
         raise ValueError(f"Model {model.name!r} is already pruned: layer(s) {', '.join(already)} are pruning "
                          f"wrappers. Keep training it with ExpanderPruningCallback, or call "
                          f"keras_expander.strip_pruning(model) first and prune the stripped model.")
@@ -178,8 +116,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     if not wrapped:
         raise ValueError(f"Model {model.name!r} has no SimpleRNN, LSTM, GRU or Bidirectional layer to prune "
                          f"(layers: {[type(layer).__name__ for layer in model.layers]}).")
-    left_dense = [f"{layer.name!r} ({type(layer).__name__}: {graph_lib.unsupported_reason(layer)})"
-                  for layer in model.layers if graph_lib.recurrent_cells(layer) and not graph_lib.is_recurrent(layer)
+    left_dense = [f"{layer.name!r} ({type(layer).__name__}: {layers_lib.unsupported_reason(layer)})"
+                  for layer in model.layers if layers_lib.recurrent_cells(layer) and not layers_lib.is_recurrent(layer)
                   or type(layer).__name__.startswith("ConvLSTM")]
     if left_dense:
         warnings.warn(f"prune_expander left these recurrent layers dense: {'; '.join(left_dense)}.", stacklevel=2)

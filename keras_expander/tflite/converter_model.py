@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 
-from keras_expander.backend import keras_flavour
+from keras_expander.frameworks import keras_flavour
 
 CELL_LAYERS = {"LSTMCell": "LSTM", "GRUCell": "GRU", "SimpleRNNCell": "SimpleRNN"}
 # Arguments every tf_keras layer accepts through **kwargs (tf_keras/src/engine/base_layer.py).
@@ -52,7 +52,7 @@ _NO_DEFAULT = object()
 
 def _tf_keras_arguments(class_name: str) -> set[str] | None:
     """Arguments a tf_keras layer class accepts, or None when tf_keras has no such layer."""
-    from keras_expander.backend import tf_keras
+    from keras_expander.frameworks import tf_keras
 
     klass = getattr(tf_keras.layers, class_name, None)
     if klass is None:
@@ -190,7 +190,7 @@ def converter_model(model, unroll: frozenset = frozenset(), unroll_sequences: fr
         ValueError: a layer tf_keras does not have, a Keras 3 setting tf_keras cannot reproduce exactly (see the
             module docstring), or a model that is neither Sequential nor functional.
     """
-    from keras_expander.backend import tf_keras
+    from keras_expander.frameworks import tf_keras
 
     keras3 = keras_flavour(model) == "keras3"
     config = model.get_config()

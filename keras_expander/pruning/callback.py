@@ -1,6 +1,6 @@
 """`ExpanderPruningCallback`: the step clock of expansion-aware pruning.
 
-At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.decision what to do
+At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.pruning.decision what to do
 (candidate mask, criterion on every monitored graph, stop rule: commit, correct or hold), writes the masks, and
 records the step; the held-out accuracy of ``stop_rule="tolerance"`` is measured here, as it needs the model. At
 epoch end it writes each layer's sparsity, stop state and worst criterion value into Keras `logs` (every graph's
@@ -17,13 +17,14 @@ import math
 import keras
 import numpy as np
 
-from keras_expander import decision as decision_lib
-from keras_expander import graph as graph_lib
-from keras_expander import spectral
-from keras_expander.backend import tf
-from keras_expander.io_utils import warn_user
-from keras_expander.prune import is_expander, mask_sparsity, pruning_wrappers, value as variable_value
-from keras_expander.schedule import ExpanderPruningSchedule
+from keras_expander import layers as layers_lib
+from keras_expander.expansion import spectral
+from keras_expander.frameworks import tf, warn_user
+from keras_expander.layers import is_expander
+from keras_expander.pruning import decision as decision_lib
+from keras_expander.pruning.schedule import ExpanderPruningSchedule
+from keras_expander.pruning.wrapper import mask_sparsity, pruning_wrappers
+from keras_expander.pruning.wrapper import value as variable_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +120,7 @@ class ExpanderPruningCallback(DualKerasCallback):
     Args:
         verbose: 0 (silent, default) or 1 (one printed line per pruning event).
         log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves of every graph.
-        method: Eigensolver path (keras_expander.spectral), default "auto".
+        method: Eigensolver path (keras_expander.expansion.spectral), default "auto".
         log_graphs: Also write every graph's values into `logs` (default False: one line of the progress bar per
             layer stays short).
         holdout: (x, y) arrays, a held-out batch for ``stop_rule="tolerance"``: x as the model's input, y integer
@@ -207,7 +208,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         # Keras' progress bar (verbose=1) redraws its line in place wherever its Progbar says so: on a terminal, and
         # also on any POSIX system, so when stdout is a file or a pipe too.
         if self._tf_keras_model():
-            from keras_expander.backend import tf_keras
+            from keras_expander.frameworks import tf_keras
 
             progbar = tf_keras.utils.Progbar
         else:
@@ -323,9 +324,9 @@ class ExpanderPruningCallback(DualKerasCallback):
                 self._pause(layer, step, target, old_sparsity, plan)
                 return
             target = plan.target
-        current = graph_lib.layer_matrices(layer)
+        current = layers_lib.layer_matrices(layer)
         weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
-                   for key, variable in graph_lib.matrix_variables(layer).items()}
+                   for key, variable in layers_lib.matrix_variables(layer).items()}
         verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
                                       decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
                                                                        layer.min_degree, layer.seed, self.method))
@@ -433,7 +434,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         for layer in self.prunable_layers:
             schedule = layer.pruning_schedule
             expander = is_expander(layer)
-            matrices = graph_lib.layer_matrices(layer)
+            matrices = layers_lib.layer_matrices(layer)
             logs[f"sparsity/{matrices.layer}"] = mask_sparsity(layer)
             logs[f"stopped/{matrices.layer}"] = float(variable_value(layer.expansion_stopped)) if expander else 0.0
             criterion = schedule.criterion if expander else "delta_r"

@@ -16,9 +16,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_expander import graph as graph_lib
-from keras_expander import prune as prune_lib
-from keras_expander.schedule import ExpanderPruningSchedule
+from keras_expander import layers as layers_lib
+from keras_expander.pruning import wrapper as wrapper_lib
+from keras_expander.pruning.schedule import ExpanderPruningSchedule
 
 
 def masked(weight, mask):
@@ -48,7 +48,7 @@ class MaskConstraint(keras.constraints.Constraint):
 class PruneExpander(keras.layers.Wrapper):
     """Keras 3 pruning wrapper whose masks follow a keras_expander mask policy and stop rule.
 
-    The Keras 3 twin of `keras_expander.prune_tf_keras.PruneExpander` (same arguments, attributes and checks).
+    The Keras 3 twin of `keras_expander.pruning.tf_keras_wrapper.PruneExpander` (same arguments, attributes and checks).
 
     Args:
         layer: The Keras 3 layer to prune (SimpleRNN, LSTM, GRU, RNN over their cells, Bidirectional; Dense when
@@ -71,7 +71,7 @@ class PruneExpander(keras.layers.Wrapper):
 
     def __init__(self, layer, pruning_schedule, mask_policy: str = "degree_floor_magnitude", min_degree: int = 1,
                  seed: int = 0, **kwargs):
-        prune_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
+        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
         kwargs.setdefault("name", f"prune_expander_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = ExpanderPruningSchedule.from_config(pruning_schedule.get_config())
@@ -86,7 +86,7 @@ class PruneExpander(keras.layers.Wrapper):
     def build(self, input_shape=None):
         super().build(input_shape)
         pruning_vars = []
-        for key, weight in graph_lib.matrix_variables(self.layer).items():
+        for key, weight in layers_lib.matrix_variables(self.layer).items():
             mask = self.add_weight(name=f"{key.replace('/', '_')}_mask", shape=weight.shape, initializer="ones",
                                    dtype=weight.dtype, trainable=False)
             inner = weight.constraint
@@ -102,11 +102,11 @@ class PruneExpander(keras.layers.Wrapper):
         self.expansion_sparsity_cap = self.add_weight(name="expansion_sparsity_cap", shape=(), initializer="ones",
                                                       dtype="float32", trainable=False)
         self.pruning_schedule.bind_state(self.expansion_stopped, self.expansion_sparsity_cap)
-        prune_lib.check_min_degree(self)
+        wrapper_lib.check_min_degree(self)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if training and not self.callback_attached:
-            raise RuntimeError(prune_lib.CALLBACK_MISSING.format(name=self.layer.name))
+            raise RuntimeError(wrapper_lib.CALLBACK_MISSING.format(name=self.layer.name))
         if mask is not None:
             kwargs["mask"] = mask
         return self.layer(inputs, training=training, **kwargs)
@@ -135,10 +135,10 @@ class PruneExpander(keras.layers.Wrapper):
         """Writes new masks and zeroes the weights they remove at once (the constraint does so after each step).
 
         Args:
-            masks: Dict matrix name (as in `keras_expander.graph.matrix_variables`) -> bool array of its shape.
+            masks: Dict matrix name (as in `keras_expander.layers.matrix_variables`) -> bool array of its shape.
         """
-        variables = graph_lib.matrix_variables(self.layer)
-        for key, mask in graph_lib.mask_variables(self).items():
+        variables = layers_lib.matrix_variables(self.layer)
+        for key, mask in layers_lib.mask_variables(self).items():
             mask.assign(masks[key].astype(np.float32))
             variables[key].assign(masked(variables[key], mask))
 
@@ -170,7 +170,7 @@ def strip(model):
     Returns:
         A model of the unwrapped layers (sharing their weights).
     """
-    for wrapper in prune_lib.pruning_wrappers(model):
+    for wrapper in wrapper_lib.pruning_wrappers(model):
         for weight, mask in wrapper.pruning_vars:
             weight.assign(masked(weight, mask))
             if isinstance(weight.constraint, MaskConstraint):

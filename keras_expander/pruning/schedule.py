@@ -3,7 +3,7 @@
 The base schedule is tfmot's `PolynomialDecay` (Zhu and Gupta 2017, "To prune, or not to prune") or
 `ConstantSparsity`, with tfmot's keyword arguments and tfmot's formulas (reproduced in `_base_schedule`, so that the
 Keras 3 path needs no tfmot; a test compares both on every step of a schedule). The expansion check itself runs in
-`keras_expander.callbacks.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
+`keras_expander.pruning.callback.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
 variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and ``expansion_sparsity_cap``.
 `__call__` reads them with TensorFlow ops, so it works eagerly and inside a `tf.function` graph.
 """
@@ -14,9 +14,8 @@ import math
 import numbers
 import warnings
 
-from keras_expander.backend import tf
-from keras_expander.graph import GATE_VIEWS
-from keras_expander.io_utils import warn_user
+from keras_expander.expansion.graphs import GATE_VIEWS
+from keras_expander.frameworks import tf, warn_user
 
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
@@ -57,7 +56,7 @@ class ExpanderPruningSchedule:
     committed: the layer is held at its last sparsity with all graphs >= margin and never pruned further. With
     ``stop_rule="correct"`` the callback first tries to repair the failing graphs at the same sparsity: it keeps
     the largest 90, 75 or 50 % of their magnitude edges and moves the rest to random entries
-    (`keras_expander.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
+    (`keras_expander.pruning.masks.blend_with_random`), commits the first blend whose graphs all stay >= margin, and
     holds the layer only when none does. With ``stop_rule="monitor"`` the base schedule's target is reached and a
     warning is issued once per graph that crosses. With ``stop_rule="tolerance"`` (the default) the spectral values
     are diagnostics only: at each pruning step the model as trained so far is measured on a held-out batch
@@ -66,7 +65,7 @@ class ExpanderPruningSchedule:
     is taken before any pruning) the layer pauses at its present masks,
     and once it has recovered it resumes with the schedule's next step after its last committed one
     (`next_target`). A pause at the schedule's last step, or a layer still short of `final_sparsity` there, is
-    held: that sparsity is the rule's answer. The decision itself is `keras_expander.decision.decide`.
+    held: that sparsity is the rule's answer. The decision itself is `keras_expander.pruning.decision.decide`.
 
     The default is ``tolerance`` because the accuracy knee moves with the fine-tuning budget and only a rule that
     measures the model sees that; the spectral rules (Delta_R of the ``union`` graphs, margin 0, ``hold``: the
@@ -94,14 +93,14 @@ class ExpanderPruningSchedule:
         representation: "unweighted" (0/1 graph) or "weighted" (|W * mask| with mean non-zero entry 1).
         margin: The stop threshold on the criterion (dimensionless, default 0.0).
         gate_view: Graphs of gated cells (LSTM, GRU) monitored: "union" (default: an edge where any gate has one),
-            "per_gate" (the layer is as good as its worst gate) or "stacked" (see `keras_expander.graph`).
+            "per_gate" (the layer is as good as its worst gate) or "stacked" (see `keras_expander.expansion.graphs`).
         stop_rule: "tolerance" (default; needs ``ExpanderPruningCallback(holdout=...)``), "hold", "correct" or
             "monitor".
         tolerance: Under ``stop_rule="tolerance"``, the allowed drop of held-out accuracy (averaged over
             `tolerance_window` steps) below the best such average of this fit, in points (%), >= 0 (default 1.0).
         tolerance_window: Under ``stop_rule="tolerance"``, how many pruning steps' held-out accuracies are
             averaged, the present one and those before it, both for the accuracy judged and for the best of the fit
-            (`keras_expander.decision.smoothed_holdout`), an integer >= 1 (default 3; 1 judges single
+            (`keras_expander.pruning.decision.smoothed_holdout`), an integer >= 1 (default 3; 1 judges single
             measurements, which pause on noise when the held-out batch is small).
 
     Raises:

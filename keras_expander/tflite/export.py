@@ -3,7 +3,7 @@
 Steps, each guarding a trap of the stack (docs/STACK.md):
 1. strip the pruning wrappers if present, and rebuild a batch-1 tf_keras copy with the same weights (only a fixed
    batch converts, and only tf_keras' LSTM fuses; Keras 3 models are rebuilt as tf_keras, see
-   `keras_expander.converter_model`); SimpleRNN and GRU layers are unrolled for int8 (the WHILE-loop form crashes
+   `keras_expander.tflite.converter_model`); SimpleRNN and GRU layers are unrolled for int8 (the WHILE-loop form crashes
    the int8 calibrator) and, for TFLM, when they return sequences (that WHILE loop never finishes under TFLM);
 2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
    instead of killing the caller; the `.tflite` is written atomically;
@@ -14,7 +14,7 @@ Steps, each guarding a trap of the stack (docs/STACK.md):
    time per sequence on this host, and a model-only fits verdict (flatbuffer vs flash, arena vs RAM);
 5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
 
-Run as ``python -m keras_expander.export convert|probe ...`` it is its own subprocess worker.
+Run as ``python -m keras_expander.tflite.export convert|probe ...`` it is its own subprocess worker.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import gzip
 import json
 import numbers
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,12 @@ import time
 
 import numpy as np
 
-from keras_expander import graph as graph_lib
-from keras_expander.backend import keras_flavour
-from keras_expander.converter_model import converter_model
-from keras_expander.io_utils import atomic_path, check_output_folder, die_with_parent, staged_folder, write_atomic
+from keras_expander import layers as layers_lib
+from keras_expander.files import atomic_path, check_output_folder, die_with_parent, staged_folder, write_atomic
+from keras_expander.firmware.project import model_ops, write_firmware_files
+from keras_expander.frameworks import keras_flavour
 from keras_expander.runtime import TFLiteModel
+from keras_expander.tflite.converter_model import converter_model
 
 MODES = ("float32", "int8", "dynamic_range")
 TARGETS = ("tflm", "litert")
@@ -157,8 +157,8 @@ def unrolled_layer_classes(model, mode: str, target: str) -> tuple[frozenset, fr
     classes = {"SimpleRNNCell": "SimpleRNN", "GRUCell": "GRU"}
     present, sequences = set(), set()
     for layer in model.layers:
-        inner = graph_lib.unwrap(layer)
-        for _, cell in graph_lib.recurrent_cells(layer):
+        inner = layers_lib.unwrap(layer)
+        for _, cell in layers_lib.recurrent_cells(layer):
             name = classes.get(type(cell).__name__)
             if name:
                 present.add(name)
@@ -179,7 +179,7 @@ def check_tflm_layers(model, target: str) -> None:
     if target != "tflm":
         return
     for layer in model.layers:
-        for _, cell in graph_lib.recurrent_cells(layer):
+        for _, cell in layers_lib.recurrent_cells(layer):
             if type(cell).__name__ == "GRUCell" and not getattr(cell, "reset_after", True):
                 raise ValueError(f"Layer {layer.name!r}: a GRU with reset_after=False converts to a SPLIT_V op with "
                                  f"a dynamic output tensor, which TFLite Micro cannot allocate (\"Dynamic tensors "
@@ -237,8 +237,8 @@ def check_convertible(model, modes, target: str) -> None:
         if type(layer).__name__ == "Embedding":
             raise ValueError(f"Layer {layer.name!r} (Embedding): its inputs are token ids, which mode='int8' would "
                              f"quantize to 8 bits and so look up other rows; export this model in mode float32.")
-        inner = graph_lib.unwrap(layer)
-        for _, cell in graph_lib.recurrent_cells(layer):
+        inner = layers_lib.unwrap(layer)
+        for _, cell in layers_lib.recurrent_cells(layer):
             settings = _unfused_lstm_settings(cell, inner) if type(cell).__name__ == "LSTMCell" else []
             if settings:
                 raise ValueError(f"Layer {layer.name!r}: an LSTM with {', '.join(settings)} is not the fused "
@@ -322,7 +322,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
 
     Args:
         model: tf_keras or Keras 3 model; pruning wrappers are stripped first, and the converter gets its tf_keras
-            copy (`keras_expander.converter_model`).
+            copy (`keras_expander.tflite.converter_model`).
         mode: "float32", "int8" (full integer: int8 kernels, int8 input and output; needs `representative_data`)
             or "dynamic_range" (LiteRT only).
         representative_data: float32 array of shape (N, T, F) from the training data, for int8 calibration.
@@ -339,7 +339,8 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
             export cannot rebuild exactly, convert or run (`check_convertible`, `converter_model`).
         ExportError: the converter failed or crashed; the message names the model, the mode and the exit status.
     """
-    from keras_expander.prune import pruning_wrappers, strip_pruning
+    from keras_expander.pruning.prune import strip_pruning
+    from keras_expander.pruning.wrapper import pruning_wrappers
 
     check_mode(mode, target)
     check_sparsity_encoding(sparsity_encoding, target)
@@ -367,7 +368,7 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     with tempfile.TemporaryDirectory(prefix="keras_expander_export_", dir=work_dir) as folder:
         model_path = os.path.join(folder, "model.keras")
         single.save(model_path)
-        command = [sys.executable, "-m", "keras_expander.export", "convert", model_path, mode,
+        command = [sys.executable, "-m", "keras_expander.tflite.export", "convert", model_path, mode,
                    os.path.join(folder, "model.tflite")]
         if representative_data is not None:
             np.save(os.path.join(folder, "representative.npy"), np.asarray(representative_data, np.float32))
@@ -393,8 +394,8 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
 
 def _convert_worker(model_path: str, mode: str, out_path: str, representative: str | None,
                     sparsity_encoding: bool, per_tensor_weights: bool = False) -> None:
-    from keras_expander.backend import tf
-    from keras_expander.prune import load_model
+    from keras_expander.frameworks import tf
+    from keras_expander.pruning.prune import load_model
 
     model = load_model(model_path)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -430,7 +431,7 @@ def _probe_worker(tflite_path: str, arena_size: int) -> None:
 
 
 def _arena_works(tflite_path: str, arena_size: int) -> bool:
-    result = subprocess.run([sys.executable, "-m", "keras_expander.export", "probe", tflite_path, str(arena_size)],
+    result = subprocess.run([sys.executable, "-m", "keras_expander.tflite.export", "probe", tflite_path, str(arena_size)],
                             capture_output=True, timeout=300, preexec_fn=die_with_parent)
     return result.returncode == 0
 
@@ -471,15 +472,6 @@ def find_arena_size(model_content: bytes, granularity: int = 16, work_dir: str |
             else:
                 low = middle
         return high
-
-
-def tflite_ops(model_content: bytes) -> list[str]:
-    """Builtin operator names of a flatbuffer (read with LiteRT, without delegates), sorted and unique."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_content=bytes(model_content),
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    return sorted({op["op_name"] for op in interpreter._get_ops_details()})
 
 
 def weight_counts(model) -> tuple[int, int]:
@@ -530,7 +522,7 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
     largest_diff = lambda a, b: float(np.max(np.abs(a - b)))  # noqa: E731
     tflm_ran = tflm_out is not None
     return ExportReport(
-        model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=tflite_ops(model_content),
+        model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=model_ops(model_content),
         flatbuffer_bytes=size, gzip_bytes=len(gzip.compress(model_content, compresslevel=9)),
         nonzero_weights=nonzero, total_weights=total, arena_bytes=arena, tflm_ms_per_sequence=tflm_ms,
         samples=int(len(x_test)), keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
@@ -581,52 +573,6 @@ def format_report(reports: list[ExportReport], available_samples: int | None = N
                      "TFLite Micro runtime, the C library and the stack are not counted (keras-expander firmware "
                      "measures the whole image).")
     return lines
-
-
-# Where TFLM's MicroMutableOpResolver does not follow Add + CamelCase of the op name (checked against the tree's
-# micro_mutable_op_resolver.h by tests/test_export.py).
-_OP_METHOD_EXCEPTIONS = {"UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
-                         "BATCH_MATMUL": "AddBatchMatMul", "CUMSUM": "AddCumSum", "PADV2": "AddPadV2"}
-
-
-def resolver_method(op_name: str) -> str:
-    """TFLM `MicroMutableOpResolver` method for a builtin op, e.g. FULLY_CONNECTED -> AddFullyConnected,
-    CONV_2D -> AddConv2D (used when no TFLM tree is at hand to read the methods from)."""
-    if op_name in _OP_METHOD_EXCEPTIONS:
-        return _OP_METHOD_EXCEPTIONS[op_name]
-    parts = op_name.split("_")
-    return "Add" + "".join(part if re.fullmatch(r"\d+D", part) else part.capitalize() for part in parts)
-
-
-def write_firmware_files(model_content: bytes, ops: list[str], folder: str, array_name: str = "g_model") -> list:
-    """Writes model_data.h / model_data.cc (a 16-byte aligned const array and its length, as the TFLM examples
-    do) and model_op_resolver.h (the ops the model needs), atomically; `keras-expander firmware` builds and runs
-    them (see `keras_expander.firmware.project`).
-
-    Args:
-        model_content: The flatbuffer.
-        ops: Builtin op names (from `tflite_ops`).
-        folder: Output folder (created).
-        array_name: C identifier of the array; its length is `<array_name>_len`.
-
-    Returns:
-        The three paths written.
-
-    Raises:
-        ValueError: `array_name` is not a C identifier.
-    """
-    from keras_expander.firmware import project
-    from keras_expander.firmware.toolchain import Registration
-
-    os.makedirs(folder, exist_ok=True)
-    paths = project.write_model_data(model_content, folder, array_name)
-    from keras_expander.firmware.toolchain import default_tree, resolver_registrations
-
-    # The tree's own resolver header names the methods exactly; the naming rule covers a machine without a tree.
-    tree = default_tree("host", "reference")
-    known = resolver_registrations(tree) if tree is not None else {}
-    registrations = {op: Registration(known[op].method if op in known else resolver_method(op), ()) for op in ops}
-    return [str(path) for path in (*paths, project.write_op_resolver(registrations, folder))]
 
 
 def check_finite_weights(model) -> None:
@@ -681,7 +627,8 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
         ExportError: conversion or runtime failure, or verification out of tolerance (`out_dir` is left
             untouched).
     """
-    from keras_expander.prune import pruning_wrappers, strip_pruning
+    from keras_expander.pruning.prune import strip_pruning
+    from keras_expander.pruning.wrapper import pruning_wrappers
 
     for mode in modes:
         check_mode(mode, target)
@@ -711,8 +658,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
                                              ram_kib, print_fn=print_fn, work_dir=staging))
             check_agreement(reports[-1], min_agreement)
         chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
-        chosen_report = next(r for r in reports if r.mode == chosen)
-        write_firmware_files(contents[chosen], chosen_report.ops, staging)
+        write_firmware_files(contents[chosen], staging)
         write_atomic(os.path.join(staging, "report.json"),
                      json.dumps({"reports": [dataclasses.asdict(r) for r in reports], "firmware_mode": chosen},
                                 indent=2))
@@ -722,7 +668,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
 def _main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m keras_expander.export", description="subprocess workers")
+    parser = argparse.ArgumentParser(prog="python -m keras_expander.tflite.export", description="subprocess workers")
     commands = parser.add_subparsers(dest="command", required=True)
     convert_parser = commands.add_parser("convert")
     convert_parser.add_argument("model_path")

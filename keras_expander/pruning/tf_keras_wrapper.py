@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import inspect
 
-from keras_expander import graph as graph_lib
-from keras_expander import prune as prune_lib
-from keras_expander.backend import PruneLowMagnitude, Pruning, tf, tf_keras, tfmot
-from keras_expander.schedule import ExpanderPruningSchedule
+from keras_expander import layers as layers_lib
+from keras_expander.frameworks import PruneLowMagnitude, Pruning, tf, tf_keras, tfmot
+from keras_expander.pruning import wrapper as wrapper_lib
+from keras_expander.pruning.schedule import ExpanderPruningSchedule
 
 
 @tf_keras.utils.register_keras_serializable(package="keras_expander")
@@ -36,11 +36,11 @@ class PruneExpander(PruneLowMagnitude):
 
     def __init__(self, layer, pruning_schedule, mask_policy: str = "degree_floor_magnitude", min_degree: int = 1,
                  seed: int = 0, **kwargs):
-        prune_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
+        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
         if not hasattr(layer, "get_prunable_weights"):
             # Our own list instead of tfmot's registry, which knows no Bidirectional and, when tf.keras is Keras 3,
             # looks the RNN cells up among Keras 3 classes and refuses tf_keras ones.
-            layer.get_prunable_weights = lambda: list(graph_lib.matrix_variables(layer).values())
+            layer.get_prunable_weights = lambda: list(layers_lib.matrix_variables(layer).values())
         super().__init__(layer, pruning_schedule=ExpanderPruningSchedule.from_config(pruning_schedule.get_config()),
                          **kwargs)
         self.mask_policy = mask_policy
@@ -70,7 +70,7 @@ class PruneExpander(PruneLowMagnitude):
         self.pruning_obj = Pruning(training_step_fn=lambda: self.pruning_step, pruning_vars=self.pruning_vars,
                                    pruning_schedule=self.pruning_schedule, block_size=self.block_size,
                                    sparsity_m_by_n=self.sparsity_m_by_n, block_pooling_type=self.block_pooling_type)
-        prune_lib.check_min_degree(self)
+        wrapper_lib.check_min_degree(self)
         self.expansion_stopped = self.add_weight(
             "expansion_stopped", shape=[], initializer=tf_keras.initializers.Zeros(), dtype=tf.float32,
             trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -83,7 +83,7 @@ class PruneExpander(PruneLowMagnitude):
         if training is None:
             training = tf_keras.backend.learning_phase()
         if training is True and not self.callback_attached:
-            raise RuntimeError(prune_lib.CALLBACK_MISSING.format(name=self.layer.name))
+            raise RuntimeError(wrapper_lib.CALLBACK_MISSING.format(name=self.layer.name))
 
         def increment_step():
             with tf.control_dependencies([self.pruning_step.assign_add(1)]):
@@ -111,9 +111,9 @@ class PruneExpander(PruneLowMagnitude):
         """Writes new masks; tfmot's mask op applies them to the weights at the next forward pass.
 
         Args:
-            masks: Dict matrix name (as in `keras_expander.graph.matrix_variables`) -> bool array of its shape.
+            masks: Dict matrix name (as in `keras_expander.layers.matrix_variables`) -> bool array of its shape.
         """
-        for key, mask in graph_lib.mask_variables(self).items():
+        for key, mask in layers_lib.mask_variables(self).items():
             mask.assign(masks[key].astype(mask.dtype.as_numpy_dtype))
 
     def get_config(self):
@@ -143,7 +143,7 @@ def strip(model):
     Returns:
         The stripped model (plain layers sharing the trained weights).
     """
-    for wrapper in prune_lib.pruning_wrappers(model):
+    for wrapper in wrapper_lib.pruning_wrappers(model):
         wrapper.pruning_obj.weight_mask_op()
     return tfmot.sparsity.keras.strip_pruning(model)
 

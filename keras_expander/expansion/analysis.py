@@ -1,8 +1,8 @@
 """Spectral analysis of every recurrent layer of a model, and report tables.
 
 `analyze(model)` walks a model (nested models included), reads every SimpleRNN, LSTM and GRU layer (Bidirectional
-too) as bipartite graphs (`keras_expander.graph`) and measures each graph unweighted and weighted
-(`keras_expander.spectral`).
+too) as bipartite graphs (`keras_expander.expansion.graphs`) and measures each graph unweighted and weighted
+(`keras_expander.expansion.spectral`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 import math
 from typing import Callable, Iterable
 
-from keras_expander import graph as graph_lib
-from keras_expander import spectral
+from keras_expander import layers as layers_lib
+from keras_expander.expansion import graphs as graphs_lib
+from keras_expander.expansion import spectral
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +92,7 @@ class LayerSummary:
 def iter_layers(model) -> Iterable:
     """Yields every leaf layer of a model, descending into nested models (not into pruning wrappers)."""
     for layer in getattr(model, "layers", ()):
-        if hasattr(layer, "layers") and not graph_lib.is_pruning_wrapper(layer):
+        if hasattr(layer, "layers") and not layers_lib.is_pruning_wrapper(layer):
             yield from iter_layers(layer)
         else:
             yield layer
@@ -113,15 +114,15 @@ def analyze_layer(layer, gate_views: Iterable[str] = ("per_gate",), method: str 
         TypeError: unsupported layer class (named in the message).
         ValueError: unknown gate view; NaN/inf weights (the message names the graph).
     """
-    matrices = graph_lib.layer_matrices(layer)
+    matrices = layers_lib.layer_matrices(layer)
     with spectral.single_threaded_blas():
         return _measure(matrices, gate_views, method)
 
 
-def _measure(matrices: graph_lib.LayerMatrices, gate_views: Iterable[str], method: str) -> list[GraphReport]:
+def _measure(matrices: layers_lib.LayerMatrices, gate_views: Iterable[str], method: str) -> list[GraphReport]:
     reports, seen = [], set()
     for view in gate_views:
-        for g in graph_lib.graphs_from_matrices(matrices, view):
+        for g in graphs_lib.graphs_from_matrices(matrices, view):
             if g.name in seen:
                 continue
             seen.add(g.name)
@@ -132,13 +133,13 @@ def _measure(matrices: graph_lib.LayerMatrices, gate_views: Iterable[str], metho
     return reports
 
 
-def analyze(model, gate_views: Iterable[str] = graph_lib.GATE_VIEWS, method: str = "auto") -> AnalysisReport:
+def analyze(model, gate_views: Iterable[str] = graphs_lib.GATE_VIEWS, method: str = "auto") -> AnalysisReport:
     """Spectral analysis of every SimpleRNN, LSTM and GRU layer of a model (both directions of Bidirectional ones).
 
     Args:
         model: A built tf_keras or Keras 3 model (Sequential, functional or nested), pruned with tfmot /
             keras_expander or not. Pruning wrappers are read through their masks.
-        gate_views: Gate views of LSTM matrices to report (default: all three; see `keras_expander.graph`).
+        gate_views: Gate views of LSTM matrices to report (default: all three; see `keras_expander.expansion.graphs`).
         method: Eigensolver path, see `spectral.top_singular_values`.
 
     Returns:
@@ -151,10 +152,10 @@ def analyze(model, gate_views: Iterable[str] = graph_lib.GATE_VIEWS, method: str
     """
     reports, skipped = [], {}
     for layer in iter_layers(model):
-        if graph_lib.is_recurrent(layer):
+        if layers_lib.is_recurrent(layer):
             reports.extend(analyze_layer(layer, gate_views=gate_views, method=method))
         elif getattr(layer, "weights", None):
-            reason = graph_lib.unsupported_reason(layer) or "not a recurrent layer"
+            reason = layers_lib.unsupported_reason(layer) or "not a recurrent layer"
             skipped[layer.name] = reason
     if not reports:
         raise ValueError(f"Model {getattr(model, 'name', model)!r} has no SimpleRNN, LSTM or GRU layer to analyse. "

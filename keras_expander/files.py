@@ -1,5 +1,5 @@
 """Atomic output: a file write or a whole output folder either completes or leaves the previous one untouched;
-subprocesses that die with their parent; warnings that point at the user's line."""
+subprocesses that die with their parent."""
 
 from __future__ import annotations
 
@@ -11,27 +11,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import warnings
-
-# Top-level packages whose frames a warning skips on its way to the user's line (`warn_user`).
-LIBRARY_PACKAGES = frozenset({"keras_expander", "keras", "tf_keras", "tensorflow", "tensorflow_model_optimization",
-                              "absl"})
-
-
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """`warnings.warn` with the stacklevel of the first frame outside keras_expander, Keras and TensorFlow.
-
-    A warning raised inside `fit` (from a callback) or inside `prune_expander` then names the user's own line
-    (`model.fit(...)`, `ExpanderPruningSchedule(...)`), not a library line.
-
-    Args:
-        message: The warning text.
-        category: The warning class.
-    """
-    frame, level = sys._getframe(1), 2  # stacklevel 1 is this function, 2 its caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in LIBRARY_PACKAGES:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
 
 
 @contextlib.contextmanager
@@ -181,25 +160,3 @@ def check_output_file(path: str | os.PathLike, argument: str = "path") -> str:
         raise ValueError(f"Argument `{argument}`: {path!r} is a folder; give a file path.")
     check_output_folder(os.path.dirname(path), argument)
     return path
-
-
-def import_tensorflow_quietly() -> None:
-    """Loads TensorFlow (through keras_expander.backend) with its start-up log lines held back, for command-line
-    entry points: TensorFlow writes them to the C-level stderr before its logging is set up, so
-    TF_CPP_MIN_LOG_LEVEL cannot hide them. They are shown if the import fails. A TF_CPP_MIN_LOG_LEVEL the user set
-    is kept; otherwise C++ log lines are hidden (real failures still raise Python errors)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)

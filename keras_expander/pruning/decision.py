@@ -1,12 +1,12 @@
 """The pruning decision of expansion-aware pruning: candidate masks -> measure every graph -> commit, correct or hold.
 
 Weights, masks and settings in, a `Decision` out; no TensorFlow and no Keras (numpy, and scipy through
-keras_expander.spectral), so it is tested on plain arrays. `ExpanderPruningCallback` (both Kerases) keeps the step
+keras_expander.expansion.spectral), so it is tested on plain arrays. `ExpanderPruningCallback` (both Kerases) keeps the step
 clock, the variable reads and writes, and the logging, and asks this module what to do at every pruning step:
 
-1. candidate masks at the target sparsity from the layer's weights (`keras_expander.masks.compute_mask`, per gate);
+1. candidate masks at the target sparsity from the layer's weights (`keras_expander.pruning.masks.compute_mask`, per gate);
 2. the criterion (Delta_R, Delta_S or spectral gap; docs/METHOD.md section 2) of every graph of the candidate in
-   the gate view (`keras_expander.graph`);
+   the gate view (`keras_expander.expansion.graphs`);
 3. the stop rule (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100: accuracy collapses near the
    first zero crossing of Delta): ``hold`` keeps the old masks when any graph is below the margin; ``correct``
    first blends the failing graphs' masks with random edges (`CORRECTION_SHARES`) and holds only when no blend
@@ -22,9 +22,10 @@ import math
 
 import numpy as np
 
-from keras_expander import graph as graph_lib
-from keras_expander import masks as masks_lib
-from keras_expander import spectral
+from keras_expander import layers as layers_lib
+from keras_expander.expansion import graphs as graphs_lib
+from keras_expander.expansion import spectral
+from keras_expander.pruning import masks as masks_lib
 
 # Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first. None below one half:
 # mostly random gates cost accuracy (docs/METHOD.md, "Correct rule").
@@ -41,10 +42,10 @@ class DecisionSettings:
         margin: Stop threshold on the criterion (dimensionless).
         gate_view: "per_gate", "union" or "stacked".
         stop_rule: "tolerance", "hold", "correct" or "monitor".
-        mask_policy: One of `keras_expander.masks.MASK_POLICIES`.
+        mask_policy: One of `keras_expander.pruning.masks.MASK_POLICIES`.
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
         seed: Seed of the random mask policies and of the corrections (the step is added to it).
-        method: Eigensolver path (keras_expander.spectral).
+        method: Eigensolver path (keras_expander.expansion.spectral).
     """
 
     criterion: str = "delta_r"
@@ -94,16 +95,16 @@ class Decision:
     finite_weights: bool = True
 
 
-def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
+def criterion_values(matrices: layers_lib.LayerMatrices, criterion: str, representation: str, gate_view: str,
                      method: str = "auto") -> dict[str, dict[str, float]]:
     """Measures every graph of a layer.
 
     Args:
-        matrices: The layer's matrices and masks (keras_expander.graph).
+        matrices: The layer's matrices and masks (keras_expander.layers).
         criterion: Key of the value the stop rule uses ("delta_r", "delta_s" or "spectral_gap").
         representation: "unweighted" or "weighted".
         gate_view: "per_gate", "union" or "stacked".
-        method: Eigensolver path (keras_expander.spectral).
+        method: Eigensolver path (keras_expander.expansion.spectral).
 
     Returns:
         Dict graph name -> {"delta_r", "delta_s", "spectral_gap", "criterion"} floats (nan when undefined).
@@ -112,7 +113,7 @@ def criterion_values(matrices: graph_lib.LayerMatrices, criterion: str, represen
         ValueError: NaN/inf weights; the message names the graph.
     """
     values = {}
-    for g in graph_lib.graphs_from_matrices(matrices, gate_view):
+    for g in graphs_lib.graphs_from_matrices(matrices, gate_view):
         matrix = g.weighted if representation == "weighted" else g.unweighted
         m = spectral.spectral_metrics(matrix, weighted=representation == "weighted", method=method, name=g.name)
         values[g.name] = {"delta_r": m.delta_r, "delta_s": m.delta_s, "spectral_gap": m.spectral_gap,
@@ -139,7 +140,7 @@ def worst_per_layer(values: dict[str, dict[str, float]], key: str) -> float:
 
 
 def _measure(layer: str, gates: tuple, weights: dict, masks: dict, settings: DecisionSettings) -> dict:
-    candidate = graph_lib.LayerMatrices(layer=layer, gates=gates, masks=masks,
+    candidate = layers_lib.LayerMatrices(layer=layer, gates=gates, masks=masks,
                                         kernels={key: np.where(masks[key], weights[key], 0.0) for key in weights})
     return criterion_values(candidate, settings.criterion, settings.representation, settings.gate_view,
                             settings.method)
@@ -153,8 +154,8 @@ def _correct(layer: str, gates: tuple, weights: dict, masks: dict, below: dict, 
     """
     num_gates = len(gates)
     blocks: dict[str, set[int]] = {}  # matrix -> gate-block indices behind the failing graphs
-    matrices = graph_lib.LayerMatrices(layer=layer, gates=gates, masks=masks, kernels=weights)
-    for g in graph_lib.graphs_from_matrices(matrices, settings.gate_view):
+    matrices = layers_lib.LayerMatrices(layer=layer, gates=gates, masks=masks, kernels=weights)
+    for g in graphs_lib.graphs_from_matrices(matrices, settings.gate_view):
         if g.name in below:  # union / stacked / ungated graphs span every block of their matrix
             indices = [gates.index(g.gate)] if g.gate in gates else range(num_gates)
             blocks.setdefault(g.matrix, set()).update(indices)
@@ -177,7 +178,7 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
 
     Args:
         layer: Layer name (graph names start with it).
-        gates: Gate labels, e.g. ("i", "f", "c", "o"), ("z", "r", "h") or ("all",) (keras_expander.graph).
+        gates: Gate labels, e.g. ("i", "f", "c", "o"), ("z", "r", "h") or ("all",) (keras_expander.layers).
         weights: Dict matrix name -> float array of shape (left, gates * H), the dense (unmasked) weights.
         target: Target sparsity of the step, in [0, 1).
         step: Pruning step (optimizer steps); seeds the corrections.

@@ -33,10 +33,14 @@ from collections import defaultdict
 
 import numpy as np
 
-SIMPLE_RNN_OP = "KE_SIMPLE_RNN_V1"
-SPARSE_SIMPLE_RNN_OP = "KE_SPARSE_SIMPLE_RNN_V1"
-GRU_OP = "KE_GRU_V1"
-SPARSE_GRU_OP = "KE_SPARSE_GRU_V1"
+from keras_expander.firmware import ops
+from keras_expander.firmware.model_edit import align
+from keras_expander.firmware.sparse_rewrite import sparse_blob
+
+SIMPLE_RNN_OP = ops.SIMPLE_RNN.name
+SPARSE_SIMPLE_RNN_OP = ops.SPARSE_SIMPLE_RNN.name
+GRU_OP = ops.GRU.name
+SPARSE_GRU_OP = ops.SPARSE_GRU.name
 WEIGHT_FORMATS = ("dense", "sparse", "smaller")
 
 _CELLS = {1: ("simple_rnn", SIMPLE_RNN_OP, SPARSE_SIMPLE_RNN_OP), 3: ("gru", GRU_OP, SPARSE_GRU_OP)}
@@ -617,8 +621,6 @@ def _evaluate_tables(instructions: list) -> None:
     options, run by the TFLite Micro interpreter on the 256 int8 inputs (64 ops per model)."""
     from tflite_micro.python.tflite_micro import runtime
 
-    from keras_expander.compression import _align
-
     model_editor, schema = _schema()
 
     def copy_tensor(tensor, shape=None, data=True):
@@ -643,7 +645,7 @@ def _evaluate_tables(instructions: list) -> None:
             outputs.append(result)
         model = model_editor.Model(subgraphs=[model_editor.Subgraph(operators=operators, inputs=inputs,
                                                                     outputs=outputs)])
-        interpreter = runtime.Interpreter.from_bytes(_align(bytes(model.build())), arena_size=1 << 20)
+        interpreter = runtime.Interpreter.from_bytes(align(bytes(model.build())), arena_size=1 << 20)
         for index in range(len(batch)):
             interpreter.set_input(every_input, index)
         interpreter.invoke()
@@ -807,7 +809,7 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
     """Replaces every unrolled int8 SimpleRNN and GRU layer of a flatbuffer by one fused op.
 
     Args:
-        model_content: A full-int8 `.tflite` flatbuffer, as `keras_expander.export` writes it (SimpleRNN and GRU
+        model_content: A full-int8 `.tflite` flatbuffer, as `keras_expander.tflite.export` writes it (SimpleRNN and GRU
             unrolled, per-tensor weight scales).
         weights: "dense" (KE_SIMPLE_RNN_V1 / KE_GRU_V1), "sparse" (KE_SPARSE_*: weights as sparse blobs) or
             "smaller" (per layer, the sparse op when its blobs are smaller than the dense weights).
@@ -821,8 +823,6 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
     """
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"Argument `weights` must be one of {WEIGHT_FORMATS}. Received: weights={weights!r}")
-    from keras_expander.compression import _align, sparse_blob
-
     model_editor, schema = _schema()
     model = model_editor.read(bytes(model_content))
     fused, skipped = [], []
@@ -884,7 +884,7 @@ def fuse_recurrent_layers(model_content: bytes, weights: str = "smaller") -> tup
     if not fused:
         return bytes(model_content), fused, skipped
     model_editor.prune_buffers(model)
-    return _align(bytes(model.build())), fused, skipped
+    return align(bytes(model.build())), fused, skipped
 
 
 def _drop_dead_unpacks(subgraph) -> None:
