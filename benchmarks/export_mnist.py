@@ -23,7 +23,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from examples import sequential_mnist  # noqa: E402
+from benchmarks.recipes import main_job_command, run_main_job  # noqa: E402
 from keras_expander import datasets, export  # noqa: E402
 from keras_expander.files import write_atomic  # noqa: E402
 from keras_expander.pruning.prune import load_model  # noqa: E402
@@ -52,12 +52,12 @@ def main(argv=None) -> int:
                       str(args.epochs), "--stop-rule", stop_rule, "--prune-begin", "0", "--seed", str(args.seed),
                       "--out", folder,
                       "--verbose", "2"] + (["--data-dir", args.data_dir] if args.data_dir else [])
-        summary = sequential_mnist.run(sequential_mnist.parse_args(train_argv))
+        summary = run_main_job(train_argv)
         model = load_model(os.path.join(folder, "model.keras"))
         reports = export.export_model(model, modes=("float32", "int8"), x_test=x_test, y_test=y_test,
                                       representative_data=representative, out_dir=os.path.join(folder, "export"))
         print("\n".join(export.format_report(reports)))
-        runs[name] = {"train_command": "python examples/sequential_mnist.py " + " ".join(train_argv),
+        runs[name] = {"train_command": main_job_command(train_argv),
                       "test_accuracy_keras_training_run": summary["test_accuracy"],
                       "layer_sparsity": summary["layers"][0]["sparsity"],
                       "reports": {r.mode: dataclasses.asdict(r) for r in reports}}

@@ -50,7 +50,7 @@ class EpochTimer(DualKerasCallback):
 def train_and_time(keras_version: str, pruned: bool, args, x_train, y_train) -> list[float]:
     """Trains one model and returns its seconds per epoch."""
     import keras_expander as ke
-    from examples.sequential_mnist import build_model
+    from benchmarks.recipes import build_model
     from keras_expander import frameworks as backend
     from keras_expander.pruning import wrapper as wrapper_lib
 

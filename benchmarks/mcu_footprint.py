@@ -55,7 +55,7 @@ ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_byte
 
 def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> tuple[bytes, dict]:
     """Trains (or reuses) one model with the main job and converts it to full int8; returns (flatbuffer, info)."""
-    from examples import sequential_mnist
+    from benchmarks.recipes import main_job_command, run_main_job
     from keras_expander.pruning.prune import load_model
     from keras_expander.tflite import export
 
@@ -68,7 +68,7 @@ def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> 
     summary_path, tflite_path = os.path.join(folder, "summary.json"), os.path.join(folder, "int8.tflite")
     if not os.path.exists(summary_path):
         print(f"[train] {cell} sparsity {sparsity:g}, {args.epochs} epochs", flush=True)
-        sequential_mnist.run(sequential_mnist.parse_args(train_argv))
+        run_main_job(train_argv)
     with open(summary_path) as stream:
         summary = json.load(stream)
     if not os.path.exists(tflite_path):
@@ -76,7 +76,7 @@ def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> 
         write_atomic(tflite_path, content)
     with open(tflite_path, "rb") as stream:
         content = stream.read()
-    info = {"train_command": "python examples/sequential_mnist.py " + " ".join(train_argv),
+    info = {"train_command": main_job_command(train_argv),
             "keras_test_accuracy": summary["test_accuracy"],
             "measured_sparsity": summary["layers"][0]["sparsity"] if summary["layers"] else 0.0}
     return content, info

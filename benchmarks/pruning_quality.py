@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from examples.sequential_mnist import CELLS, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
+from benchmarks.recipes import CELLS, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.expansion import analysis  # noqa: E402
 from keras_expander.files import write_atomic  # noqa: E402

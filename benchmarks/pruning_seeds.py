@@ -319,7 +319,7 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from pruning_quality import train_one
 
-    from examples.sequential_mnist import VALIDATION_SIZE
+    from benchmarks.recipes import VALIDATION_SIZE
     from keras_expander import datasets
     from keras_expander.expansion import analysis
     from keras_expander.files import write_atomic

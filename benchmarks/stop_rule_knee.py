@@ -210,7 +210,7 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
     pruned to q and fine-tuned (with stop_rule="monitor", or with the stop rule of LIVE_RULES[live]); returns its
     record."""
     import keras_expander as ke
-    from examples.sequential_mnist import build_model
+    from benchmarks.recipes import build_model
     from keras_expander.frameworks import tf_keras
 
     (x_train, y_train), _, (x_test, y_test) = data

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from examples.sequential_mnist import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
+from benchmarks.recipes import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.expansion.analysis import nan_to_none  # noqa: E402
 from keras_expander.files import atomic_path, write_atomic  # noqa: E402

@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # for benchmarks.recipes
+
 from keras_expander.frameworks import import_tensorflow_quietly  # noqa: E402
 
 import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log lines in the job's output
@@ -28,73 +30,13 @@ import_tensorflow_quietly()  # before anything loads TensorFlow: no start-up log
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
+from benchmarks.recipes import CELLS, HOLDOUT_SIZE, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.expansion import analysis  # noqa: E402
 from keras_expander.expansion.graphs import GATE_VIEWS  # noqa: E402
 from keras_expander.files import atomic_path, write_atomic  # noqa: E402
 from keras_expander.pruning.masks import MASK_POLICIES  # noqa: E402
 from keras_expander.pruning.schedule import CRITERIA, STOP_RULES  # noqa: E402
-
-VALIDATION_SIZE = 5000
-HOLDOUT_SIZE = 1000  # validation images that stop_rule="tolerance" tests each pruning step on
-
-
-CELLS = ("lstm", "simple_rnn", "gru")
-
-
-def build_model(cell: str, units: int, timesteps: int = 28, features: int = 28, classes: int = 10,
-                batch_size: int | None = None, keras_version: str = "tf_keras"):
-    """A recurrent classifier: Input -> LSTM/SimpleRNN/GRU(units) -> Dense(classes) logits.
-
-    Args:
-        cell: "lstm", "simple_rnn" or "gru".
-        units: Hidden units H.
-        timesteps, features: Input shape (T, I).
-        classes: Output logits.
-        batch_size: Fixed batch size (1 for TFLite export), or None.
-        keras_version: "tf_keras" or "keras3": which Keras builds the model.
-
-    Returns:
-        An uncompiled functional model of that Keras.
-
-    Raises:
-        ValueError: unknown `cell` or `keras_version`.
-    """
-    from keras_expander import frameworks
-
-    if keras_version not in ("tf_keras", "keras3"):
-        raise ValueError(f"Argument `keras_version` must be 'tf_keras' or 'keras3'. Received: "
-                         f"keras_version={keras_version!r}")
-    k = frameworks.keras if keras_version == "keras3" else frameworks.tf_keras
-    layers = {"lstm": k.layers.LSTM, "simple_rnn": k.layers.SimpleRNN, "gru": k.layers.GRU}
-    if cell not in layers:
-        raise ValueError(f"Argument `cell` must be one of {sorted(layers)}. Received: cell={cell!r}")
-    inputs = k.Input((timesteps, features), batch_size=batch_size, name="rows")
-    hidden = layers[cell](units, name=cell)(inputs)
-    outputs = k.layers.Dense(classes, name="logits")(hidden)
-    return k.Model(inputs, outputs, name=f"seq_mnist_{cell}{units}")
-
-
-def measure_trained_model(model, x_test, y_test):
-    """Strips a trained model if it is pruned, then measures its test accuracy and the spectra of its graphs.
-
-    Args:
-        model: A trained tf_keras or Keras 3 model, with or without pruning wrappers.
-        x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
-
-    Returns:
-        (test accuracy in [0, 1], `AnalysisReport` of the per-gate graphs, per-layer summaries).
-    """
-    from keras_expander.frameworks import keras, keras_flavour, tf_keras
-    from keras_expander.pruning.wrapper import pruning_wrappers
-
-    if pruning_wrappers(model):
-        model = ke.strip_pruning(model)
-    losses = (keras if keras_flavour(model) == "keras3" else tf_keras).losses
-    model.compile(loss=losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    report = ke.analyze(model, gate_views=("per_gate",))
-    return float(accuracy), report, ke.summarize_layers(report)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """`ExpanderPruningCallback`: the step clock of expansion-aware pruning.
 
-At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.pruning.decision what to do
-(candidate mask, criterion on every monitored graph, stop rule: commit, correct or hold), writes the masks, and
+At every pruning step of every `PruneExpander` layer it reads the weights, asks keras_expander.pruning.decision what to
+do (candidate mask, criterion on every monitored graph, stop rule: commit, correct or hold), writes the masks, and
 records the step; the held-out accuracy of ``stop_rule="tolerance"`` is measured here, as it needs the model. At
 epoch end it writes each layer's sparsity, stop state and worst criterion value into Keras `logs` (every graph's
 values on request). It drives tf_keras and Keras 3 models alike, replaces tfmot's `UpdatePruningStep` (it does its

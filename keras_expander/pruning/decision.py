@@ -1,10 +1,11 @@
 """The pruning decision of expansion-aware pruning: candidate masks -> measure every graph -> commit, correct or hold.
 
 Weights, masks and settings in, a `Decision` out; no TensorFlow and no Keras (numpy, and scipy through
-keras_expander.expansion.spectral), so it is tested on plain arrays. `ExpanderPruningCallback` (both Kerases) keeps the step
-clock, the variable reads and writes, and the logging, and asks this module what to do at every pruning step:
+keras_expander.expansion.spectral), so it is tested on plain arrays. `ExpanderPruningCallback` (both Kerases) keeps
+the step clock, the variable reads and writes, and the logging, and asks this module what to do at every pruning step:
 
-1. candidate masks at the target sparsity from the layer's weights (`keras_expander.pruning.masks.compute_mask`, per gate);
+1. candidate masks at the target sparsity from the layer's weights (`keras_expander.pruning.masks.compute_mask`, per
+   gate);
 2. the criterion (Delta_R, Delta_S or spectral gap; docs/METHOD.md section 2) of every graph of the candidate in
    the gate view (`keras_expander.expansion.graphs`);
 3. the stop rule (docs/METHOD.md section 3, after Kalra et al., arXiv 2403.11100: accuracy collapses near the

@@ -431,8 +431,8 @@ def _probe_worker(tflite_path: str, arena_size: int) -> None:
 
 
 def _arena_works(tflite_path: str, arena_size: int) -> bool:
-    result = subprocess.run([sys.executable, "-m", "keras_expander.tflite.export", "probe", tflite_path, str(arena_size)],
-                            capture_output=True, timeout=300, preexec_fn=die_with_parent)
+    result = subprocess.run([sys.executable, "-m", "keras_expander.tflite.export", "probe", tflite_path,
+                             str(arena_size)], capture_output=True, timeout=300, preexec_fn=die_with_parent)
     return result.returncode == 0
 
 
