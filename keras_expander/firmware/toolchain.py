@@ -4,7 +4,8 @@ A TFLM tree made by TFLM's `create_tflm_tree.py` has no build system. We compile
 schema, quantization helpers) once per (tree, target, compiler, flags) into a cached static archive, and per
 firmware only the kernels that the model's op resolver registers, found from TFLM's own
 `micro_mutable_op_resolver.h` (which `Add...` method registers an op, and with which `Register_...` function) and
-the `#include` closure of the file that defines that function. Flags are TFLM's own (`../shared/docs/FIRMWARE.md`):
+the `#include` closure of the file that defines that function. Flags are TFLM's own (its
+`tensorflow/lite/micro/tools/make/Makefile`: CORE_OPTIMIZATION_LEVEL and KERNEL_OPTIMIZATION_LEVEL):
 core at -Os, kernels at -O2.
 """
 

@@ -3,7 +3,7 @@
 The TFLite converter fuses an LSTM into `UNIDIRECTIONAL_SEQUENCE_LSTM` only for tf_keras' LSTM layer (its
 implementation carries the `api_implements` attribute the converter matches); a Keras 3 LSTM, or `RNN(LSTMCell)`
 in either Keras, becomes a WHILE loop, which TFLite Micro's sparse kernels cannot use and the int8 calibrator
-crashes on (`../shared/docs/STACK.md`). The weight layouts are the same in both Kerases, so the export rebuilds
+crashes on (docs/stack.md). The weight layouts are the same in both Kerases, so the export rebuilds
 every model as tf_keras from its config:
 - a Keras 3 config is rewritten into tf_keras' (dtype policies as names, `batch_shape` as `batch_input_shape`,
   Keras 3-only arguments dropped, functional graph nodes in tf_keras' format);

@@ -1,6 +1,6 @@
 """Export a pruned recurrent model to TFLite (float32 or full int8) for TFLite Micro, and verify it.
 
-Steps, each guarding a trap of the stack (docs/STACK.md):
+Steps, each guarding a trap of the stack (docs/stack.md):
 1. strip the pruning wrappers if present, and rebuild a batch-1 tf_keras copy with the same weights (only a fixed
    batch converts, and only tf_keras' LSTM fuses; Keras 3 models are rebuilt as tf_keras, see
    `keras_expander.tflite.converter_model`); SimpleRNN and GRU layers are unrolled for int8 (the WHILE-loop form crashes
