@@ -1,6 +1,6 @@
 """No silent wrong results: every path that used to finish with a wrong or meaningless result, or a raw traceback,
 now fails loudly with a one-line error (or does the right thing). Each test is named after the behaviour; the
-README's bad-input table (Reliability) lists them."""
+bad-input table of docs/reliability.md lists them."""
 
 import os
 import signal

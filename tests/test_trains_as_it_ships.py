@@ -1,7 +1,7 @@
 """No silent wrong results, round 2: what trains is what ships, and every verdict is true.
 
-Each test is named after the behaviour it holds and failed before the fix; the README's bad-input table
-(Reliability) lists them. Models are tiny (a few units, 6 time steps), so that the whole file runs in about a
+Each test is named after the behaviour it holds and failed before the fix; the bad-input table of
+docs/reliability.md lists them. Models are tiny (a few units, 6 time steps), so that the whole file runs in about a
 minute and a half on 2 cores; conversions that can stop before the TFLM arena search use target="litert".
 """
 
