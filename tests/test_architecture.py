@@ -55,9 +55,7 @@ def imports_of(module: str) -> set[str]:
             for alias in node.names:
                 candidate = f"{source}.{alias.name}"
                 found.add(candidate if candidate in MODULES else source)
-    found |= _strings_naming_modules(tree)
-    if module == "keras_expander.moved_modules":  # its keys are the old names it serves, not imports
-        found -= {name for name in found if name not in MODULES}
+    found |= _strings_naming_modules(tree)  # moved_modules' old names name no module of ours, so they never count
     return found - {module}
 
 
@@ -74,7 +72,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         stack.append(node)
         for target in sorted(graph[node]):
-            if node.endswith("__init__") or (target.startswith(node + ".") and MODULES[node].name == "__init__.py"):
+            if target.startswith(node + ".") and MODULES[node].name == "__init__.py":
                 continue
             if state.get(target) == "open":
                 return stack[stack.index(target):] + [target]

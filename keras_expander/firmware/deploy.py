@@ -44,7 +44,7 @@ BOARDS = {board.name: board for board in (
     Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 (the board QEMU emulates)"),
 )}
 DEFAULT_BOARD = "nrf52840"
-# The TFLM trees and the pip interpreter are built from different TFLM commits (../shared/tflm/README.md); on
+# The TFLM trees and the pip interpreter are built from different TFLM commits (docs/deployment.md); on
 # 10,000 sequential-MNIST sequences through an int8 LSTM(128), 14 outputs differ by one int8 step, identically on
 # host, Cortex-M4 reference and CMSIS-NN builds. Larger differences are failures.
 TOLERANCE_INT8_STEPS = 1

@@ -18,14 +18,8 @@ import numpy as np
 
 from keras_expander.files import die_with_parent
 from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
-from keras_expander.firmware.toolchain import (
-    FirmwareError,
-    Toolchain,
-    compile_objects,
-    core_archive,
-    kernel_sources,
-    startup_sources,
-)
+from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
+                                               kernel_sources, startup_sources)
 
 QEMU_BOARD = "mps2-an386"
 QEMU_FLASH_BYTES = 4 << 20  # mps2-an386: 4 MiB at 0x00000000

@@ -26,7 +26,7 @@ from pathlib import Path
 TARGETS = ("host", "cortex-m4")
 KERNEL_SETS = ("reference", "cmsis_nn")
 APT_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm"
-# Default tree folder names under $KERAS_EXPANDER_TFLM (the names in ../shared/tflm).
+# Default tree folder names under $KERAS_EXPANDER_TFLM (docs/deployment.md says how each tree is made).
 TREE_NAMES = {("host", "reference"): "host", ("cortex-m4", "reference"): "cortex_m4",
               ("cortex-m4", "cmsis_nn"): "cortex_m4_cmsis_nn"}
 _SHARED_TFLM = Path(__file__).resolve().parents[3] / "shared" / "tflm"
@@ -97,8 +97,8 @@ class Toolchain:
 
 
 def default_tree(target: str, kernels: str) -> Path | None:
-    """The default TFLM tree for (target, kernels): `$KERAS_EXPANDER_TFLM/<name>`, else `../shared/tflm/<name>`
-    beside the project checkout; None when neither exists. Names: host, cortex_m4, cortex_m4_cmsis_nn."""
+    """The default TFLM tree for (target, kernels): `$KERAS_EXPANDER_TFLM/<name>`, else `<name>` in the project's
+    shared TFLM folder beside the checkout (`_SHARED_TFLM`); None when neither exists. Names: host, cortex_m4, cortex_m4_cmsis_nn."""
     name = TREE_NAMES[(target, kernels)]
     for parent in (os.environ.get("KERAS_EXPANDER_TFLM"), _SHARED_TFLM):
         if parent and (Path(parent) / name).is_dir():
