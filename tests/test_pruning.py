@@ -96,6 +96,14 @@ def test_schedule_bad_argument_names_it_and_the_value(kwargs, match):
         ExpanderPruningSchedule(**arguments)
 
 
+def test_schedule_without_end_step_says_polynomial_decay_needs_one_and_constant_sparsity_runs_on():
+    with pytest.raises(ValueError, match=r"`end_step` is required with base='polynomial_decay'.*final_sparsity=0.9.*"
+                                         r"steps_per_epoch.*Received: end_step=None"):
+        ExpanderPruningSchedule(final_sparsity=0.9)
+    constant = ExpanderPruningSchedule(final_sparsity=0.9, base="constant_sparsity")
+    assert constant.get_config()["config"]["end_step"] == -1 and constant.is_pruning_turn(10 ** 6 * 100)
+
+
 def test_next_target_is_the_first_schedule_step_past_the_committed_sparsity():
     schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.9, begin_step=10, end_step=50, frequency=10)
     targets = [0.9 * (1 - (1 - k / 4) ** 3) for k in range(5)]  # PolynomialDecay (power 3) at steps 10, 20, .., 50

@@ -83,7 +83,8 @@ class ExpanderPruningSchedule:
     Args:
         final_sparsity: Target fraction of zeros in [0, 1).
         begin_step: First step (optimizer iterations) at which pruning may happen, >= 0.
-        end_step: Last pruning step, > begin_step; -1 means prune until training ends (constant_sparsity only).
+        end_step: Last pruning step, where polynomial_decay reaches `final_sparsity`, > begin_step; required with
+            polynomial_decay. With constant_sparsity, -1 or None (the default) prunes until training ends.
         initial_sparsity: Sparsity at `begin_step` (polynomial_decay), in [0, 1).
         power: Exponent of the polynomial decay, tfmot default 3.
         frequency: Prune every `frequency` steps, >= 1 (tfmot default 100).
@@ -104,17 +105,18 @@ class ExpanderPruningSchedule:
             measurements, which pause on noise when the held-out batch is small).
 
     Raises:
-        ValueError: any argument out of range or not among the allowed values, ``stop_rule="correct"`` with
-            ``representation="weighted"`` (moved edges start at weight 0, so a weighted graph cannot see them), or
-            a polynomial_decay `frequency` larger than ``end_step - begin_step`` (the only pruning step would be
-            `begin_step`, at `initial_sparsity`); the message names the argument and the value.
+        ValueError: any argument out of range or not among the allowed values, polynomial_decay without
+            `end_step`, ``stop_rule="correct"`` with ``representation="weighted"`` (moved edges start at weight 0,
+            so a weighted graph cannot see them), or a polynomial_decay `frequency` larger than
+            ``end_step - begin_step`` (the only pruning step would be `begin_step`, at `initial_sparsity`); the
+            message names the argument and the value.
 
     Warns:
         UnreachedSparsityWarning: polynomial_decay with ``end_step - begin_step`` not a multiple of `frequency`:
             the last pruning step comes before `end_step`, and the warning gives the sparsity reached there.
     """
 
-    def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = -1,
+    def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int | None = None,
                  initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
                  base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
                  margin: float = 0.0, gate_view: str = "union", stop_rule: str = "tolerance", tolerance: float = 1.0,
@@ -133,6 +135,13 @@ class ExpanderPruningSchedule:
         for name, value in (("final_sparsity", final_sparsity), ("initial_sparsity", initial_sparsity)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"Argument `{name}` must be in [0, 1). Received: {name}={value!r}")
+        if end_step is None and base == "polynomial_decay":
+            # tfmot's PolynomialDecay has no default end_step either: the decay needs a step to end at.
+            raise ValueError(f"Argument `end_step` is required with base='polynomial_decay': the optimizer step at "
+                             f"which the sparsity reaches final_sparsity={final_sparsity:g}, e.g. epochs * "
+                             f"steps_per_epoch of your fit (or less, to fine-tune after pruning); base="
+                             f"'constant_sparsity' prunes until training ends without it. Received: end_step=None")
+        end_step = -1 if end_step is None else end_step
         begin_step, end_step, frequency = (_integer("begin_step", begin_step), _integer("end_step", end_step),
                                            _integer("frequency", frequency))
         if begin_step < 0:
