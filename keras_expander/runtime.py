@@ -3,13 +3,23 @@
 One `predict(x)` for both: float inputs are quantized with round and clip when the model's input is int8, outputs
 are dequantized, and the interpreter state is reset before every sequence (the fused LSTM keeps its state across
 invokes in every runtime). No TensorFlow import: both runtimes are standalone packages.
+
+TFLite Micro aborts the whole process when its arena is too small for an invoke, so arena sizes are tried in
+subprocesses (`tflm_arena_works`, `working_tflm_arena`); run as ``python -m keras_expander.runtime PATH BYTES`` this
+module is that probe.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 
 RUNTIMES = ("litert", "tflm")
+MAX_TFLM_ARENA = 64 << 20  # bytes; a model that needs more does not fit a microcontroller either
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
@@ -122,6 +132,62 @@ class TFLiteModel:
         return self._input_quantization
 
     @property
+    def output_quantization(self) -> tuple[float, int] | None:
+        """(scale, zero point) of the output tensor, or None for float outputs."""
+        return self._output_quantization
+
+    @property
     def output_scale(self) -> float | None:
         """Output quantization step (dequantized units per integer step), or None for float outputs."""
         return self._output_quantization[0] if self._output_quantization else None
+
+
+def tflm_arena_works(tflite_path: str | os.PathLike, arena_size: int) -> bool:
+    """Whether TFLite Micro loads the model and runs one invoke (zero input) with an arena of `arena_size` bytes,
+    tried in a subprocess (TFLM aborts the process when the arena is too small)."""
+    from keras_expander.files import die_with_parent
+
+    result = subprocess.run([sys.executable, "-m", "keras_expander.runtime", str(tflite_path), str(int(arena_size))],
+                            capture_output=True, timeout=300, preexec_fn=die_with_parent)
+    return result.returncode == 0
+
+
+def working_tflm_arena(model_content: bytes, start: int = 1 << 20, work_dir: str | None = None) -> int:
+    """An arena size (bytes) that runs the model under TFLite Micro: `start`, doubled until a probe works.
+
+    For the reference interpreter of checks that compare against TFLM, where the tight arena (the export's binary
+    search) is not needed: one probe for most models.
+
+    Args:
+        model_content: The flatbuffer.
+        start: First size tried, bytes.
+        work_dir: Folder for the probe's temporary file (default: the system's).
+
+    Returns:
+        The arena size in bytes, `start` x a power of 2, at most `MAX_TFLM_ARENA`.
+
+    Raises:
+        RuntimeError: no arena up to `MAX_TFLM_ARENA` works: an op or tensor type TFLM lacks, or a model too large.
+    """
+    with tempfile.TemporaryDirectory(prefix="keras_expander_arena_", dir=work_dir) as folder:
+        path = os.path.join(folder, "model.tflite")
+        with open(path, "wb") as stream:
+            stream.write(model_content)
+        size = int(start)
+        while not tflm_arena_works(path, size):
+            size *= 2
+            if size > MAX_TFLM_ARENA:
+                raise RuntimeError(f"The model does not run under TFLite Micro with any arena up to "
+                                   f"{MAX_TFLM_ARENA:,} bytes: an op or tensor type TFLM lacks, or a model too large "
+                                   f"for a microcontroller.")
+        return size
+
+
+def _probe(tflite_path: str, arena_size: int) -> None:
+    with open(tflite_path, "rb") as stream:
+        model = TFLiteModel(stream.read(), runtime="tflm", arena_size=arena_size)
+    model.predict_raw(np.zeros(model.input_shape[1:], dtype=model.input_dtype))
+
+
+if __name__ == "__main__":
+    _probe(sys.argv[1], int(sys.argv[2]))

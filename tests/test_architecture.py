@@ -15,7 +15,7 @@ PACKAGE = ROOT / "keras_expander"
 TENSORFLOW = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "ai_edge_litert", "tflite_micro")
 # Modules that must run on numpy and scipy alone (tested on plain arrays, imported by `import keras_expander`).
 NUMPY_ONLY = ("keras_expander.layers", "keras_expander.expansion", "keras_expander.pruning.masks",
-              "keras_expander.pruning.decision")
+              "keras_expander.pruning.decision", "keras_expander.predictions")
 
 
 def module_name(path: Path) -> str:

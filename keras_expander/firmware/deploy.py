@@ -9,6 +9,7 @@ inputs, accuracy, and, on Cortex-M4, flash, RAM, stack and instructions per infe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 
 from keras_expander.firmware import device, project
 from keras_expander.firmware.toolchain import FirmwareError, find_toolchain
-from keras_expander.runtime import TFLiteModel, quantize
+from keras_expander.predictions import flatbuffer_reading
+from keras_expander.runtime import TFLiteModel, dequantize, quantize, working_tflm_arena
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +86,9 @@ class FirmwareReport:
         mismatched_sequences: Sequences whose output differs from it.
         max_abs_difference: Largest |firmware - interpreter| output difference, in the output tensor's units
             (integer steps for int8 outputs).
-        accuracy: Top-1 accuracy in [0, 1] of the firmware's outputs, None without labels.
+        accuracy: Accuracy in [0, 1] of the firmware's outputs, None without labels: the argmax of several outputs,
+            a single output thresholded (its sigmoid (LOGISTIC) > 0.5, else its logit > 0;
+            `keras_expander.predictions.flatbuffer_reading`).
         arena_bytes: Tight tensor arena (`arena_used_bytes()` after AllocateTensors), bytes; the measured run
             uses exactly this arena.
         model_flash_bytes, runtime_flash_bytes, library_flash_bytes, harness_flash_bytes, image_flash_bytes:
@@ -141,7 +145,7 @@ def device_inputs(model_content: bytes, x: np.ndarray) -> np.ndarray:
     Returns:
         Array of shape (N, T, F) in the model's input dtype.
     """
-    reference = TFLiteModel(model_content, runtime="tflm")
+    reference = reference_interpreter(model_content)
     x = np.asarray(x)
     if reference.input_dtype == np.float32 or x.dtype == reference.input_dtype:
         return x.astype(reference.input_dtype)
@@ -150,7 +154,25 @@ def device_inputs(model_content: bytes, x: np.ndarray) -> np.ndarray:
 
 def model_input_shape(model_content: bytes) -> tuple[int, ...]:
     """The model's input shape without the batch axis, e.g. (28, 28), as the TFLite Micro interpreter reports it."""
-    return tuple(int(size) for size in TFLiteModel(model_content, runtime="tflm").input_shape[1:])
+    return tuple(int(size) for size in reference_interpreter(model_content).input_shape[1:])
+
+
+@functools.lru_cache(maxsize=4)
+def reference_interpreter(model_content: bytes) -> TFLiteModel:
+    """The pip TFLite Micro interpreter the firmware is compared with, with an arena that runs the model
+    (`keras_expander.runtime.working_tflm_arena`: 1 MiB, doubled until a probe works), so that a model with a large
+    arena (e.g. a GRU unrolled over 400 steps) is compared rather than failing to allocate. Kept for the last few
+    flatbuffers, as every check of one deploy asks for it.
+
+    Raises:
+        FirmwareError: no arena up to 64 MiB runs the model (an op TFLM lacks, or a model too large).
+    """
+    try:
+        arena = working_tflm_arena(model_content)
+    except RuntimeError as error:
+        raise FirmwareError(f"{error} The pip TFLite Micro interpreter, the firmware's reference, cannot run "
+                            f"it.") from None
+    return TFLiteModel(model_content, runtime="tflm", arena_size=arena)
 
 
 def tflm_python_outputs(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
@@ -159,7 +181,7 @@ def tflm_python_outputs(model_content: bytes, inputs: np.ndarray) -> np.ndarray:
     Returns:
         uint8 array of shape (N, output bytes): each row is the output tensor's bytes.
     """
-    reference = TFLiteModel(model_content, runtime="tflm")
+    reference = reference_interpreter(model_content)
     return np.stack([np.ascontiguousarray(reference.predict_raw(sequence)).view(np.uint8).reshape(-1)
                      for sequence in inputs])
 
@@ -248,7 +270,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     Args:
         model_content: The `.tflite` flatbuffer (batch size 1).
         x: Test sequences, float32 array of shape (N, T, F) (quantized for int8 models like `runtime` does).
-        y: Labels, int array of shape (N,), for the accuracy; None to skip it.
+        y: Labels, int array of shape (N,) (0 or 1 for a single output), for the accuracy; None to skip it.
         target: "host" or "cortex-m4".
         kernels: "reference" or "cmsis_nn".
         tree: TFLM source tree; default `toolchain.default_tree(target, kernels)`.
@@ -263,7 +285,8 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         A `FirmwareReport`.
 
     Raises:
-        ValueError: bad target, kernels, board or sizes; empty `x`; labels of another length.
+        ValueError: bad target, kernels, board or sizes; empty `x`; labels of another length, or labels or an
+            output the accuracy cannot read (`keras_expander.predictions.flatbuffer_reading`).
         FirmwareError: missing tool or tree, an op TFLM lacks, a build or run failure.
     """
     budget = board_budget(board, flash_kib, ram_kib)
@@ -273,6 +296,11 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
                          f"{x.shape}.")
     if y is not None and len(y) != len(x):
         raise ValueError(f"Arguments `x` and `y` must have the same length. Received {len(x)} and {len(y)}.")
+    reference_content = reference_content or model_content
+    if y is not None:  # how outputs become labels (a single sigmoid or logit output is thresholded), checked first
+        width = int(np.prod(reference_interpreter(reference_content).output_details["shape"][1:]))
+        reading = flatbuffer_reading(project.output_op(reference_content), width, y)
+        reading.labels(y)
     toolchain = find_toolchain(target, kernels, tree)
     folder = Path(out_dir).resolve()  # the harness runs in folder/run: every path it gets must be absolute
     if folder.exists():
@@ -283,7 +311,6 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     if target == "cortex-m4":
         project.write_linker_script(toolchain.tree, folder, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES,
                                     device.STACK_BYTES, device.HEAP_BYTES)
-    reference_content = reference_content or model_content
     inputs = device_inputs(reference_content, x)
     expected = tflm_python_outputs(reference_content, inputs)
     image, arena = tight_arena_image(toolchain, folder, registrations, inputs[:1])
@@ -293,10 +320,13 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     result = device.run(toolchain, image, inputs, folder / "run", timeout_s=120 + per_sequence_s * len(inputs))
     run_seconds = time.perf_counter() - start
     mismatched = int(np.sum(np.any(result.outputs != expected, axis=1)))
-    dtype = np.dtype(TFLiteModel(reference_content, runtime="tflm").output_details["dtype"])
+    reference = reference_interpreter(reference_content)
+    dtype = np.dtype(reference.output_details["dtype"])
     logits = result.outputs.view(dtype)
     difference = float(np.max(np.abs(logits.astype(np.float64) - expected.view(dtype).astype(np.float64))))
-    accuracy = None if y is None else float(np.mean(np.argmax(logits, axis=1) == np.asarray(y)))
+    quantization = reference.output_quantization
+    outputs = logits if quantization is None else dequantize(logits, *quantization)
+    accuracy = None if y is None else reading.accuracy(outputs, y)
     sizes = stack = instructions = first = ram = fits = None
     if target == "cortex-m4":
         sizes = device.image_sizes(folder / "build" / "app.map")

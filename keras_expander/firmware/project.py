@@ -29,6 +29,17 @@ def model_ops(model_content: bytes) -> list[str]:
     return sorted({op.opcode_name for subgraph in model.subgraphs for op in subgraph.operators})
 
 
+def output_op(model_content: bytes) -> str:
+    """Name of the operator that writes the flatbuffer's (first subgraph's first) output tensor, e.g. "LOGISTIC"
+    for a sigmoid head or "FULLY_CONNECTED" for logits (`keras_expander.predictions.flatbuffer_reading`); "" when no
+    operator writes it. Read with TFLM's `model_editor`."""
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
+    subgraph = model_editor.read(bytes(model_content)).subgraphs[0]
+    output = subgraph.outputs[0]
+    return next((op.opcode_name for op in subgraph.operators if any(t is output for t in op.outputs)), "")
+
+
 def resolve_ops(ops: list[str], tree: Path) -> dict[str, Registration | CustomOp]:
     """Maps each op to how the firmware registers it, or refuses the model naming the ops TFLM lacks.
 

@@ -21,6 +21,7 @@ from keras_expander import layers as layers_lib
 from keras_expander.expansion import spectral
 from keras_expander.frameworks import tf, warn_user
 from keras_expander.layers import is_expander
+from keras_expander.predictions import output_reading
 from keras_expander.pruning import decision as decision_lib
 from keras_expander.pruning.schedule import ExpanderPruningSchedule
 from keras_expander.pruning.wrapper import mask_sparsity, pruning_wrappers
@@ -124,7 +125,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         log_graphs: Also write every graph's values into `logs` (default False: one line of the progress bar per
             layer stays short).
         holdout: (x, y) arrays, a held-out batch for ``stop_rule="tolerance"``: x as the model's input, y integer
-            labels of shape (N,) or one-hot (N, classes). Accuracy is the argmax of the model's last axis.
+            labels of shape (N,) or one-hot (N, classes). Accuracy reads the outputs as Keras' accuracy metrics do
+            (`keras_expander.predictions`): the argmax of several outputs; a single output as class 1 when its
+            sigmoid probability is > 0.5 or its logit > 0, against labels 0 / 1.
 
     Attributes:
         events: List of `PruningEvent`, one per pruning step per layer, in order.
@@ -133,7 +136,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         ValueError: `verbose` not 0 or 1, or `holdout` not a pair of arrays of the same length; (at `set_model`)
             a plain tfmot wrapper uses an `ExpanderPruningSchedule` (it would prune by magnitude in-graph and never
             run the expansion check; wrap with `keras_expander.prune_expander`); (at `on_train_begin`) a layer's
-            schedule has ``stop_rule="tolerance"`` and no `holdout` was given.
+            schedule has ``stop_rule="tolerance"`` and no `holdout` was given, or an output or labels the held-out
+            accuracy cannot read (`keras_expander.predictions.output_reading`: a single output through tanh, a
+            softmax over one unit, multi-label sigmoid outputs, labels outside the classes).
     """
 
     train_batch_hooks = True
@@ -155,6 +160,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.log_graphs = bool(log_graphs)
         self.holdout = holdout
         self._holdout_history = []  # held-out accuracies of this fit's pruning steps, oldest first (tolerance rule)
+        self._holdout_reading = None  # how the model's outputs become predicted labels (set at on_train_begin)
         self._committed_target = {}  # layer name -> last committed target sparsity (tolerance rule)
         self.log_dir = log_dir
         self.method = method
@@ -217,6 +223,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._sync_clock()
         self._holdout_history = []
         self._committed_target = {}
+        if self.holdout is not None and any(is_expander(layer) and layer.pruning_schedule.stop_rule == "tolerance"
+                                            for layer in self.prunable_layers):
+            self._holdout_reading = self._read_outputs()
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -369,13 +378,22 @@ class ExpanderPruningCallback(DualKerasCallback):
         """This step's held-out measurement for an event of a ``stop_rule="tolerance"`` layer, else nan."""
         return self._holdout_history[-1] if schedule.stop_rule == "tolerance" else float("nan")
 
-    def _holdout_accuracy(self) -> float:
-        """Accuracy in [0, 1] of the model on `holdout` (argmax of the last axis against integer or one-hot
-        labels), in inference mode."""
+    def _read_outputs(self):
+        """The rule that reads the model's outputs as labels (`output_reading`), with `holdout`'s labels checked
+        against it before the first step, so that an unreadable head fails at the start of fit."""
         x, y = self.holdout
-        predictions = np.argmax(np.asarray(self.model(x, training=False)), axis=-1)
-        labels = np.argmax(y, axis=-1) if y.ndim == predictions.ndim + 1 else y
-        return float(np.mean(predictions == labels.astype(predictions.dtype)))
+        width = None
+        if not getattr(self.model, "outputs", None):  # a subclassed model: its output width shows on data
+            width = int(np.asarray(self.model(x[:1], training=False)).shape[-1])
+        reading = output_reading(self.model, width, y, name="holdout")
+        reading.labels(y, "holdout")
+        return reading
+
+    def _holdout_accuracy(self) -> float:
+        """Accuracy in [0, 1] of the model on `holdout`, its outputs read by `_holdout_reading`, in inference
+        mode."""
+        x, y = self.holdout
+        return self._holdout_reading.accuracy(np.asarray(self.model(x, training=False)), y, "holdout")
 
     @staticmethod
     def _stop(layer, sparsity: float) -> None:

@@ -7,14 +7,16 @@ Steps, each guarding a trap of the stack (docs/stack.md):
    the int8 calibrator) and, for TFLM, when they return sequences (that WHILE loop never finishes under TFLM);
 2. convert in a subprocess, so that a converter crash becomes an `ExportError` naming the model and the mode
    instead of killing the caller; the `.tflite` is written atomically;
-3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, argmax agreement, output error;
-   an export that disagrees with Keras beyond the tolerance of its mode fails (`check_agreement`);
+3. verify under LiteRT and TFLM (state reset before every sequence): accuracy, agreement of predicted labels (read
+   as Keras' accuracy metrics read them, `keras_expander.predictions`: argmax of several outputs, a single sigmoid
+   or logit output thresholded), output error; an export that disagrees with Keras beyond the tolerance of its mode
+   fails (`check_agreement`);
 4. measure for the microcontroller: ops, flatbuffer and gzip -9 bytes, non-zero weights, the smallest TFLM arena
    that works (binary search over subprocess probes: TFLM aborts the process when the arena is too small), TFLM
    time per sequence on this host, and a model-only fits verdict (flatbuffer vs flash, arena vs RAM);
 5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
 
-Run as ``python -m keras_expander.tflite.export convert|probe ...`` it is its own subprocess worker.
+Run as ``python -m keras_expander.tflite.export convert ...`` it is its own conversion worker.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from keras_expander import layers as layers_lib
 from keras_expander.files import atomic_path, check_output_folder, die_with_parent, staged_folder, write_atomic
 from keras_expander.firmware.project import model_ops, write_firmware_files
 from keras_expander.frameworks import keras_flavour
-from keras_expander.runtime import TFLiteModel
+from keras_expander.predictions import output_reading
+from keras_expander.runtime import MAX_TFLM_ARENA, TFLiteModel, tflm_arena_works
 from keras_expander.tflite.converter_model import converter_model
 
 MODES = ("float32", "int8", "dynamic_range")
@@ -49,7 +52,6 @@ DEFAULT_RAM_KIB = 256  # and 256 KiB RAM
 # 0.996 to 0.9996 (results/export_mnist_*.json), a LiteRT or TFLM kernel that gets the model wrong 0 to 0.6.
 FLOAT_TOLERANCE = 1e-3
 MIN_AGREEMENT = 0.95
-_MAX_ARENA = 64 << 20
 
 
 class ExportError(RuntimeError):
@@ -73,9 +75,11 @@ class ExportReport:
         arena_bytes: Smallest TFLM tensor arena that runs the model (binary search), bytes; None for litert.
         tflm_ms_per_sequence: Mean TFLM invoke time per sequence on this host, milliseconds; None for litert.
         samples: Test sequences verified.
+        decision: How outputs become predicted labels (`keras_expander.predictions.OutputReading`), e.g. "argmax
+            of 10 outputs" or "sigmoid output > 0.5".
         keras_accuracy, litert_accuracy, tflm_accuracy: Accuracy in [0, 1] on those sequences.
         argmax_agreement_litert_keras, argmax_agreement_tflm_keras, argmax_agreement_tflm_litert: Fraction of
-            equal predicted classes (TFLM ones None for litert).
+            equal predicted labels, by `decision` (TFLM ones None for litert; the names keep the reports' format).
         max_abs_diff_litert_keras, max_abs_diff_tflm_keras, max_abs_diff_tflm_litert: Max |output difference|
             (logit units).
         max_abs_keras_output: Max |Keras output|, the scale of the float tolerance (logit units).
@@ -98,6 +102,7 @@ class ExportReport:
     arena_bytes: int | None
     tflm_ms_per_sequence: float | None
     samples: int
+    decision: str
     keras_accuracy: float
     litert_accuracy: float
     tflm_accuracy: float | None
@@ -257,7 +262,9 @@ def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
 
     Raises:
         ValueError: more than one input or output, an output that is not (batch, classes) (a TimeDistributed head,
-            return_sequences=True at the end), or test data of another shape than the model's input.
+            return_sequences=True at the end), test data of another shape than the model's input, an output the
+            verification cannot read as predicted labels or labels it cannot compare (`output_reading`: a single
+            output through tanh, multi-label sigmoid outputs, labels outside the classes).
     """
     for kind, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
         if len(tensors) != 1:
@@ -275,6 +282,7 @@ def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
         raise ValueError(f"Arguments `x_test` and `y_test` must have shapes (N,) + {tuple(model.input_shape[1:])} "
                          f"and (N,) for model {model.name!r}. Received: x_test of shape {np.shape(x_test)}, y_test "
                          f"of shape {np.shape(y_test)}.")
+    output_reading(model, y=y_test, name="y_test").labels(y_test, "y_test")
 
 
 def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) -> None:
@@ -282,7 +290,8 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
 
     float32: max |output - Keras output| <= `FLOAT_TOLERANCE` x max(1, max |Keras output|) under LiteRT and TFLM
     (predicted classes then differ only where two Keras outputs are that close). int8 and dynamic_range: Keras,
-    LiteRT and TFLM predict the same class, pairwise, on at least `min_agreement` of the test sequences.
+    LiteRT and TFLM predict the same label (by the report's `decision`: argmax, or a single output thresholded),
+    pairwise, on at least `min_agreement` of the test sequences.
 
     Args:
         report: The verified export (`verify_and_report`).
@@ -424,22 +433,11 @@ def _convert_worker(model_path: str, mode: str, out_path: str, representative: s
         stream.write(content)
 
 
-def _probe_worker(tflite_path: str, arena_size: int) -> None:
-    with open(tflite_path, "rb") as stream:
-        model = TFLiteModel(stream.read(), runtime="tflm", arena_size=arena_size)
-    model.predict_raw(np.zeros(model.input_shape[1:], dtype=model.input_dtype))
-
-
-def _arena_works(tflite_path: str, arena_size: int) -> bool:
-    result = subprocess.run([sys.executable, "-m", "keras_expander.tflite.export", "probe", tflite_path,
-                             str(arena_size)], capture_output=True, timeout=300, preexec_fn=die_with_parent)
-    return result.returncode == 0
-
-
 def find_arena_size(model_content: bytes, granularity: int = 16, work_dir: str | None = None) -> int:
     """Smallest TFLM tensor arena (bytes) that loads the model and runs one invoke, by binary search.
 
-    Each probe runs in a subprocess, because TFLM aborts the process when the arena is too small.
+    Each probe runs in a subprocess (`keras_expander.runtime.tflm_arena_works`), because TFLM aborts the process
+    when the arena is too small.
 
     Args:
         model_content: The flatbuffer.
@@ -457,17 +455,17 @@ def find_arena_size(model_content: bytes, granularity: int = 16, work_dir: str |
         with open(path, "wb") as stream:
             stream.write(model_content)
         high = 4096
-        while not _arena_works(path, high):
+        while not tflm_arena_works(path, high):
             high *= 2
-            if high > _MAX_ARENA:
-                raise ExportError(f"The model does not run under TFLite Micro with any arena up to {_MAX_ARENA} "
+            if high > MAX_TFLM_ARENA:
+                raise ExportError(f"The model does not run under TFLite Micro with any arena up to {MAX_TFLM_ARENA} "
                                   f"bytes (unsupported op or tensor type?).")
         low = 0  # invariant: low fails (or is 0), high works
         while high - low > granularity:
             middle = (low + high) // 2 // granularity * granularity
             if middle <= low:
                 break
-            if _arena_works(path, middle):
+            if tflm_arena_works(path, middle):
                 high = middle
             else:
                 low = middle
@@ -490,7 +488,8 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         model: The stripped Keras model the flatbuffer came from (any batch size).
         model_content: The flatbuffer.
         mode: Its conversion mode (for the report).
-        x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,).
+        x_test: float32 array of shape (N, T, F); y_test: int array of shape (N,), class indices (0 or 1 for a
+            single output).
         tflite_path: Where it was written (for the report).
         target: "tflm" also runs TFLM and searches the arena; "litert" skips TFLM.
         notes: Conversion notes to carry into the report.
@@ -517,15 +516,16 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         tflm_ms = 1000 * (time.perf_counter() - start) / len(x_test)
     nonzero, total = weight_counts(model)
     size = len(model_content)
-    accuracy = lambda out: float(np.mean(np.argmax(out, axis=1) == y_test))  # noqa: E731
-    agreement = lambda a, b: float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))  # noqa: E731
+    reading = output_reading(model, y=y_test, name="y_test")
+    accuracy = lambda out: reading.accuracy(out, y_test, "y_test")  # noqa: E731
+    agreement = reading.agreement
     largest_diff = lambda a, b: float(np.max(np.abs(a - b)))  # noqa: E731
     tflm_ran = tflm_out is not None
     return ExportReport(
         model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=model_ops(model_content),
         flatbuffer_bytes=size, gzip_bytes=len(gzip.compress(model_content, compresslevel=9)),
         nonzero_weights=nonzero, total_weights=total, arena_bytes=arena, tflm_ms_per_sequence=tflm_ms,
-        samples=int(len(x_test)), keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
+        samples=int(len(x_test)), decision=reading.description, keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
         tflm_accuracy=accuracy(tflm_out) if tflm_ran else None,
         argmax_agreement_litert_keras=agreement(litert_out, keras_out),
         argmax_agreement_tflm_keras=agreement(tflm_out, keras_out) if tflm_ran else None,
@@ -568,7 +568,8 @@ def format_report(reports: list[ExportReport], available_samples: int | None = N
         samples = reports[0].samples
         share = (f"the first {samples:,} of the {available_samples:,}" if (available_samples or 0) > samples else
                  f"the {samples:,}")
-        lines.append(f"accuracy and agreement: on {share} test sequences verified.")
+        lines.append(f"accuracy and agreement: on {share} test sequences verified; predicted label: "
+                     f"{reports[0].decision}.")
         lines.append("model fits: the flatbuffer alone against the flash and the arena alone against the RAM; the "
                      "TFLite Micro runtime, the C library and the stack are not counted (keras-expander firmware "
                      "measures the whole image).")
@@ -668,7 +669,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
 def _main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m keras_expander.tflite.export", description="subprocess workers")
+    parser = argparse.ArgumentParser(prog="python -m keras_expander.tflite.export", description="conversion worker")
     commands = parser.add_subparsers(dest="command", required=True)
     convert_parser = commands.add_parser("convert")
     convert_parser.add_argument("model_path")
@@ -677,16 +678,10 @@ def _main(argv: list[str]) -> int:
     convert_parser.add_argument("--representative")
     convert_parser.add_argument("--sparsity-encoding", action="store_true")
     convert_parser.add_argument("--per-tensor-weights", action="store_true")
-    probe_parser = commands.add_parser("probe")
-    probe_parser.add_argument("tflite_path")
-    probe_parser.add_argument("arena_size", type=int)
     args = parser.parse_args(argv)
-    if args.command == "convert":
-        with atomic_path(args.out_path) as temporary:
-            _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding,
-                            args.per_tensor_weights)
-    else:
-        _probe_worker(args.tflite_path, args.arena_size)
+    with atomic_path(args.out_path) as temporary:
+        _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding,
+                        args.per_tensor_weights)
     return 0
 
 
