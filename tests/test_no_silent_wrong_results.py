@@ -205,7 +205,8 @@ def test_export_folder_is_complete_or_untouched_after_kill_9(tmp_path, kill_afte
     assert process.returncode == -signal.SIGKILL
     assert os.listdir(out) == ["report.json"] and (out / "report.json").read_text() == "the previous export"
     time.sleep(1.0)  # the converter subprocess dies with its parent
-    children = subprocess.run(["pgrep", "-f", f"keras_expander.tflite.export .*{tmp_path}"], capture_output=True, text=True)
+    children = subprocess.run(["pgrep", "-f", f"keras_expander.tflite.export .*{tmp_path}"], capture_output=True,
+                              text=True)
     assert children.stdout.strip() == ""
     # The next export cleans the killed run's staging folder and replaces the old folder as a whole.
     x, y = data(8)
@@ -255,3 +256,37 @@ def test_readme_snippet_runs_as_given_and_reaches_its_target(data_dir, tmp_path)
     sparsity = float(result.stdout.split("SPARSITY")[-1])
     assert sparsity > 0.5, "the snippet must prune (hold may stop before 0.9, never at 0)"
     assert "before the schedule's end_step" not in result.stderr
+
+
+def test_subclassed_model_is_pruned_stripped_and_exported_by_the_route_its_message_gives(tmp_path):
+    class Classifier(tf_keras.Model):
+        def __init__(self, rnn):
+            super().__init__(name="classifier")
+            self.rnn, self.head = rnn, tf_keras.layers.Dense(2, name="head")
+
+        def call(self, inputs):
+            return self.head(self.rnn(inputs))
+
+    def follow(message, model):  # runs the code the message gives, as a user would paste it
+        namespace = {"keras": tf_keras, "model": model, "timesteps": STEPS, "features": FEATURES}
+        exec(message.split("instead (it shares their weights, and strip_pruning and export work on it): ")[1][:-1],
+             namespace)
+        return namespace["model"]
+
+    x, y = data()
+    subclassed = Classifier(tf_keras.layers.LSTM(8, name="lstm"))
+    subclassed(x[:1])
+    with pytest.raises(TypeError, match="subclassed model 'classifier' \\(Classifier\\) cannot be cloned") as error:
+        pruned(model=subclassed)
+    model = pruned(model=follow(str(error.value), subclassed))
+    model.fit(x, y, batch_size=16, epochs=1, callbacks=[ke.ExpanderPruningCallback()], verbose=0)
+    (report,) = export.export_model(model, modes=("float32",), x_test=x[:8], y_test=y[:8], out_dir=tmp_path / "out")
+    assert report.nonzero_weights < report.total_weights and report.max_abs_diff_tflm_keras <= 1e-5
+    # A subclassed model whose layers were wrapped one by one (what the message used to advise) strips the same way.
+    schedule = ke.ExpanderPruningSchedule(final_sparsity=0.5, end_step=4, frequency=1, stop_rule="hold")
+    wrapped = Classifier(ke.prune_expander(tf_keras.layers.LSTM(8, name="lstm"), schedule))
+    wrapped(x[:1])
+    with pytest.raises(TypeError, match="of strip_pruning must be a Sequential or functional model") as error:
+        ke.strip_pruning(wrapped)
+    kernel = ke.strip_pruning(follow(str(error.value), wrapped)).get_layer("lstm").cell.kernel.numpy()
+    assert kernel.shape == (FEATURES, 32)

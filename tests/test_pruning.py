@@ -493,3 +493,33 @@ def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
               and layer.layer.name == "bi")
     for key, mask in layers_lib.mask_variables(bi).items():  # each direction at the target, not only their average
         assert abs(1 - np.count_nonzero(mask.numpy()) / mask.numpy().size - 0.5) <= 0.01, key
+
+
+def test_gru_in_a_nested_sequential_is_pruned_and_stripped(K):
+    inner = K.Sequential([K.Input((6, 8)), K.layers.GRU(16, name="rnn")], name="encoder")
+    model = K.Sequential([K.Input((6, 8)), inner, K.layers.Dense(2, name="out")], name="outer")
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.6, begin_step=0, end_step=8, frequency=2)
+    pruned = compile_(ke.prune_expander(model, schedule))
+    history, _ = fit(pruned)
+    assert abs(history.history["sparsity/rnn"][-1] - 0.6) <= 0.005
+    x, _ = data(n=16, seed=3)
+    stripped = ke.strip_pruning(pruned)
+    assert not wrapper_lib.pruning_wrappers(stripped)
+    assert np.max(np.abs(stripped.predict(x, verbose=0) - pruned.predict(x, verbose=0))) <= 1e-6
+    kernel = stripped.layers[0].layers[0].cell.kernel.numpy()
+    assert abs((1 - np.count_nonzero(kernel) / kernel.size) - 0.6) <= 0.005
+
+
+def test_subclassed_model_nested_with_a_recurrent_layer_is_refused_naming_it(K):
+    class Encoder(K.Model):
+        def __init__(self):
+            super().__init__(name="encoder")
+            self.rnn = K.layers.GRU(8, name="rnn")
+
+        def call(self, inputs):
+            return self.rnn(inputs)
+
+    model = K.Sequential([K.Input((6, 8)), Encoder(), K.layers.Dense(2)], name="outer")
+    schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2)
+    with pytest.raises(TypeError, match=r"'outer' holds subclassed model 'encoder' \(Encoder\).*\['rnn'\].*Flatten"):
+        ke.prune_expander(model, schedule)

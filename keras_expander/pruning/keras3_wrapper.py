@@ -165,17 +165,24 @@ def strip(model):
     """Bakes the masks into the weights, restores the matrices' own constraints and removes the wrappers.
 
     Args:
-        model: A Keras 3 Sequential or functional model with `PruneExpander` layers.
+        model: A Keras 3 Sequential or functional model with `PruneExpander` layers (in nested Sequential or
+            functional models too).
 
     Returns:
-        A model of the unwrapped layers (sharing their weights).
+        A model of the unwrapped layers (sharing their weights); nested models are rebuilt the same way.
     """
     for wrapper in wrapper_lib.pruning_wrappers(model):
         for weight, mask in wrapper.pruning_vars:
             weight.assign(masked(weight, mask))
             if isinstance(weight.constraint, MaskConstraint):
                 weight.constraint = weight.constraint.inner
-    return clone_with(model, lambda layer: layer.layer if isinstance(layer, PruneExpander) else layer)
+
+    def unwrap(layer):
+        if wrapper_lib.is_graph_model(layer):
+            return clone_with(layer, unwrap)
+        return layer.layer if isinstance(layer, PruneExpander) else layer
+
+    return clone_with(model, unwrap)
 
 
 def load(path: str):

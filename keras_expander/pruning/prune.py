@@ -20,10 +20,16 @@ import numpy as np
 from keras_expander import layers as layers_lib
 from keras_expander.frameworks import keras_flavour
 from keras_expander.pruning.schedule import ExpanderPruningSchedule
-from keras_expander.pruning.wrapper import pruning_wrappers, value
+from keras_expander.pruning.wrapper import is_graph_model, is_model, pruning_wrappers, value
 
 IMPLEMENTATIONS = {"tf_keras": "keras_expander.pruning.tf_keras_wrapper",
                    "keras3": "keras_expander.pruning.keras3_wrapper"}
+# clone_model, which wrapping and stripping need, rebuilds only Sequential and functional models; a functional model
+# made by calling the subclassed model's `call` on an Input holds the same layers, so it prunes, strips and exports.
+SUBCLASSED = ("Argument `{argument}` of {function} must be a Sequential or functional model; subclassed model "
+              "{name!r} ({kind}) cannot be cloned. Pass a functional model of its layers instead (it shares their "
+              "weights, and strip_pruning and export work on it): inputs = keras.Input((timesteps, features)); "
+              "model = keras.Model(inputs, model.call(inputs)).")
 
 def implementation(model_or_layer):
     """The module that prunes this object: `tf_keras_wrapper` (tfmot) or `keras3_wrapper`.
@@ -37,6 +43,31 @@ def implementation(model_or_layer):
         raise TypeError(f"Argument `model_or_layer` must be a Keras 3 or tf_keras Model or Layer. Received: "
                         f"{type(model_or_layer)!r}") from None
     return importlib.import_module(IMPLEMENTATIONS[flavour])
+
+
+def model_layers(model) -> list:
+    """The layers of a Sequential or functional model, each nested Sequential or functional model followed by its
+    own layers (recursively), in model order."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if is_graph_model(layer):
+            found.extend(model_layers(layer))
+    return found
+
+
+def _check_no_subclassed_rnn(model, layers: list) -> None:
+    """Refuses a subclassed model nested in `model` that holds recurrent layers: `clone_model` cannot reach them."""
+    for nested in layers:
+        if not is_model(nested) or is_graph_model(nested):
+            continue
+        inner = [layer.name for layer in nested._flatten_layers(include_self=False, recursive=True)
+                 if layers_lib.is_recurrent(layer)]
+        if inner:
+            raise TypeError(f"Model {model.name!r} holds subclassed model {nested.name!r} "
+                            f"({type(nested).__name__}), which cannot be cloned, so its recurrent layers {inner} "
+                            f"cannot be wrapped. Flatten the model: build {model.name!r} from the layers of "
+                            f"{nested.name!r} directly.")
 
 
 def _selected(layer, layers) -> bool:
@@ -55,7 +86,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     objects a constraint-based one (`keras_expander.pruning.keras3_wrapper`).
 
     Args:
-        model_or_layer: A tf_keras or Keras 3 Sequential or functional model, or a single layer.
+        model_or_layer: A tf_keras or Keras 3 Sequential or functional model (the Sequential and functional models
+            nested in it are searched too), or a single layer.
         pruning_schedule: An `ExpanderPruningSchedule`; every wrapped layer gets its own copy.
         mask_policy: One of `keras_expander.MASK_POLICIES` (default "degree_floor_magnitude").
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
@@ -68,7 +100,8 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
 
     Raises:
         TypeError: a selected layer is not supported (ConvLSTM, RNN over a list of cells, ...), the object is not a
-            Keras model or layer, the model is subclassed, or `layers` is a string.
+            Keras model or layer, the model is subclassed (the message shows how to make a functional model of its
+            layers) or holds a subclassed model with recurrent layers, or `layers` is a string.
         ValueError: the model is not built, a name in `layers` is not in the model, the model is already pruned, or
             nothing would be wrapped.
 
@@ -77,13 +110,12 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     """
     impl = implementation(model_or_layer)
     options = dict(pruning_schedule=pruning_schedule, mask_policy=mask_policy, min_degree=min_degree)
-    classes = {klass.__name__ for klass in type(model_or_layer).__mro__}
-    if "Model" not in classes:
+    if not is_model(model_or_layer):
         return impl.PruneExpander(model_or_layer, seed=seed, **options)
     model = model_or_layer
-    if not ({"Sequential", "Functional"} & classes or getattr(model, "_is_graph_network", False)):
-        raise TypeError(f"Argument `model_or_layer` must be a Sequential or functional model; subclassed model "
-                        f"{type(model).__name__} cannot be cloned. Wrap its layers with prune_expander.")
+    if not is_graph_model(model):
+        raise TypeError(SUBCLASSED.format(argument="model_or_layer", function="prune_expander", name=model.name,
+                                          kind=type(model).__name__))
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built, so its weights do not exist yet: give it an Input "
                          f"(e.g. keras.Input((timesteps, features))) or call model.build(input_shape) before "
@@ -91,23 +123,27 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     if isinstance(layers, str):
         raise TypeError(f"Argument `layers` must be a list of layer names, not a string. Received: "
                         f"layers={layers!r}; pass layers=[{layers!r}].")
+    all_layers = model_layers(model)
+    _check_no_subclassed_rnn(model, all_layers)
     if layers is not None:
         layers = set(layers)
-        missing = layers - {layer.name for layer in model.layers}
+        missing = layers - {layer.name for layer in all_layers}
         if missing:
             raise ValueError(f"Argument `layers` names layers not in the model: {sorted(missing)}.")
-    positions = {id(layer): index for index, layer in enumerate(model.layers)}
+    positions = {id(layer): index for index, layer in enumerate(all_layers)}
     wrapped = []
 
     def clone_function(layer):
+        if is_graph_model(layer):  # a nested model: its own layers get wrapped (tfmot's prune_low_magnitude too)
+            return impl.clone_with(layer, clone_function)
         if layers_lib.is_pruning_wrapper(layer) or not _selected(layer, layers):
             return layer
         wrapped.append(layer.name)
         return impl.PruneExpander(layer, seed=seed + positions.get(id(layer), 0), **options)
 
-    already = [f"{layer.name!r} ({type(layer).__name__})" for layer in model.layers
+    already = [f"{layer.name!r} ({type(layer).__name__})" for layer in all_layers
                if layers_lib.is_pruning_wrapper(layer)]
-    if already and not any(_selected(layer, layers) for layer in model.layers
+    if already and not any(_selected(layer, layers) for layer in all_layers
                            if not layers_lib.is_pruning_wrapper(layer)):
         raise ValueError(f"Model {model.name!r} is already pruned: layer(s) {', '.join(already)} are pruning "
                          f"wrappers. Keep training it with ExpanderPruningCallback, or call "
@@ -115,9 +151,9 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     pruned = impl.clone_with(model, clone_function)
     if not wrapped:
         raise ValueError(f"Model {model.name!r} has no SimpleRNN, LSTM, GRU or Bidirectional layer to prune "
-                         f"(layers: {[type(layer).__name__ for layer in model.layers]}).")
+                         f"(layers: {[type(layer).__name__ for layer in all_layers]}).")
     left_dense = [f"{layer.name!r} ({type(layer).__name__}: {layers_lib.unsupported_reason(layer)})"
-                  for layer in model.layers if layers_lib.recurrent_cells(layer) and not layers_lib.is_recurrent(layer)
+                  for layer in all_layers if layers_lib.recurrent_cells(layer) and not layers_lib.is_recurrent(layer)
                   or type(layer).__name__.startswith("ConvLSTM")]
     if left_dense:
         warnings.warn(f"prune_expander left these recurrent layers dense: {'; '.join(left_dense)}.", stacklevel=2)
@@ -131,19 +167,23 @@ def strip_pruning(model):
     matrices get back the constraints they had before pruning.
 
     Args:
-        model: A tf_keras or Keras 3 model with `PruneExpander` (or, tf_keras only, tfmot `PruneLowMagnitude`)
-            layers.
+        model: A tf_keras or Keras 3 Sequential or functional model with `PruneExpander` (or, tf_keras only, tfmot
+            `PruneLowMagnitude`) layers, in it or in the Sequential and functional models nested in it.
 
     Returns:
         The stripped model (plain layers sharing the trained weights), whose prunable weights are exactly zero
         wherever the masks were zero.
 
     Raises:
-        TypeError: `model` is not a Keras model.
+        TypeError: `model` is not a Keras model, or is subclassed (the message shows how to make a functional model
+            of its layers, which strips).
         RuntimeError: a stripped weight is non-zero where its mask was zero (never expected; would mean the
             export carries pruned weights).
     """
     impl = implementation(model)
+    if not is_graph_model(model):
+        raise TypeError(SUBCLASSED.format(argument="model", function="strip_pruning", name=model.name,
+                                          kind=type(model).__name__))
     expected = [(entry[0], value(entry[1]) == 0) for wrapper in pruning_wrappers(model)
                 for entry in wrapper.pruning_vars]
     stripped = impl.strip(model)

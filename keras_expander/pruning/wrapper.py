@@ -52,6 +52,17 @@ def check_min_degree(wrapper) -> None:
                          f"(its smallest graph side). Received: min_degree={wrapper.min_degree}")
 
 
+def is_model(obj) -> bool:
+    """True for any tf_keras or Keras 3 model, subclassed ones included."""
+    return any(klass.__name__ == "Model" for klass in type(obj).__mro__)
+
+
+def is_graph_model(obj) -> bool:
+    """True for a Sequential or functional model (tf_keras or Keras 3): what `clone_model` can rebuild."""
+    names = {klass.__name__ for klass in type(obj).__mro__}
+    return is_model(obj) and bool({"Sequential", "Functional"} & names or getattr(obj, "_is_graph_network", False))
+
+
 def pruning_wrappers(model) -> list:
     """Every pruning wrapper in a model, nested models included: `PruneExpander` (both Kerases) and tfmot's
     `PruneLowMagnitude`, in model order."""
