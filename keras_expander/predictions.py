@@ -197,3 +197,32 @@ def reading_for(activation: str | None, width: int, where: str, y=None, name: st
                              f"keras.metrics.BinaryAccuracy per label); the stop rule stop_rule='tolerance' and the "
                              f"export's verification read single-label classifiers.")
     return OutputReading(width, None, f"argmax of {width} outputs")
+
+
+# A model this close to the majority-class rate has too little accuracy to lose for an accuracy knee, a crossing
+# verdict or a comparison of pruning methods to mean anything (the knee itself looks for a 1-point drop).
+NEAR_CHANCE_POINTS = 10.0
+
+
+def chance_accuracy(y) -> float:
+    """Accuracy in [0, 1] of always answering the most frequent label of `y` (class indices of shape (N,), or
+    one-hot rows): the floor a classifier must clear to have learned anything."""
+    y = np.asarray(y)
+    labels = np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y))
+    return float(np.max(np.unique(labels, return_counts=True)[1]) / len(labels)) if len(labels) else float("nan")
+
+
+def near_chance(accuracy: float, y, points: float = NEAR_CHANCE_POINTS) -> bool:
+    """Whether `accuracy` (in [0, 1], on labels `y`) is less than `points` accuracy points above `chance_accuracy`
+    of `y`: a model that never learned, from whose accuracy no conclusion is drawn."""
+    return bool(100.0 * (accuracy - chance_accuracy(y)) < points)
+
+
+def no_conclusion_reason(accuracy: float, y, what: str = "the dense model") -> str | None:
+    """The sentence a report prints instead of a conclusion from accuracy when `what` is `near_chance`, else None,
+    e.g. "no conclusion: the dense model is at 12.0 %, within 10 points of chance (11.5 %, always the most frequent
+    label)"."""
+    if not near_chance(accuracy, y):
+        return None
+    return (f"no conclusion: {what} is at {100 * accuracy:.1f} %, within {NEAR_CHANCE_POINTS:g} points of chance "
+            f"({100 * chance_accuracy(y):.1f} %, always the most frequent label)")
