@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_expander.frameworks import warn_user
+
 DATA_ENV = "KERAS_EXPANDER_DATA"
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -41,6 +43,10 @@ MNIST_FILES = {
 
 class DataNotFoundError(FileNotFoundError):
     """The data set is not in the given data folder, or (no folder given) the online route could not provide it."""
+
+
+class LongClipWarning(UserWarning):
+    """A loader cut clips longer than one second (the features' frame of 16,000 samples) to their first second."""
 
 
 def _shown(value) -> str:
@@ -236,9 +242,8 @@ def _cached(path: Path, build):
         with np.load(path) as cached:
             return {key: cached[key] for key in cached.files}
     arrays = build()
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as stream:
-            np.savez(stream, **arrays)
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        np.savez(stream, **arrays)
     return arrays
 
 
@@ -329,6 +334,21 @@ def speaker_of(file_name: str) -> str:
     return match.group(1) if match else file_name
 
 
+def _shares(validation_percent, test_percent) -> tuple[float, float]:
+    """The two shares (%) as floats: finite numbers in [0, 100] that add up to at most 100, or ValueError."""
+    validation_percent = _finite("validation_percent", validation_percent, 0, 100)
+    test_percent = _finite("test_percent", test_percent, 0, 100)
+    if validation_percent + test_percent > 100:
+        raise ValueError(f"Arguments `validation_percent` and `test_percent` must add up to at most 100. Received: "
+                         f"validation_percent={validation_percent:g}, test_percent={test_percent:g}")
+    return validation_percent, test_percent
+
+
+def _bucket(key: str) -> int:
+    """SHA-1 of the key mod 100: the stable, seed-free position of a speaker or file among the splits."""
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest(), 16) % 100
+
+
 def split_of(speaker: str, validation_percent: float = 10.0, test_percent: float = 10.0) -> str:
     """Stable speaker-disjoint split: SHA-1 of the speaker id mod 100, as the official `which_set` does.
 
@@ -342,12 +362,8 @@ def split_of(speaker: str, validation_percent: float = 10.0, test_percent: float
     Raises:
         ValueError: a share is not a finite number in [0, 100], or the two add up to more than 100.
     """
-    validation_percent = _finite("validation_percent", validation_percent, 0, 100)
-    test_percent = _finite("test_percent", test_percent, 0, 100)
-    if validation_percent + test_percent > 100:
-        raise ValueError(f"Arguments `validation_percent` and `test_percent` must add up to at most 100. Received: "
-                         f"validation_percent={validation_percent:g}, test_percent={test_percent:g}")
-    bucket = int(hashlib.sha1(speaker.encode("utf-8")).hexdigest(), 16) % 100
+    validation_percent, test_percent = _shares(validation_percent, test_percent)
+    bucket = _bucket(speaker)
     if bucket < validation_percent:
         return "validation"
     if bucket < validation_percent + test_percent:
@@ -467,9 +483,24 @@ def read_recording(path: str | os.PathLike) -> np.ndarray:
     return np.clip(np.rint(audio), -32768, 32767).astype(np.int16)
 
 
-def _read_clips(paths: list[Path]) -> np.ndarray:
-    """int16 array of shape (len(paths), 16000) from `read_audio`."""
-    return np.stack([read_audio(path) for path in paths]) if paths else np.zeros((0, SAMPLE_RATE), np.int16)
+def _read_clips(paths: list[Path], cut: list[int]) -> np.ndarray:
+    """int16 array of shape (len(paths), 16000), each clip as `read_audio` reads it; appends the length (samples at
+    16 kHz) of every clip longer than one second to `cut`, for `_warn_cut`."""
+    clips = np.empty((len(paths), SAMPLE_RATE), np.int16)
+    for row, path in enumerate(paths):
+        samples = read_recording(path)
+        if len(samples) > SAMPLE_RATE:
+            cut.append(len(samples))
+        clips[row] = _fit_one_second(samples)
+    return clips
+
+
+def _warn_cut(folder: Path, cut: list[int]) -> None:
+    """One `LongClipWarning` per load for the clips `_read_clips` cut: how many, the longest in seconds, the folder."""
+    if cut:
+        warn_user(f"{folder}: {len(cut)} clip(s) longer than one second were cut to their first second (the longest "
+                  f"lasts {max(cut) / SAMPLE_RATE:.2f} s); the features see one second per clip: trim or split the "
+                  f"clips first to keep the rest.", LongClipWarning)
 
 
 # Label order of the TensorFlow Datasets `speech_commands` builder (its ClassLabel names).
@@ -540,14 +571,50 @@ OFFICIAL_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt
 _NOISE_SPAN = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
 
 
-def _speech_layout(folder: Path) -> str | None:
-    """"standard" (v0.01 / v0.02 release: word folders, _background_noise_/, the official lists), "test_archive"
-    (the v0.02 test set: _silence_/ and _unknown_/ folders beside the ten words), or None."""
-    if (folder / BACKGROUND_NOISE).is_dir() and all((folder / name).is_file() for name in OFFICIAL_LISTS.values()):
+def _speech_layout(folder: Path, silence_percent: float) -> str | None:
+    """"standard" (v0.01 / v0.02 release: word folders, the official lists and, unless `silence_percent` is 0,
+    _background_noise_/), "test_archive" (the v0.02 test set: _silence_/ and _unknown_/ folders beside the ten
+    words), or None."""
+    if not _release_missing(folder, silence_percent):
         return "standard"
     if (folder / "_silence_").is_dir() and (folder / "_unknown_").is_dir():
         return "test_archive"
     return None
+
+
+def _release_missing(folder: Path, silence_percent: float) -> list[str]:
+    """The parts of the standard release layout that `folder` lacks: the official lists, and _background_noise_/
+    when the _silence_ class needs it (`silence_percent` > 0)."""
+    missing = [name for name in OFFICIAL_LISTS.values() if not (folder / name).is_file()]
+    if silence_percent > 0 and not (folder / BACKGROUND_NOISE).is_dir():
+        missing.append(f"{BACKGROUND_NOISE}/")
+    return missing
+
+
+def _incomplete_release(folder: Path, silence_percent: float) -> DataNotFoundError:
+    """The error for a folder holding part of the standard release layout: names each missing part and what to do,
+    and offers no download (the online route gives v0.02, perhaps not the user's release)."""
+    missing = _release_missing(folder, silence_percent)
+    advice = []
+    lists = [name for name in missing if name in OFFICIAL_LISTS.values()]
+    if lists:
+        advice.append(f"copy {' and '.join(lists)} from the same release there (the lists set the validation and "
+                      f"test splits)")
+    if f"{BACKGROUND_NOISE}/" in missing:
+        advice.append(f"copy {BACKGROUND_NOISE}/ from the same release there (the _silence_ class is sliced from it, "
+                      f"silence_percent={silence_percent:g}) or pass silence_percent=0 to load the release without "
+                      f"_silence_ clips")
+    return DataNotFoundError(f"Speech Commands folder {folder} holds a standard release without "
+                             f"{' and '.join(missing)}: {'; '.join(advice)}.")
+
+
+def _official_lists(folder: Path) -> dict[str, str]:
+    """"<word>/<file name>" -> "validation" or "test", from the folder's validation_list.txt and testing_list.txt."""
+    listed = {}
+    for split, name in OFFICIAL_LISTS.items():
+        for line in (folder / name).read_text().split():
+            listed[line.strip().replace("\\", "/")] = split
+    return listed
 
 
 def _wav_files(folder: Path) -> list[Path]:
@@ -561,9 +628,9 @@ def _refuse_empty_classes(folder: Path, counts: dict[str, int], layout: str) -> 
                                 f"{', '.join(empty)} empty: no .wav clips for them. Copy the complete data set there.")
 
 
-def _archive_clips(folder: Path) -> tuple[dict, dict]:
+def _archive_clips(folder: Path, cut: list[int]) -> tuple[dict, dict]:
     """The v0.02 test-set archive layout: clips split by speaker (`split_of`), _silence_ clips by file name;
-    the noise pool of each split is its _silence_ clips."""
+    the noise pool of each split is its _silence_ clips. Lengths of cut clips go to `cut` (`_read_clips`)."""
     files = {label: _wav_files(folder / label) for label in SPEECH_LABELS}
     _refuse_empty_classes(folder, {label: len(paths) for label, paths in files.items()}, "test-set archive")
     chosen = {split: {"paths": [], "label": [], "speaker": []} for split in SPLITS}
@@ -574,7 +641,7 @@ def _archive_clips(folder: Path) -> tuple[dict, dict]:
             target["paths"].append(path)
             target["label"].append(label_index)
             target["speaker"].append(speaker)
-    clips = {split: {"audio": _read_clips(c["paths"]), "label": np.asarray(c["label"], np.int64),
+    clips = {split: {"audio": _read_clips(c["paths"], cut), "label": np.asarray(c["label"], np.int64),
                      "speaker": np.asarray(c["speaker"])} for split, c in chosen.items()}
     silence = SPEECH_LABELS.index("_silence_")
     noise = {split: c["audio"][c["label"] == silence] for split, c in clips.items()}
@@ -599,15 +666,14 @@ def _noise_slices(recordings: list[np.ndarray], split: str, count: int, rng) -> 
     return slices
 
 
-def _standard_clips(folder: Path, unknown_percent: float, silence_percent: float, rng) -> tuple[dict, dict]:
+def _standard_clips(folder: Path, unknown_percent: float, silence_percent: float, rng,
+                    cut: list[int]) -> tuple[dict, dict]:
     """The v0.01 / v0.02 release layout under the protocol of TensorFlow's speech_commands example
     (input_data.py): the ten words; per split, ceil(unknown_percent % of the split's command clips) _unknown_ clips
     drawn without replacement from the other words, and as many _silence_ clips (silence_percent %) sliced from the
-    background-noise recordings; validation and test from the official lists."""
-    listed = {}
-    for split, name in OFFICIAL_LISTS.items():
-        for line in (folder / name).read_text().split():
-            listed[line.strip().replace("\\", "/")] = split
+    background-noise recordings (none, and no recording needed, at 0 %); validation and test from the official
+    lists. Lengths of cut clips go to `cut` (`_read_clips`)."""
+    listed = _official_lists(folder)
     recordings = [read_recording(path) for path in _wav_files(folder / BACKGROUND_NOISE)]
     words = sorted(path.name for path in folder.iterdir()
                    if path.is_dir() and path.name != BACKGROUND_NOISE and not path.name.startswith("."))
@@ -615,7 +681,8 @@ def _standard_clips(folder: Path, unknown_percent: float, silence_percent: float
     unknown_words = [word for word in words if word not in SPEECH_COMMAND_WORDS]
     counts = {word: len(files.get(word, [])) for word in SPEECH_COMMAND_WORDS}
     counts["_unknown_"] = sum(len(files[word]) for word in unknown_words)
-    counts["_silence_"] = len(recordings)
+    if silence_percent > 0:
+        counts["_silence_"] = len(recordings)
     _refuse_empty_classes(folder, counts, "standard")
     by_split = {split: {"known": [], "unknown": []} for split in SPLITS}
     for word in words:
@@ -630,13 +697,14 @@ def _standard_clips(folder: Path, unknown_percent: float, silence_percent: float
         unknown = [pool[i] for i in sorted(rng.permutation(len(pool))[:math.ceil(len(known) * unknown_percent / 100)])]
         silence_count = math.ceil(len(known) * silence_percent / 100)
         silence = _noise_slices(recordings, split, max(silence_count, 1), rng)
-        if silence is None:
+        if silence is None and silence_count:
             raise DataNotFoundError(f"Speech Commands folder {folder}: no background-noise recording in "
                                     f"{BACKGROUND_NOISE}/ is long enough to give the {split} split one-second slices "
                                     f"(each split uses its own {_NOISE_SPAN[split]} share of every recording).")
         paths = known + unknown
         labels = [SPEECH_LABELS.index(path.parent.name) for path in known] + [unknown_label] * len(unknown)
-        clips[split] = {"audio": np.concatenate([_read_clips(paths), silence[:silence_count]]),
+        silence = silence[:silence_count] if silence_count else np.zeros((0, SAMPLE_RATE), np.int16)
+        clips[split] = {"audio": np.concatenate([_read_clips(paths, cut), silence]),
                         "label": np.asarray(labels + [silence_label] * silence_count, np.int64),
                         "speaker": np.asarray([speaker_of(path.name) for path in paths]
                                               + [f"{BACKGROUND_NOISE}_{i}" for i in range(silence_count)])}
@@ -681,21 +749,25 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
 
     Two on-disk layouts are recognised in the data folder (or its ``speech_commands_v0.02_test/``):
 
-    - *standard*: the v0.01 (30 words) and v0.02 (35 words) releases: one folder per word, ``_background_noise_/``,
-      ``validation_list.txt`` and ``testing_list.txt``. The 12-class protocol of the Speech Commands paper and
-      TensorFlow's ``speech_commands`` example: the ten command words; per split, ceil(`unknown_percent` %) of the
-      split's command clips as ``_unknown_``, drawn without replacement (seeded) from all other words; as many
-      (`silence_percent` %) ``_silence_`` clips, one-second slices at seeded random offsets of the background-noise
-      recordings. Validation and test follow the official lists (speaker-disjoint by construction), the rest
-      trains. Each recording gives its first 80 % (by time) to the training split and 10 % each to validation and
-      test, for the silence slices and for the noise mixed in at `snr_db`, so no noise is shared across splits.
+    - *standard*: the v0.01 (30 words) and v0.02 (35 words) releases: one folder per word, ``_background_noise_/``
+      (not needed at ``silence_percent=0``), ``validation_list.txt`` and ``testing_list.txt``. The 12-class protocol
+      of the Speech Commands paper and TensorFlow's ``speech_commands`` example: the ten command words; per split,
+      ceil(`unknown_percent` %) of the split's command clips as ``_unknown_``, drawn without replacement (seeded)
+      from all other words; as many (`silence_percent` %) ``_silence_`` clips, one-second slices at seeded random
+      offsets of the background-noise recordings. Validation and test follow the official lists (speaker-disjoint
+      by construction), the rest trains. Each recording gives its first 80 % (by time) to the training split and
+      10 % each to validation and test, for the silence slices and for the noise mixed in at `snr_db`, so no noise
+      is shared across splits.
+      At ``silence_percent=0`` the ``_silence_`` class holds no clip (the labels stay `SPEECH_LABELS`, so index 0
+      is never a target), and a release without ``_background_noise_/`` loads (clean audio only: `snr_db` needs it).
     - *test_archive*: the v0.02 test set we ship (``_silence_/`` and ``_unknown_/`` folders beside the ten words,
       4,890 clips). It has no official split of its own: it is split by speaker into train / validation / test (80 /
       10 / 10 % of speakers, `split_of`); ``_silence_`` clips are split by file name and are the noise source.
 
     Without a data folder, the online route loads the official v0.02 splits with TensorFlow Datasets (a 2.4 GB
     download that needs the `pydub` package; its silence clips are the noise source). Clips are read with
-    `read_audio` (16-bit PCM at any rate, mixed down to mono, resampled to 16 kHz).
+    `read_audio` (16-bit PCM at any rate, mixed down to mono, resampled to 16 kHz, cut or zero-padded to one
+    second); clips longer than one second raise one `LongClipWarning` per load, naming how many and the longest.
 
     Args:
         data_dir: Folder holding the data set (default $KERAS_EXPANDER_DATA); only without either, TensorFlow
@@ -703,19 +775,25 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
         snr_db: Signal-to-noise ratio in dB of the added noise (a finite number), or None for clean audio.
         seed: Seed of the noise, unknown-word and silence-slice choices, an integer >= 0.
         unknown_percent, silence_percent: Standard layout: size of the _unknown_ and _silence_ classes per split,
-            % of the split's command-word clips (TensorFlow's example uses 10 and 10).
+            % of the split's command-word clips (TensorFlow's example uses 10 and 10); ``silence_percent=0``: no
+            _silence_ clips, and no ``_background_noise_/`` needed.
 
     Returns:
         Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 in 0..11 indexing
-        `SPEECH_LABELS`); "speakers" -> split -> array of speaker ids (None on the online route); "labels" ->
-        `SPEECH_LABELS`; "layout" -> "standard", "test_archive" or "tensorflow_datasets"; "counts" -> split ->
-        label -> clips.
+        `SPEECH_LABELS`, always all 12 labels; the _silence_ class is empty at ``silence_percent=0``); "speakers" ->
+        split -> array of speaker ids (None on the online route); "labels" -> `SPEECH_LABELS`; "layout" ->
+        "standard", "test_archive" or "tensorflow_datasets"; "counts" -> split -> label -> clips.
 
     Raises:
         ValueError: a bad number (non-finite `snr_db`, `seed` not an integer >= 0, a percentage outside [0, 100]),
             or a clip in an unsupported format (`read_audio`; the message names the file).
-        DataNotFoundError: the data folder does not exist or matches no known layout, a class would be empty, a
-            split gets no clip, there is no noise to mix in at `snr_db`, or (no data folder) the online route failed.
+        DataNotFoundError: the data folder does not exist or matches no known layout, holds a standard release
+            without a part it needs (names the part: an official list, or _background_noise_/ at `silence_percent`
+            > 0), a class would be empty, a split gets no clip, there is no noise to mix in at `snr_db`, or (no data
+            folder) the online route failed.
+
+    Warns:
+        LongClipWarning: clips longer than one second were cut.
     """
     snr_db = None if snr_db is None else _finite("snr_db", snr_db, unit=" of dB (or None)")
     seed = _integer("seed", seed, low=0)
@@ -725,15 +803,20 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
     root = resolve_data_dir(data_dir)
     if root is not None:
         candidates = [root / SPEECH_FOLDER, root]
-        folder = next((path for path in candidates if _speech_layout(path)), None)
+        folder = next((path for path in candidates if _speech_layout(path, silence_percent)), None)
+        partial = next((path for path in candidates if (path / BACKGROUND_NOISE).is_dir()
+                        or any((path / name).is_file() for name in OFFICIAL_LISTS.values())), None)
+        if folder is None and partial is not None:
+            raise _incomplete_release(partial, silence_percent)
         if folder is None:
             raise _not_in_folder("Speech Commands", root, data_dir,
                                  f"neither {root / SPEECH_FOLDER} nor {root} has a known layout: the standard release "
                                  f"needs <word>/*.wav, {BACKGROUND_NOISE}/, {' and '.join(OFFICIAL_LISTS.values())}; "
                                  f"the v0.02 test-set archive needs <word>/*.wav, _silence_/ and _unknown_/")
-        layout = _speech_layout(folder)
-        clips, noise = (_standard_clips(folder, unknown_percent, silence_percent, rng) if layout == "standard"
-                        else _archive_clips(folder))
+        layout, cut = _speech_layout(folder, silence_percent), []
+        clips, noise = (_standard_clips(folder, unknown_percent, silence_percent, rng, cut) if layout == "standard"
+                        else _archive_clips(folder, cut))
+        _warn_cut(folder, cut)
         source = f"Speech Commands folder {folder}"
         for split, c in clips.items():
             if not len(c["label"]):
@@ -752,52 +835,145 @@ def speech_commands(data_dir: str | os.PathLike | None = None, snr_db: float | N
     return out
 
 
-def _file_speaker(name: str) -> str:
-    """Speaker of a clip in a labelled audio folder: the part before ``_nohash_`` (Speech Commands naming), else
-    before the first ``_``, else the whole file stem."""
+def _file_speaker(name: str, pattern: re.Pattern | None = None) -> str | None:
+    """Speaker of a clip in a labelled audio folder. With `pattern`: its first group (its whole match when it has no
+    group) searched in the file name, None when nothing (or an empty string) matches. Without: the part before
+    ``_nohash_`` (Speech Commands naming), else before the first ``_``, else the whole file stem."""
+    if pattern is not None:
+        match = pattern.search(name)
+        return (match.group(1 if pattern.groups else 0) or None) if match else None
     match = re.match(r"(.+?)_nohash_", name)
     return match.group(1) if match else Path(name).stem.split("_")[0]
 
 
-AUDIO_SPLIT_RULES = ("speaker", "file")
+AUDIO_SPLIT_RULES = ("speaker", "file", "lists")
+_PATTERN_EXAMPLE = "r'^[^_]+_([^_]+)_' for <label>_<speaker>_<n>.wav"
 
 
-def audio_folder(data_dir: str | os.PathLike, split_by: str = "speaker", validation_percent: float = 10.0,
-                 test_percent: float = 10.0):
+def _speaker_pattern(speaker_pattern, split_by) -> re.Pattern | None:
+    """`speaker_pattern` compiled (None stays None); ValueError for a bad expression or one given with split_by='file',
+    which has no speakers."""
+    if speaker_pattern is None:
+        return None
+    if split_by == "file":
+        raise ValueError(f"Argument `speaker_pattern` applies to split_by='speaker' or 'lists', not 'file': drop one "
+                         f"of them. Received: speaker_pattern={speaker_pattern!r}, split_by='file'")
+    try:
+        return re.compile(speaker_pattern)
+    except (re.error, TypeError) as error:
+        raise ValueError(f"Argument `speaker_pattern` must be a regular expression whose first group is the speaker, "
+                         f"e.g. {_PATTERN_EXAMPLE} ({error}). Received: speaker_pattern={speaker_pattern!r}") from error
+
+
+def _spread(keys, validation_percent: float, test_percent: float) -> dict[str, str]:
+    """Split of each key: `split_of`; then each split with a share above 0 % that got no key takes, from the split
+    holding the most keys (when it holds two or more), the key with the lowest SHA-1 bucket. So with at least three
+    keys every split gets one, still stable and seed-free; with many keys nothing moves."""
+    split = {key: split_of(key, validation_percent, test_percent) for key in sorted(set(keys))}
+    shares = {"train": 100 - validation_percent - test_percent, "validation": validation_percent,
+              "test": test_percent}
+    for needy in SPLITS:
+        members = {name: sorted((key for key, chosen in split.items() if chosen == name), key=lambda k: (_bucket(k), k))
+                   for name in SPLITS}
+        donor = max(SPLITS, key=lambda name: len(members[name]))
+        if shares[needy] > 0 and not members[needy] and len(members[donor]) > 1:
+            split[members[donor][0]] = needy
+    return split
+
+
+def _refuse_label_speakers(folder: Path, speakers: dict[str, set], split_by, speaker_pattern) -> None:
+    """Refuses speaker ids that coincide with the labels (one id per label, each id in one label only): a split by
+    speaker would then be a split by label, and no split would share a label with training."""
+    ids = set().union(*speakers.values())
+    if len(speakers) > 1 and len(ids) == len(speakers) and all(len(found) == 1 for found in speakers.values()):
+        shown = ", ".join(f"{label}/ -> {next(iter(found))!r}" for label, found in list(speakers.items())[:4])
+        raise ValueError(f"Audio folder {folder}: the speaker ids taken from the file names coincide with the labels "
+                         f"(one id per label: {shown}{', ...' if len(speakers) > 4 else ''}), so a split by speaker "
+                         f"would put each label in one split only: pass speaker_pattern, a regular expression whose "
+                         f"first group is the speaker (e.g. {_PATTERN_EXAMPLE}), or split_by='file'. Received: "
+                         f"split_by={split_by!r}, speaker_pattern={speaker_pattern!r}")
+
+
+def _refuse_missing_labels(folder: Path, chosen: dict, labels: tuple, rule: str, advice: str) -> None:
+    """Refuses a split without a clip of every label (a class the model never trains on or is never tested on):
+    one line naming each such split and its missing labels, then `advice`."""
+    lacking = []
+    for split, c in chosen.items():
+        present = set(c["label"])
+        missing = [label for index, label in enumerate(labels) if index not in present]
+        if missing and present:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            lacking.append(f"the {split} split with no clip of {', '.join(missing[:5])}{more}")
+        elif missing:
+            lacking.append(f"no clip in the {split} split")
+    if lacking:
+        raise DataNotFoundError(f"Audio folder {folder} split by {rule} leaves {'; '.join(lacking)}{advice}.")
+
+
+def audio_folder(data_dir: str | os.PathLike, split_by: str | None = None, validation_percent: float = 10.0,
+                 test_percent: float = 10.0, speaker_pattern: str | re.Pattern | None = None):
     """Any labelled audio folder, ``<data_dir>/<label>/*.wav`` (e.g. your own wake words), as log-mel sequences
     with the same features and return structure as `speech_commands`.
 
     Labels are the sub-folder names in alphanumeric order, as `keras.utils.audio_dataset_from_directory` infers
-    them; label index i is ``result["labels"][i]``. Clips are read with `read_audio` (16-bit PCM at any rate,
-    mixed down to mono, resampled to 16 kHz with scipy, cut or zero-padded to one second). The split is stable and
-    seed-free, SHA-1 of a key mod 100 as `split_of`: with ``split_by="speaker"`` the key is the speaker
-    (`_file_speaker`: the file name before ``_nohash_``, else before its first ``_``, e.g. ``alice_03.wav`` ->
-    ``alice``), so no speaker is in two splits; with ``split_by="file"`` it is ``<label>/<file name>``.
+    them, except ``_background_noise_/`` (Speech Commands' noise recordings, not a class); label index i is
+    ``result["labels"][i]``. Clips are read with `read_audio` (16-bit PCM at any rate, mixed down to mono,
+    resampled to 16 kHz with scipy, cut or zero-padded to one second); clips longer than one second raise one
+    `LongClipWarning` per load, naming how many and the longest.
+
+    Splits (`split_by`):
+
+    - "lists": the official ``validation_list.txt`` and ``testing_list.txt`` (``<label>/<file name>`` per line) of
+      a Speech Commands release choose validation and test, the rest trains; the default when the folder holds
+      either list (`validation_percent` and `test_percent` are then not used).
+    - "speaker" (the default otherwise): stable and seed-free, SHA-1 of the speaker id mod 100 as `split_of`, so no
+      speaker is in two splits. The speaker id is the file name before ``_nohash_``, else before its first ``_``
+      (``alice_03.wav`` -> ``alice``), or what `speaker_pattern` picks. When a split with a share above 0 % gets
+      no speaker, the speaker with the lowest SHA-1 bucket of the largest split moves there, so with three or more
+      speakers every split has one.
+    - "file": the same hash of ``<label>/<file name>``, per label, so with three or more clips every label reaches
+      every split.
+
+    Every split must hold every label: otherwise the load is refused, naming the splits and labels.
     Features are standardised with the training split's statistics.
 
     Args:
         data_dir: The folder holding one sub-folder per label.
-        split_by: "speaker" or "file".
+        split_by: "lists", "speaker", "file", or None (the default): "lists" when the folder holds an official
+            list, else "speaker".
         validation_percent, test_percent: Shares (%) of speakers or files for validation and test.
+        speaker_pattern: Regular expression searched in each file name whose first group (else its whole match)
+            is the speaker id, e.g. ``r"^[^_]+_([^_]+)_"`` for ``<label>_<speaker>_<n>.wav``; None for the default
+            rule above.
 
     Returns:
         Dict with "train", "validation", "test" -> (x float32 of shape (N, 49, 40), y int64 indexing "labels");
-        "speakers" -> split -> array of speaker ids (the split keys); "labels" -> tuple of label names; "layout" ->
-        "audio_folder"; "counts" -> split -> label -> clips.
+        "speakers" -> split -> array of speaker ids ("<label>/<file name>" when split by file); "labels" -> tuple
+        of label names; "layout" -> "audio_folder"; "split_by" -> the rule used; "counts" -> split -> label ->
+        clips.
 
     Raises:
-        ValueError: `split_by` unknown, bad percentages, or a clip in an unsupported format (naming the file).
-        DataNotFoundError: the folder does not exist, has no label sub-folders, a label has no clip, or a split gets
-            no clip.
+        ValueError: `split_by` unknown, bad percentages, a bad `speaker_pattern` or one matching no speaker in a
+            file name, speaker ids that coincide with the labels (one id per label), or a clip in an unsupported
+            format (naming the file).
+        DataNotFoundError: the folder does not exist, has no label sub-folders, a label has no clip, an official
+            list is missing beside the other one (split by lists), or a split lacks a label or gets no clip.
+
+    Warns:
+        LongClipWarning: clips longer than one second were cut.
     """
-    if split_by not in AUDIO_SPLIT_RULES:
-        raise ValueError(f"Argument `split_by` must be one of {AUDIO_SPLIT_RULES}. Received: split_by={split_by!r}")
-    _finite("validation_percent", validation_percent, 0, 100)
-    _finite("test_percent", test_percent, 0, 100)
+    if split_by is not None and split_by not in AUDIO_SPLIT_RULES:
+        raise ValueError(f"Argument `split_by` must be one of {AUDIO_SPLIT_RULES} or None. Received: "
+                         f"split_by={split_by!r}")
+    validation_percent, test_percent = _shares(validation_percent, test_percent)
     if data_dir is None:
         raise ValueError("Argument `data_dir` is required for audio_folder: the folder holding <label>/*.wav.")
+    pattern = _speaker_pattern(speaker_pattern, split_by)
     folder = resolve_data_dir(data_dir)
-    labels = tuple(sorted(path.name for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")))
+    lists = [name for name in OFFICIAL_LISTS.values() if (folder / name).is_file()]
+    rule = split_by or ("lists" if lists else "speaker")
+    labels = tuple(sorted(path.name for path in folder.iterdir()
+                          if path.is_dir() and not path.name.startswith(".") and path.name != BACKGROUND_NOISE))
     if not labels:
         raise DataNotFoundError(f"Audio folder {folder} has no label sub-folders: expected <label>/*.wav.")
     files = {label: _wav_files(folder / label) for label in labels}
@@ -805,25 +981,58 @@ def audio_folder(data_dir: str | os.PathLike, split_by: str = "speaker", validat
     if empty:
         raise DataNotFoundError(f"Audio folder {folder}: label folder(s) {', '.join(empty)} hold no .wav clip; add "
                                 f"clips or remove the folder(s).")
+    keys = {}  # label -> the split key of each of its files: its speaker id, or "<label>/<file name>"
+    for label in labels:
+        keys[label] = [f"{label}/{path.name}" if rule == "file" else _file_speaker(path.name, pattern)
+                       for path in files[label]]
+        if None in keys[label]:
+            name = files[label][keys[label].index(None)].name
+            raise ValueError(f"Argument `speaker_pattern` finds no speaker in the file name {name!r} ({label}/): "
+                             f"give a regular expression that matches every clip's name, e.g. {_PATTERN_EXAMPLE}. "
+                             f"Received: speaker_pattern={speaker_pattern!r}")
+    received = f"split_by={split_by!r}, validation_percent={validation_percent:g}, test_percent={test_percent:g}"
+    if rule == "lists":
+        if len(lists) < len(OFFICIAL_LISTS):
+            missing = [name for name in OFFICIAL_LISTS.values() if name not in lists]
+            raise DataNotFoundError(f"Audio folder {folder} holds {', '.join(lists) or 'no official list'} but not "
+                                    f"{' and '.join(missing)}: copy it there from the same release, or pass "
+                                    f"split_by='speaker' or 'file' to split by hash instead. Received: {received}")
+        listed = _official_lists(folder)
+        split_for = {f"{label}/{path.name}": listed.get(f"{label}/{path.name}", "train")
+                     for label in labels for path in files[label]}
+        advice = (f": list clips of those labels in {' and '.join(OFFICIAL_LISTS.values())}, or pass "
+                  f"split_by='speaker' to split by speaker hash instead. Received: {received}")
+    elif rule == "speaker":
+        _refuse_label_speakers(folder, {label: set(keys[label]) for label in labels}, split_by, speaker_pattern)
+        spread = _spread([key for label in labels for key in keys[label]], validation_percent, test_percent)
+        split_for = {f"{label}/{path.name}": spread[key] for label in labels for path, key in zip(files[label],
+                                                                                                keys[label])}
+        shown = ", ".join(repr(key) for key in sorted(spread)[:5])
+        advice = (f" ({len(spread)} speaker(s) taken from the file names, e.g. {shown}): add clips of those labels "
+                  f"by more speakers, change validation_percent / test_percent, give speaker_pattern if those are "
+                  f"not the speakers, or pass split_by='file'. Received: {received}")
+    else:
+        split_for = {}
+        for label in labels:
+            split_for.update(_spread(keys[label], validation_percent, test_percent))
+        advice = (f": give each of those labels at least 3 clips (one per split) or change validation_percent / "
+                  f"test_percent. Received: {received}")
     chosen = {split: {"paths": [], "label": [], "speaker": []} for split in SPLITS}
     for index, label in enumerate(labels):
-        for path in files[label]:
-            key = _file_speaker(path.name) if split_by == "speaker" else f"{label}/{path.name}"
-            target = chosen[split_of(key, validation_percent, test_percent)]
+        for path, key in zip(files[label], keys[label]):
+            target = chosen[split_for[f"{label}/{path.name}"]]
             target["paths"].append(path)
             target["label"].append(index)
             target["speaker"].append(key)
-    for split, c in chosen.items():
-        if not c["paths"]:
-            raise DataNotFoundError(f"Audio folder {folder} gives no clip in the {split} split (split by {split_by}, "
-                                    f"{validation_percent:g} / {test_percent:g} % for validation / test): add clips "
-                                    f"of more {split_by}s or change the percentages.")
-    clips = {split: {"audio": _read_clips(c["paths"]), "label": np.asarray(c["label"], np.int64),
+    _refuse_missing_labels(folder, chosen, labels, rule, advice)
+    cut = []
+    clips = {split: {"audio": _read_clips(c["paths"], cut), "label": np.asarray(c["label"], np.int64),
                      "speaker": np.asarray(c["speaker"])} for split, c in chosen.items()}
+    _warn_cut(folder, cut)
     features = _features_by_split(clips, {}, None, None, f"Audio folder {folder}")
     out = {split: (features[split], clips[split]["label"]) for split in SPLITS}
     out.update(speakers={split: clips[split]["speaker"] for split in SPLITS}, labels=labels, layout="audio_folder",
-               counts=_class_counts(clips, labels))
+               split_by=rule, counts=_class_counts(clips, labels))
     return out
 
 

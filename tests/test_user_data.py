@@ -136,7 +136,7 @@ def test_audio_folder_labels_in_alphanumeric_order_and_speaker_disjoint_splits(t
     for split in datasets.SPLITS:
         expected = {speaker for speaker in speakers[split]}
         assert all(datasets.split_of(s, 25, 25) == split for s in expected)
-        x, y = data[split]
+        x = data[split][0]
         assert x.shape[1:] == (49, 40) and len(x) == sum(data["counts"][split].values())
         # every speaker said every label once
         assert all(count == len(speakers[split]) for count in data["counts"][split].values())
@@ -152,6 +152,110 @@ def test_audio_folder_refuses_empty_labels_and_unreadable_clips(tmp_path, damage
     damage(wake_word_folder(tmp_path))
     with pytest.raises(error, match=says):
         datasets.audio_folder(tmp_path, validation_percent=25, test_percent=25)
+
+
+def test_release_without_background_noise_names_that_folder_and_loads_without_silence(tmp_path):
+    import shutil
+
+    shutil.rmtree(standard_layout(tmp_path) / datasets.BACKGROUND_NOISE)
+    with pytest.raises(datasets.DataNotFoundError) as error:
+        datasets.speech_commands(tmp_path)
+    message = str(error.value)
+    assert f"without {datasets.BACKGROUND_NOISE}/:" in message and "silence_percent=0" in message
+    assert "download" not in message and "list.txt" not in message and "\n" not in message
+    data = datasets.speech_commands(tmp_path, silence_percent=0)
+    assert data["layout"] == "standard" and data["labels"] == datasets.SPEECH_LABELS
+    for split, speakers in {"validation": 1, "test": 1, "train": len(SPEAKERS) - 2}.items():
+        counts = data["counts"][split]
+        assert counts["_silence_"] == 0 and all(counts[word] == speakers for word in datasets.SPEECH_COMMAND_WORDS)
+        assert datasets.SPEECH_LABELS.index("_silence_") not in data[split][1]
+    with pytest.raises(datasets.DataNotFoundError, match="nothing to mix in at snr_db=10"):
+        datasets.speech_commands(tmp_path, silence_percent=0, snr_db=10.0)
+
+
+def test_audio_folder_on_a_release_follows_its_official_lists(tmp_path):
+    data = datasets.audio_folder(standard_layout(tmp_path))
+    words = tuple(sorted(datasets.SPEECH_COMMAND_WORDS + OTHER_WORDS))
+    expected = {"validation": {SPEAKERS[0]}, "test": {SPEAKERS[1]}, "train": set(SPEAKERS[2:])}
+    for split, speakers in expected.items():
+        assert set(data["speakers"][split]) - {"noise"} == speakers
+    assert data["labels"] == words and data["split_by"] == "lists"  # _background_noise_/ is not a class
+    assert all(count == len(expected[split]) for split in datasets.SPLITS for count in data["counts"][split].values())
+    for speaker in SPEAKERS:  # a word the lists do not know would never be validated or tested
+        write_wav(tmp_path / "wow" / f"{speaker}_nohash_0.wav", tone(7))
+    with pytest.raises(datasets.DataNotFoundError) as error:
+        datasets.audio_folder(tmp_path)
+    message = str(error.value)
+    assert "the validation split with no clip of wow; the test split with no clip of wow" in message
+    assert "validation_list.txt and testing_list.txt" in message and "\n" not in message
+
+
+def label_speaker_folder(root, labels=("down", "go", "up"), speakers=("alice", "bob", "carol", "dave", "erin")):
+    """<label>/<label>_<speaker>_0.wav: the text before the first "_" is the label, not the speaker."""
+    for l, label in enumerate(labels):
+        for s, speaker in enumerate(speakers):
+            write_wav(root / label / f"{label}_{speaker}_0.wav", tone(2000 + 10 * l + s))
+    return root
+
+
+def test_audio_folder_refuses_speaker_ids_that_are_the_labels_and_takes_a_speaker_pattern(tmp_path):
+    label_speaker_folder(tmp_path)
+    with pytest.raises(ValueError) as error:
+        datasets.audio_folder(tmp_path)
+    message = str(error.value)
+    assert "coincide with the labels" in message and "down/ -> 'down'" in message and "\n" not in message
+    assert "speaker_pattern" in message and "split_by='file'" in message and "speaker_pattern=None" in message
+    data = datasets.audio_folder(tmp_path, speaker_pattern=r"^[^_]+_([^_]+)_")
+    speakers = {split: set(data["speakers"][split]) for split in datasets.SPLITS}
+    assert set().union(*speakers.values()) == {"alice", "bob", "carol", "dave", "erin"}
+    assert not (speakers["train"] & speakers["validation"]) and not (speakers["train"] & speakers["test"])
+    assert all(min(data["counts"][split].values()) >= 1 for split in datasets.SPLITS)
+    with pytest.raises(ValueError, match=r"finds no speaker in the file name 'down_alice_0.wav'"):
+        datasets.audio_folder(tmp_path, speaker_pattern=r"^(\d+)_")
+
+
+def test_audio_folder_gives_each_split_a_speaker_when_there_are_three(tmp_path):
+    # at 10 / 10 % the hash puts all three in training: one moves to validation, one to test
+    assert {datasets.split_of(name) for name in ("alice", "bob", "carol")} == {"train"}
+    label_speaker_folder(tmp_path, labels=("no", "yes"), speakers=("alice", "bob", "carol"))
+    data = datasets.audio_folder(tmp_path, speaker_pattern=r"^[^_]+_([^_]+)_")
+    speakers = {split: set(data["speakers"][split]) for split in datasets.SPLITS}
+    assert all(len(names) == 1 for names in speakers.values())
+    assert set().union(*speakers.values()) == {"alice", "bob", "carol"}
+    assert all(count == 1 for split in datasets.SPLITS for count in data["counts"][split].values())
+    again = datasets.audio_folder(tmp_path, speaker_pattern=r"^[^_]+_([^_]+)_")
+    assert all(set(again["speakers"][split]) == speakers[split] for split in datasets.SPLITS)  # stable
+
+
+def test_audio_folder_refuses_a_split_without_a_label_that_training_has(tmp_path):
+    wake_word_folder(tmp_path)
+    (tmp_path / "other" / "heidi_1.wav").unlink()  # heidi is the one validation speaker at 25 / 25 %
+    assert datasets.split_of("heidi", 25, 25) == "validation"
+    with pytest.raises(datasets.DataNotFoundError) as error:
+        datasets.audio_folder(tmp_path, validation_percent=25, test_percent=25)
+    message = str(error.value)
+    assert "the validation split with no clip of other" in message and "'alice'" in message
+    assert "split_by='file'" in message and "\n" not in message
+
+
+def test_clips_longer_than_one_second_are_cut_with_one_warning(tmp_path):
+    import warnings
+
+    for label in ("no", "yes"):
+        for speaker in ("alice", "bob", "carol"):
+            write_wav(tmp_path / label / f"{speaker}_0.wav", tone(3), rate=22050)  # 16,000 frames: 0.73 s
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_wav(tmp_path / "yes" / "dave_0.wav", tone(4, 22050), rate=22050)  # exactly one second
+        datasets.audio_folder(tmp_path, split_by="file")
+    assert not [w for w in caught if issubclass(w.category, datasets.LongClipWarning)]
+    write_wav(tmp_path / "no" / "erin_0.wav", tone(5, 24000))  # 1.5 s
+    write_wav(tmp_path / "yes" / "erin_0.wav", tone(6, 36000))  # 2.25 s
+    with pytest.warns(datasets.LongClipWarning) as caught:
+        datasets.audio_folder(tmp_path, split_by="file")
+    assert len(caught) == 1  # one warning per load, not per split or clip
+    message = str(caught[0].message)
+    assert "2 clip(s) longer than one second" in message and "2.25 s" in message and str(tmp_path) in message
 
 
 def test_load_npz_names_both_shapes_and_every_missing_array(tmp_path):
