@@ -48,9 +48,9 @@ def plain_model(name):
 
     "mixed": an LSTM (stock op, with int8 intermediates) feeding a Bidirectional GRU returning sequences (95 %
     sparse, an empty input row and an empty unit column: sparse ops; at 99 % this small GRU's recurrent matrix
-    would be empty, the converter folds it away and the layer stays unrolled with a note), a SimpleRNN with a RELU activation going
-    backwards (dense: dense op; the converter fuses RELU into its step-0 FULLY_CONNECTED), and RNN(GRUCell) (50 %)
-    returning the last state; odd sizes throughout.
+    would be empty, the converter folds it away and the layer stays unrolled with a note), a SimpleRNN with a RELU
+    activation going backwards (dense: dense op; the converter fuses RELU into its step-0 FULLY_CONNECTED), and
+    RNN(GRUCell) (50 %) returning the last state; odd sizes throughout.
     "device": a GRU returning sequences and a SimpleRNN, both 90 % sparse, for Cortex-M4.
     """
     layers = tf_keras.layers
@@ -143,6 +143,20 @@ def test_layers_the_op_cannot_express_stay_unrolled_with_the_reason():
         kernel_rewrite(plain, "ke_fused")
     with pytest.raises(ValueError, match="Argument `weights`"):
         fused_rnn.fuse_recurrent_layers(plain, weights="blobs")
+
+
+def test_unrolled_lstm_is_told_why_there_is_no_op_to_rewrite_and_what_works():
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((STEPS, FEATURES))
+    model = tf_keras.Model(inputs, layers.Dense(3)(layers.LSTM(8, unroll=True, name="lstm")(inputs)))
+    random_weights(model, seed=1, sparsity={"lstm": 0.9})  # each step pays alone; all 13 do not
+    plain = export.convert(model, "int8", sequences(16))[0]
+    for encoding in ("ke_sparse", "ke_fused"):
+        with pytest.raises(CompressionError, match=rf"encoding '{encoding}' \(--compression {encoding}\): the "
+                           r"model's LSTM is unrolled.*UNIDIRECTIONAL_SEQUENCE_LSTM.*unroll=False.*--compression "
+                           r"plain") as error:
+            kernel_rewrite(plain, encoding)
+        assert "force=True" not in str(error.value)
 
 
 def test_quantize_multiplier_matches_tflm_on_closed_forms():

@@ -170,6 +170,7 @@ def sparse_rewrite(model_content: bytes, force: bool = False) -> tuple[bytes, li
     if saving <= 0 and not force:
         raise CompressionError(f"Rewriting the model for the sparse kernels would not make it smaller (net "
                                f"{-saving} more bytes: {len(rewritten)} ops each carry their options); keep the plain "
-                               f"model, or pass force=True to run the sparse kernels anyway.")
+                               f"model (--compression plain); from Python, sparse_rewrite(model_content, force=True) "
+                               f"runs the sparse kernels anyway.")
     model_editor.prune_buffers(model)
     return align(bytes(model.build())), rewritten
