@@ -242,22 +242,6 @@ def test_fit_with_the_callback_hides_only_the_expected_slow_hook_warning():
         logging.getLogger("tensorflow").removeHandler(handler)
 
 
-def test_readme_snippet_runs_as_given_and_reaches_its_target(data_dir, tmp_path):
-    readme = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/README.md")
-    text = open(readme).read()
-    start = text.index("```python\nimport math\nimport keras_expander")
-    snippet = text[start + len("```python\n"): text.index("```", start + 10)]
-    check = ("\nlayer = final.layers[0]\nzeros = sum(int((w == 0).sum()) for w in (layer.cell.kernel.numpy(), "
-             "layer.cell.recurrent_kernel.numpy()))\ntotal = layer.cell.kernel.numpy().size + "
-             "layer.cell.recurrent_kernel.numpy().size\nprint('SPARSITY', zeros / total)\n")
-    result = subprocess.run([sys.executable, "-c", snippet + check], capture_output=True, text=True, cwd=tmp_path,
-                            env=dict(os.environ, KERAS_EXPANDER_DATA=str(data_dir)), timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    sparsity = float(result.stdout.split("SPARSITY")[-1])
-    assert sparsity > 0.5, "the snippet must prune (hold may stop before 0.9, never at 0)"
-    assert "before the schedule's end_step" not in result.stderr
-
-
 def test_subclassed_model_is_pruned_stripped_and_exported_by_the_route_its_message_gives(tmp_path):
     class Classifier(tf_keras.Model):
         def __init__(self, rnn):
