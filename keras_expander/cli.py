@@ -13,7 +13,7 @@ import math
 import os
 import sys
 
-from keras_expander.datasets import DATASETS
+from keras_expander.datasets import AUDIO_SPLIT_RULES, DATASETS
 from keras_expander.expansion import analysis
 from keras_expander.expansion.graphs import GATE_VIEWS
 from keras_expander.files import check_output_file, check_output_folder, staged_folder, write_atomic
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--snr-db", type=finite_float, default=None,
                         help="speech_commands: background noise SNR in dB of the verification data")
     export.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
+    add_audio_split_arguments(export)
     export.add_argument("--test-samples", type=count_or_all, default=2000,
                         help="test sequences to verify (0 = the whole test split)")
     export.add_argument("--representative-samples", type=positive_int, default=500,
@@ -109,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder, replaced as a whole only when the export succeeds")
     add_firmware_parser(commands)
     return parser
+
+
+def add_audio_split_arguments(parser) -> None:
+    """--split-by and --speaker-pattern: `keras_expander.datasets.audio_folder`'s split arguments."""
+    parser.add_argument("--split-by", choices=AUDIO_SPLIT_RULES, default=None,
+                        help="audio_folder: lists (the folder's validation_list.txt / testing_list.txt), speaker or "
+                             "file hash (default: lists when the folder has them, else speaker)")
+    parser.add_argument("--speaker-pattern", metavar="REGEX", default=None,
+                        help="audio_folder: regular expression whose first group is the speaker in a file name, "
+                             "e.g. '^[^_]+_([^_]+)_' for <label>_<speaker>_<n>.wav (default: the name before "
+                             "_nohash_ or its first _)")
 
 
 def add_firmware_parser(commands) -> None:
@@ -139,6 +151,7 @@ def add_firmware_parser(commands) -> None:
     firmware.add_argument("--snr-db", type=finite_float, default=None,
                           help="speech_commands: background noise SNR in dB")
     firmware.add_argument("--data-dir", default=None, help="offline data folder (default $KERAS_EXPANDER_DATA)")
+    add_audio_split_arguments(firmware)
     firmware.add_argument("--test-samples", type=count_or_all, default=1000,
                           help="test sequences run on every build (0 = the whole test split)")
     firmware.add_argument("--board", choices=sorted(BOARDS), default=DEFAULT_BOARD,
@@ -169,8 +182,9 @@ def run_export(args) -> int:
             arrays = datasets.load_npz(args.data, model.input_shape[1:])
             x_train, x_test, y_test = arrays["x_train"], arrays["x_test"], arrays["y_test"]
         else:
-            (x_train, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir,
-                                                                      snr_db=args.snr_db)
+            (x_train, _), (x_test, y_test) = datasets.load_train_test(
+                args.dataset, args.data_dir, snr_db=args.snr_db, split_by=args.split_by,
+                speaker_pattern=args.speaker_pattern)
         if tuple(model.input_shape[1:]) != x_test.shape[1:]:
             raise ValueError(f"Model {args.model_path!r} takes inputs of shape {tuple(model.input_shape[1:])}, but "
                              f"--dataset {args.dataset} gives sequences of shape {x_test.shape[1:]}.")
@@ -228,7 +242,9 @@ def run_firmware(args) -> int:
             arrays = datasets.load_npz(args.data, deploy.model_input_shape(plain), need=("x_test", "y_test"))
             x_test, y_test = arrays["x_test"], arrays["y_test"]
         else:
-            (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db)
+            (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db,
+                                                                split_by=args.split_by,
+                                                                speaker_pattern=args.speaker_pattern)
     except (OSError, ValueError) as error:
         print(f"keras-expander firmware: {error}", file=sys.stderr)
         return 2

@@ -889,8 +889,9 @@ def _refuse_label_speakers(folder: Path, speakers: dict[str, set], split_by, spe
         shown = ", ".join(f"{label}/ -> {next(iter(found))!r}" for label, found in list(speakers.items())[:4])
         raise ValueError(f"Audio folder {folder}: the speaker ids taken from the file names coincide with the labels "
                          f"(one id per label: {shown}{', ...' if len(speakers) > 4 else ''}), so a split by speaker "
-                         f"would put each label in one split only: pass speaker_pattern, a regular expression whose "
-                         f"first group is the speaker (e.g. {_PATTERN_EXAMPLE}), or split_by='file'. Received: "
+                         f"would put each label in one split only: pass speaker_pattern (--speaker-pattern), a regular "
+                         f"expression whose first group is the speaker (e.g. {_PATTERN_EXAMPLE}), or split_by='file' "
+                         f"(--split-by file). Received: "
                          f"split_by={split_by!r}, speaker_pattern={speaker_pattern!r}")
 
 
@@ -1040,7 +1041,7 @@ DATASETS = ("sequential_mnist", "sequential_cifar10", "speech_commands", "audio_
 
 
 def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db: float | None = None,
-                    seed: int = 0):
+                    seed: int = 0, split_by: str | None = None, speaker_pattern: str | None = None):
     """One of the project's data sets by name, as training and test splits.
 
     Args:
@@ -1049,18 +1050,23 @@ def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db
         data_dir: Offline data folder (default $KERAS_EXPANDER_DATA), see each loader.
         snr_db: Background noise SNR in dB (speech_commands only; None = clean).
         seed: Seed of the noise choice (speech_commands only).
+        split_by, speaker_pattern: How audio_folder splits (`audio_folder`); audio_folder only.
 
     Returns:
         ((x_train, y_train), (x_test, y_test)) as the loaders return them: x float32 of shape (N, T, F), y int64.
         For speech_commands these are the speaker-disjoint train and test splits (`speech_commands`).
 
     Raises:
-        ValueError: unknown `name`, `snr_db` given for a data set without noise mixing, or bad numbers or files (see
-            each loader).
+        ValueError: unknown `name`, `snr_db` given for a data set without noise mixing, `split_by` or
+            `speaker_pattern` given for another data set than audio_folder, or bad numbers or files (see each
+            loader).
         DataNotFoundError: the data set is not available (see each loader).
     """
     if name not in DATASETS:
         raise ValueError(f"Argument `name` must be one of {DATASETS}. Received: name={name!r}")
+    if name != "audio_folder" and (split_by, speaker_pattern) != (None, None):
+        raise ValueError(f"Arguments `split_by` and `speaker_pattern` apply to audio_folder only. Received: "
+                         f"split_by={split_by!r}, speaker_pattern={speaker_pattern!r} for name={name!r}")
     if name == "speech_commands":
         splits = speech_commands(data_dir, snr_db=snr_db, seed=seed)
         return splits["train"], splits["test"]
@@ -1068,7 +1074,7 @@ def load_train_test(name: str, data_dir: str | os.PathLike | None = None, snr_db
         if snr_db is not None:
             raise ValueError(f"Argument `snr_db` applies to speech_commands only. Received: snr_db={snr_db} for "
                              f"name='audio_folder'")
-        splits = audio_folder(data_dir)
+        splits = audio_folder(data_dir, split_by=split_by, speaker_pattern=speaker_pattern)
         return splits["train"], splits["test"]
     if snr_db is not None:
         raise ValueError(f"Argument `snr_db` applies to speech_commands only. Received: snr_db={snr_db} for "

@@ -289,3 +289,19 @@ def test_cli_export_verifies_and_reports_on_your_own_arrays(tmp_path, capsys):
     np.savez(data, x_train=rng.normal(size=(8, 12, 4)), x_test=rng.normal(size=(4, 12, 4)), y_test=np.zeros(4, int))
     assert cli.main(["export", path, "--data", str(data), "--out", str(tmp_path / "other")]) == 2
     assert "(12, 4)" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+def test_cli_export_of_an_audio_folder_takes_the_speaker_pattern_its_refusal_names(tmp_path, capsys):
+    folder = label_speaker_folder(tmp_path / "clips", labels=("no", "yes"))
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((49, 40)), tf_keras.layers.GRU(4), tf_keras.layers.Dense(1)])
+    path = str(tmp_path / "wake.keras")
+    model.save(path)
+    command = ["export", path, "--mode", "float32", "--dataset", "audio_folder", "--data-dir", str(folder),
+               "--target", "litert", "--out", str(tmp_path / "out")]
+    assert cli.main(command) == 2
+    error = capsys.readouterr().err
+    assert "coincide with the labels" in error and "--speaker-pattern" in error and "--split-by file" in error
+    assert cli.main(command + ["--speaker-pattern", "^[^_]+_([^_]+)_"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["reports"][0]
+    assert report["decision"] == "logit output > 0" and report["samples"] >= 2
