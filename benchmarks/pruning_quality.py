@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from benchmarks.recipes import CELLS, VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
+from benchmarks.recipes import CELLS, VALIDATION_SIZE, build_model, chance_check, measure_trained_model  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.expansion import analysis  # noqa: E402
 from keras_expander.files import write_atomic  # noqa: E402
@@ -122,7 +122,16 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
     return row
 
 
-def to_markdown(rows: list[dict], args, hardware: str) -> str:
+def dense_checks(rows: list[dict], y_test) -> dict:
+    """Per cell, `chance_check` of its dense row on the test labels `y_test` (dense accuracy None before it ran)."""
+    return {cell: chance_check(next((r["test_accuracy"] for r in rows if r["cell"] == cell and r["method"] == "dense"),
+                                    None), y_test)
+            for cell in dict.fromkeys(r["cell"] for r in rows)}
+
+
+def to_markdown(rows: list[dict], args, hardware: str, checks: dict) -> str:
+    """The results table and the comparisons drawn from it; `checks` (`dense_checks`) names the cells whose dense
+    model is near chance, whose rows compare nothing and are flagged with the reason."""
     lines = ["# Pruning quality on sequential MNIST (row-wise, 28 x 28)", "",
              f"Command: `python benchmarks/pruning_quality.py --epochs {args.epochs} --units {args.units} "
              f"--sparsities {' '.join(str(s) for s in args.sparsities)} --cells {' '.join(args.cells)} "
@@ -139,6 +148,10 @@ def to_markdown(rows: list[dict], args, hardware: str) -> str:
                      f"{r['measured_sparsity']:.4f} | {100 * (1 - r['measured_sparsity']):.2f} | "
                      f"{100 * r['test_accuracy']:.2f} | {r['worst_delta_r']:.3f} | {r['worst_delta_s']:.3f} | "
                      f"{r['worst_weighted_delta_r']:.3f} | {r['isolated_nodes']} | {r['seconds_per_epoch']:.1f} |")
+    unjudged = [f"- {cell}: {check['no_conclusion']}; its methods' accuracies compare nothing."
+                for cell, check in checks.items() if check["no_conclusion"]]
+    if unjudged:
+        lines += [""] + unjudged
     lines += ["", "Training time of expansion-aware pruning relative to tfmot-only pruning (same sparsity):", ""]
     for r in rows:
         if r["method"] == "expander" and r["stop_rule"] == "monitor":
@@ -191,9 +204,10 @@ def main(argv=None) -> int:
         for method, sparsity, stop_rule in plan:
             print(f"== {cell} {method} sparsity {sparsity} {stop_rule}", flush=True)
             rows.append(train_one(method, cell, sparsity, stop_rule, args, data))
-            payload = {"arguments": vars(args), "hardware": hardware, "rows": rows}
+            payload = {"arguments": vars(args), "hardware": hardware, "rows": rows,
+                       "dense_checks": dense_checks(rows, test[1])}
             write_atomic(json_path, json.dumps(analysis.nan_to_none(payload), indent=2))
-    markdown = to_markdown(rows, args, hardware)
+    markdown = to_markdown(rows, args, hardware, dense_checks(rows, test[1]))
     write_atomic(os.path.join(args.out, "pruning_quality.md"), markdown)
     print(markdown)
     return 0

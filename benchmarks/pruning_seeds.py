@@ -106,8 +106,21 @@ def paired(values: dict[int, float], baseline: dict[int, float]) -> dict | None:
             "ci_includes_zero": bool(low <= 0.0 <= high)}
 
 
-def summarize(rows: list[dict], cells, sparsities, methods) -> list[dict]:
-    """Per (cell, sparsity, method): accuracy statistics over seeds and the paired differences."""
+def summarize(rows: list[dict], cells, sparsities, methods, y_test) -> list[dict]:
+    """Per (cell, sparsity, method): accuracy statistics over seeds and the paired differences.
+
+    Args:
+        rows: Every run (`train_one`'s row with its method `name`).
+        cells, sparsities, methods: The grid to summarise.
+        y_test: The test labels the runs were measured on, for the chance check.
+
+    Returns:
+        One dict per setting with runs; dense_accuracy (mean over the cell's dense seeds, None without dense runs),
+        chance_accuracy (both in [0, 1]) and no_conclusion (`chance_check`: the reason no comparison is drawn for
+        the cell, or None).
+    """
+    from benchmarks.recipes import chance_check
+
     def runs_of(cell, sparsity, method):
         sparsity = 0.0 if method == "dense" else sparsity
         return [r for r in rows if r["cell"] == cell and r["name"] == method and r["target_sparsity"] == sparsity]
@@ -117,6 +130,8 @@ def summarize(rows: list[dict], cells, sparsities, methods) -> list[dict]:
 
     settings = []
     for cell in cells:
+        dense = accuracies(cell, 0.0, "dense")
+        check = chance_check(float(np.mean(list(dense.values()))) if dense else None, y_test)
         for sparsity in sparsities:
             for method in methods:
                 runs = runs_of(cell, sparsity, method)
@@ -133,6 +148,7 @@ def summarize(rows: list[dict], cells, sparsities, methods) -> list[dict]:
                     "worst_delta_r_mean": float(np.mean([r["worst_delta_r"] for r in runs])),
                     "seconds_per_epoch_mean": float(np.mean([r["seconds_per_epoch"] for r in runs])),
                     "vs_tfmot": paired(values, accuracies(cell, sparsity, "tfmot")) if method != "tfmot" else None,
+                    **check,
                 }
                 for method_name, before, ingredient in ABLATION_CHAIN:
                     if method == method_name:
@@ -158,6 +174,10 @@ def ingredient_statements(settings: list[dict]) -> list[str]:
                  and "mean" in s["ablation_step"]]
         if not steps:
             continue
+        if steps[0]["no_conclusion"]:
+            lines.append(f"- {cell}, sparsity {sparsity:.2f}: {steps[0]['no_conclusion']}.")
+            continue
+
         def described(s):
             text = f"{s['ablation_step']['ingredient']} ({s['ablation_step']['mean']:+.2f} points"
             if s["measured_sparsity_mean"] < sparsity - 0.005:  # a stop rule held before the target
@@ -200,6 +220,9 @@ def to_markdown(payload: dict) -> str:
                      f"{s['std']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
                      f"{100 * (1 - s['measured_sparsity_mean']):.2f} | {s['isolated_nodes_mean']:.1f} | "
                      f"{_interval(s['vs_tfmot'])} |")
+    unjudged = {s["cell"]: s["no_conclusion"] for s in settings if s["no_conclusion"]}
+    if unjudged:
+        lines += [""] + [f"- {cell}: {reason}; its differences compare nothing." for cell, reason in unjudged.items()]
     steps = [s for s in settings if "mean" in s.get("ablation_step", {})]
     if steps:
         lines += ["", "## Ablation: each step adds one ingredient to the one before", "",
@@ -377,7 +400,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/pruning_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload = {"name": args.name, "command": command.strip(), "date": time.strftime("%Y-%m-%d"),
                "hardware": hardware, "arguments": vars(args), "runs": rows,
-               "settings": summarize(rows, args.cells, args.sparsities, args.methods)}
+               "settings": summarize(rows, args.cells, args.sparsities, args.methods, test[1])}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(analysis.nan_to_none(payload), indent=1))
     markdown = to_markdown(payload)

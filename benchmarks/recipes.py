@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 import keras_expander as ke
+from keras_expander.predictions import chance_accuracy, no_conclusion_reason
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAIN_JOB = os.path.join("examples", "sequential_mnist.py")
@@ -77,6 +80,34 @@ def measure_trained_model(model, x_test, y_test):
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     report = ke.analyze(model, gate_views=("per_gate",))
     return float(accuracy), report, ke.summarize_layers(report)
+
+
+def label_counts(y) -> list[int]:
+    """Count of each class in labels `y` (class indices of shape (N,)): what a result stores so that a report rebuilt
+    from its JSON knows the chance accuracy of the test labels (`labels_from_counts`)."""
+    return np.bincount(np.asarray(y, dtype=np.int64).reshape(-1)).tolist()
+
+
+def labels_from_counts(counts) -> np.ndarray:
+    """Labels, sorted, with the class counts `counts` (`label_counts`); the same chance accuracy as the originals."""
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def chance_check(dense_accuracy: float | None, y, what: str = "the dense model") -> dict:
+    """Whether a report may conclude from accuracy: a model near chance never learned, so its knees, crossings,
+    verdicts and comparisons mean nothing (`keras_expander.predictions.near_chance`).
+
+    Args:
+        dense_accuracy: Test accuracy in [0, 1] of the reference (dense) model, or None when none was trained.
+        y: The test labels it was measured on (class indices of shape (N,)).
+        what: The model's name in the reason.
+
+    Returns:
+        {"dense_accuracy", "chance_accuracy" (both in [0, 1]), "no_conclusion": the reason a report prints instead of
+        its verdicts ("no conclusion: ...") or None when it may conclude (and when no dense model was trained)}.
+    """
+    reason = None if dense_accuracy is None else no_conclusion_reason(dense_accuracy, y, what)
+    return {"dense_accuracy": dense_accuracy, "chance_accuracy": chance_accuracy(y), "no_conclusion": reason}
 
 
 def run_main_job(train_argv: list[str]) -> dict:

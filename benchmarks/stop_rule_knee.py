@@ -29,7 +29,8 @@ rule_accuracy that run's test accuracy (measured, not interpolated):
 The default rule (the one ExpanderPruningSchedule's defaults implement) is marked in the outputs.
 
 Writes <out>/<name>.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
-rule_q, rule_accuracy, dense_accuracy, seeds, and per-seed values), <out>/<name>.md and
+rule_q, rule_accuracy, dense_accuracy, chance_accuracy, no_conclusion, seeds, and per-seed values; a (cell, dataset)
+whose dense model is near chance gets no knee and no verdicts, only the reason), <out>/<name>.md and
 <out>/<name>.png (accuracy vs q per (cell, dataset) with the knee and each rule's stop marked). Every run
 is kept in --runs/<key>.json and every dense model in --runs/<key>.weights.h5; a rerun skips them (resumable).
 
@@ -57,6 +58,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
+from benchmarks.recipes import chance_check, label_counts, labels_from_counts  # noqa: E402
 from keras_expander.files import write_atomic  # noqa: E402
 
 CELLS = ("lstm", "gru", "simple_rnn")
@@ -254,7 +256,8 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
     weights = [model.layers[1].cell.kernel.numpy(), model.layers[1].cell.recurrent_kernel.numpy()]
     record = {"cell": cell, "dataset": dataset, "seed": seed, "q": "pretrained" if q is None else q, "live": live,
-              "test_accuracy": float(accuracy), "seconds": seconds, "epochs": epochs,
+              "test_accuracy": float(accuracy), "test_label_counts": label_counts(y_test), "seconds": seconds,
+              "epochs": epochs,
               "measured_q": 100.0 * sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)}
     if recorder is not None:
         record.update(steps=recorder.steps, reference_holdout_accuracy=recorder.reference_accuracy)
@@ -271,8 +274,23 @@ def interpolate_accuracy(runs: list[dict], q: float) -> float:
     return float(np.interp(q, [p[0] for p in points], [p[1] for p in points]))
 
 
+def dense_verdict_check(records: list[dict], dense_accuracy: float) -> dict:
+    """`chance_check` of a (cell, dataset)'s mean dense accuracy (in [0, 1]) on the test labels its runs record;
+    runs made before they recorded them get a reason that says so (chance cannot be told)."""
+    counts = next((r["test_label_counts"] for r in records if "test_label_counts" in r), None)
+    if counts is None:
+        return {"dense_accuracy": dense_accuracy, "chance_accuracy": None,
+                "no_conclusion": "no conclusion: the runs do not record their test labels (made before they did), "
+                                 "so chance cannot be told; rerun them in an empty --runs folder"}
+    return chance_check(dense_accuracy, labels_from_counts(counts))
+
+
 def summarize(records: list[dict], q_grid) -> list[dict]:
-    """One row per (cell, dataset, rule) over the seeds whose whole grid is done."""
+    """One row per (cell, dataset, rule) over the seeds whose whole grid is done.
+
+    A (cell, dataset) whose dense model is near chance (`chance_check`) has no knee and no verdicts: knee_q,
+    within_5_of_knee, past_knee and accuracy_within_1 are None, counted is False and no_conclusion gives the reason.
+    """
     rows = []
     default = default_rule_name()
     for cell, dataset in sorted({(r["cell"], r["dataset"]) for r in records}):
@@ -291,7 +309,9 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
         pretrained = mean.pop("pretrained")
         dense = mean[100.0]
         within = [q for q in q_grid if mean[q] >= dense - 0.01]
-        knee = min(within) if within else 100.0
+        check = dense_verdict_check([r for runs in by_seed.values() for r in runs], dense)
+        reason = check["no_conclusion"]
+        knee = None if reason else min(within) if within else 100.0
         for name, rule in {**RULES, **LIVE_RULES}.items():
             stops, accuracies = [], []
             if name in LIVE_RULES:  # measured by runs of their own
@@ -313,9 +333,12 @@ def summarize(records: list[dict], q_grid) -> list[dict]:
                 "rule_q_per_seed": stops,
                 "rule_accuracy_per_seed": [100 * a for a in accuracies],
                 "mean_accuracy_by_q": {f"{q:g}": 100 * a for q, a in mean.items()},
-                "within_5_of_knee": abs(rule_q - knee) <= 5.0, "past_knee": rule_q < knee,
-                "accuracy_within_1": rule_accuracy >= dense - 0.01,
-                "counted": 100 * dense >= MIN_DENSE_ACCURACY,
+                "chance_accuracy": None if check["chance_accuracy"] is None else 100 * check["chance_accuracy"],
+                "no_conclusion": reason,
+                "within_5_of_knee": None if reason else abs(rule_q - knee) <= 5.0,
+                "past_knee": None if reason else rule_q < knee,
+                "accuracy_within_1": None if reason else rule_accuracy >= dense - 0.01,
+                "counted": not reason and 100 * dense >= MIN_DENSE_ACCURACY,
             })
     return rows
 
@@ -336,7 +359,8 @@ def to_markdown(payload: dict) -> str:
              " | knee q |", "|---|---|---|" + "---|" * (len(rows[0]["mean_accuracy_by_q"]) + 1)]
     for row in first.values():
         lines.append(f"| {row['cell']} | {row['dataset']} | {len(row['seeds'])} | " +
-                     " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values()) + f" | {row['knee_q']:g} |")
+                     " | ".join(f"{a:.2f}" for a in row["mean_accuracy_by_q"].values())
+                     + f" | {row['no_conclusion'] or format(row['knee_q'], 'g')} |")
     names = [name for name in {**RULES, **LIVE_RULES} if any(r["rule"]["name"] == name for r in rows)]
     lines += ["", "Where each rule stops: mean rule q (%) / its accuracy minus dense (points; interpolated between "
               "grid points for the spectral and candidate rules, the run's own test accuracy for the tolerance "
@@ -346,7 +370,7 @@ def to_markdown(payload: dict) -> str:
               "|---|" + "---|" * (len(columns) + 1)]
     for name in names:
         by_column = {(r["cell"], r["dataset"]): r for r in rows if r["rule"]["name"] == name}
-        ok = {column: r["within_5_of_knee"] and r["accuracy_within_1"] and r["counted"]
+        ok = {column: r["counted"] and r["within_5_of_knee"] and r["accuracy_within_1"]
               for column, r in by_column.items()}
         label = f"**{name}** (default)" if name == default else name
         lines.append(f"| {label} | " + " | ".join(
@@ -355,19 +379,22 @@ def to_markdown(payload: dict) -> str:
             + f" | {sum(ok.values())}/{sum(r['counted'] for r in by_column.values())} |")
     default_rows = [r for r in rows if r["default"] and r["counted"]]
     passed = [r for r in default_rows if r["within_5_of_knee"] and r["accuracy_within_1"]]
-    best = max(names, key=lambda n: sum(r["within_5_of_knee"] and r["accuracy_within_1"] and r["counted"]
+    best = max(names, key=lambda n: sum(r["counted"] and r["within_5_of_knee"] and r["accuracy_within_1"]
                                         for r in rows if r["rule"]["name"] == n))
     uncounted = [f"{r['cell']} {r['dataset']} ({r['dense_accuracy']:.2f} %)" for r in rows
-                 if r["default"] and not r["counted"]]
+                 if r["default"] and not r["counted"] and not r["no_conclusion"]]
+    unjudged = [f"{cell} {dataset} ({row['no_conclusion']})" for (cell, dataset), row in first.items()
+                if row["no_conclusion"]]
     lines += ["", f"**The default rule** ({default}) meets the acceptance (|rule_q - knee_q| <= 5 and rule accuracy "
               f">= dense - 1) on {len(passed)} of {len(default_rows)} rows"
               + ("." if len(passed) == len(default_rows) else
                  ": not on " + ", ".join(f"{r['cell']} {r['dataset']} (stops at q {r['rule_q']:.1f}, knee "
                                          f"{r['knee_q']:g}, {r['rule_accuracy'] - r['dense_accuracy']:+.2f} points)"
                                          for r in default_rows if r not in passed) + ".")
-              + f" The rule with the most rows met is {best}."
+              + (f" The rule with the most rows met is {best}." if any(r["counted"] for r in rows) else "")
               + (f" Not counted: {', '.join(uncounted)}, whose dense model stays below {MIN_DENSE_ACCURACY:g} % at "
-                 "this budget (no knee to land on)." if uncounted else ""), ""]
+                 "this budget (no knee to land on)." if uncounted else "")
+              + (f" Not judged: {', '.join(unjudged)}." if unjudged else ""), ""]
     return "\n".join(lines)
 
 
@@ -390,7 +417,8 @@ def plot(payload: dict, path: str) -> None:
         qs = [float(q) for q in curve]
         axis.plot(qs, list(curve.values()), "o-", color="black", label="mean test accuracy")
         axis.axhline(rows[0]["dense_accuracy"] - 1.0, color="gray", linestyle=":", label="dense - 1 point")
-        axis.axvline(rows[0]["knee_q"], color="gray", linestyle="--", label="knee")
+        if rows[0]["knee_q"] is not None:  # None: the dense model is near chance, no knee
+            axis.axvline(rows[0]["knee_q"], color="gray", linestyle="--", label="knee")
         for row in rows:
             if row["rule"]["name"] in shown:
                 axis.plot(row["rule_q"], row["rule_accuracy"], "v" if row["default"] else "x", markersize=9,

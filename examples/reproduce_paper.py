@@ -40,7 +40,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import keras_expander as ke  # noqa: E402
-from benchmarks.recipes import VALIDATION_SIZE, build_model, measure_trained_model  # noqa: E402
+from benchmarks.recipes import (  # noqa: E402
+    VALIDATION_SIZE,
+    build_model,
+    chance_check,
+    label_counts,
+    labels_from_counts,
+    measure_trained_model,
+)
 from keras_expander import datasets  # noqa: E402
 from keras_expander.expansion.analysis import nan_to_none  # noqa: E402
 from keras_expander.files import atomic_path, write_atomic  # noqa: E402
@@ -144,20 +151,50 @@ def knee(points: list[dict], method: str, drop_points: float = 1.0) -> float | N
     return max(below) if below else None
 
 
-def findings(points: list[dict]) -> dict:
-    """Per method: accuracy knee, first zero crossings of each Delta, and whether the knee is within 5 q-points."""
+def crossing_qs(points: list[dict], method: str) -> dict:
+    """First zero crossing q of each Delta of one method (None where it does not cross)."""
+    crossings = {}
+    for key in ("delta_r", "delta_s", "weighted_delta_r", "weighted_delta_s"):
+        q, values = series(points, method, key)
+        crossings[key] = ke.first_zero_crossing(q, values) if len(q) > 1 else None
+    return crossings
+
+
+def dense_check(points: list[dict], test_label_counts) -> dict:
+    """`chance_check` of the sweep's dense point on its test labels (class counts, as the JSON stores them); with no
+    counts (a JSON from before they were stored) a reason that says so, since chance cannot be told."""
+    dense = next((p["test_accuracy"] for p in points if p["method"] == "dense"), None)
+    if test_label_counts is None:
+        return {"dense_accuracy": dense, "chance_accuracy": None,
+                "no_conclusion": "no conclusion: the JSON does not record its test labels' chance accuracy (made "
+                                 "before it did); rerun the same command (finished points are skipped)"}
+    return chance_check(dense, labels_from_counts(test_label_counts))
+
+
+def findings(points: list[dict], test_label_counts) -> dict:
+    """Per method: accuracy knee, first zero crossings of each Delta, and whether the knee is within 5 q-points.
+
+    Args:
+        points: The sweep's points (the dense one at q = 100 shared by all methods).
+        test_label_counts: Class counts of the test labels (`label_counts`), or None when unknown.
+
+    Returns:
+        method -> {"knee_q", "crossing_q", "knee_within_5_points", "no_conclusion"}. When the dense model is near
+        chance (or chance is unknown) the knee and the verdicts are None and "no_conclusion" gives the reason; the
+        crossings, read from the masks' Delta, stay.
+    """
     out = {}
+    reason = dense_check(points, test_label_counts)["no_conclusion"]
     for method in METHODS:
         if not any(p["method"] == method for p in points):
             continue
-        crossings = {}
-        for key in ("delta_r", "delta_s", "weighted_delta_r", "weighted_delta_s"):
-            q, values = series(points, method, key)
-            crossings[key] = ke.first_zero_crossing(q, values) if len(q) > 1 else None
-        accuracy_knee = knee(points, method)
-        near = {key: (accuracy_knee is not None and value is not None and abs(accuracy_knee - value) <= 5.0)
+        crossings = crossing_qs(points, method)
+        accuracy_knee = None if reason else knee(points, method)
+        near = {key: None if reason else (accuracy_knee is not None and value is not None
+                                          and abs(accuracy_knee - value) <= 5.0)
                 for key, value in crossings.items()}
-        out[method] = {"knee_q": accuracy_knee, "crossing_q": crossings, "knee_within_5_points": near}
+        out[method] = {"knee_q": accuracy_knee, "crossing_q": crossings, "knee_within_5_points": near,
+                       "no_conclusion": reason}
     return out
 
 
@@ -170,7 +207,7 @@ def plot(points: list[dict], path: str, title: str) -> None:
 
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.8))
     colours = {"tfmot": "tab:blue", "expander": "tab:green", "random": "tab:grey"}
-    result = findings(points)
+    tfmot_crossings = crossing_qs(points, "tfmot") if any(p["method"] == "tfmot" for p in points) else {}
     for axis, weighted in zip(axes, (False, True)):
         prefix = "weighted_" if weighted else ""
         for method, colour in colours.items():
@@ -186,7 +223,7 @@ def plot(points: list[dict], path: str, title: str) -> None:
             q, values = series(points, "tfmot", key)
             if len(q) > 1:
                 delta_axis.plot(q, values, style, color="tab:red", label=f"{key} (tfmot masks, worst graph)")
-                crossing = result.get("tfmot", {}).get("crossing_q", {}).get(key)
+                crossing = tfmot_crossings.get(key)
                 if crossing is not None:
                     delta_axis.axvline(crossing, color="tab:red", linestyle=style[1:], linewidth=1,
                                        label=f"{key} = 0 at q = {crossing:.1f} %")
@@ -239,17 +276,26 @@ def write_summary(out_dir: str) -> str:
                            f"{_fmt(get('expander', 'delta_r'))} | {_fmt(get('expander', 'delta_s'))} |")
         lines += ["", "| method | accuracy knee q | crossing q: Delta_R / Delta_S / w.Delta_R / w.Delta_S | knee within "
                       "+-5 of a crossing |", "|---|---|---|---|"]
-        for method, found in findings(points).items():
+        for method, found in findings(points, result.get("test_label_counts")).items():
             crossings = found["crossing_q"]
             within = [key for key, ok in found["knee_within_5_points"].items() if ok]
+            verdict = found["no_conclusion"] or ("yes (" + ", ".join(within) + ")" if within else "no")
             lines.append(f"| {method} | {_fmt(found['knee_q'], digits=1)} | "
                          + " / ".join(_fmt(crossings[k], digits=1) for k in ("delta_r", "delta_s", "weighted_delta_r",
                                                                              "weighted_delta_s"))
-                         + f" | {'yes (' + ', '.join(within) + ')' if within else 'no'} |")
+                         + f" | {verdict} |")
         lines.append("")
     path = os.path.join(out_dir, "README.md")
     write_atomic(path, "\n".join(lines))
     return path
+
+
+def write_results(json_path: str, header: dict, points: list[dict], test_label_counts: list[int]) -> None:
+    """Writes a sweep's JSON: `header` (experiment, settings, command, ...), its points, the test labels' class
+    counts, the dense and chance accuracy and the findings."""
+    payload = {**header, "points": points, "test_label_counts": test_label_counts,
+               **dense_check(points, test_label_counts), "findings": findings(points, test_label_counts)}
+    write_atomic(json_path, json.dumps(payload, indent=2))
 
 
 def main(argv=None) -> int:
@@ -301,26 +347,29 @@ def main(argv=None) -> int:
     done = {(p["method"], p["q"]) for p in points}
 
     data = load_data(experiment["data"], args.data_dir, args.snr_db, args.seed)
+    test_label_counts = label_counts(data[2][1])
     if args.train_samples:
         data = ((data[0][0][: args.train_samples], data[0][1][: args.train_samples]), data[1], data[2])
     plan = [("dense", 100.0)] + [(m, float(q)) for q in sorted(set(args.q), reverse=True) if q < 100
                                  for m in args.methods]
     title = experiment["title"] + ("" if args.snr_db is None else f", noise at {args.snr_db:g} dB SNR")
     command = "python examples/reproduce_paper.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    header = {"experiment": args.experiment, "title": title, "snr_db": args.snr_db, "settings": settings,
+              "command": command, "data": DATA_NOTES[experiment["data"]],
+              "hardware": f"{os.cpu_count()} CPU cores, TensorFlow CPU"}
     for index, (method, q) in enumerate(plan):
         if (method, q) in done:
             print(f"[{index + 1}/{len(plan)}] {method} q={q:g} %: done before, skipped")
             continue
         print(f"[{index + 1}/{len(plan)}] {method} q={q:g} %", flush=True)
         points.append(nan_to_none(train_point(experiment, data, method, q, args)))
-        payload = {"experiment": args.experiment, "title": title, "snr_db": args.snr_db, "settings": settings,
-                   "command": command, "data": DATA_NOTES[experiment["data"]],
-                   "hardware": f"{os.cpu_count()} CPU cores, TensorFlow CPU", "points": points,
-                   "findings": findings(points)}
-        write_atomic(json_path, json.dumps(payload, indent=2))
+        write_results(json_path, header, points, test_label_counts)
         plot(points, os.path.join(args.out, f"{name}.png"), title)
         write_summary(args.out)
-    print(json.dumps(findings(points), indent=2))
+    if all(point in done for point in plan):  # nothing trained: still record the test labels on a JSON without them
+        write_results(json_path, header, points, test_label_counts)
+        write_summary(args.out)
+    print(json.dumps(findings(points, test_label_counts), indent=2))
     print(f"wrote {json_path}, {os.path.join(args.out, name + '.png')}, {os.path.join(args.out, 'README.md')}")
     return 0
 
