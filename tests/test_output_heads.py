@@ -98,3 +98,19 @@ def test_firmware_runs_a_model_whose_arena_exceeds_a_mebibyte_and_thresholds_its
     content = (tmp_path / "export" / "float32.tflite").read_bytes()
     firmware = deploy.deploy(content, x[:4], y[:4], target="host", out_dir=tmp_path / "firmware")
     assert firmware.bitexact_vs_tflm_python and firmware.accuracy == 1.0
+
+
+@pytest.mark.slow
+def test_firmware_of_an_int8_gru_over_400_steps_runs_from_the_command_line(tmp_path):
+    # The case: the unrolled int8 GRU needs a 1.4 MB arena; `firmware` died with "TFLM failed to allocate".
+    from keras_expander import cli
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((400, 8)), tf_keras.layers.GRU(16), tf_keras.layers.Dense(4)])
+    x = np.random.default_rng(0).normal(size=(16, 400, 8)).astype("float32")
+    y = model.predict(x, verbose=0).argmax(axis=1)
+    report, = export.export_model(model, ["int8"], x, y, representative_data=x, out_dir=str(tmp_path / "export"))
+    assert report.arena_bytes > 1 << 20
+    np.savez(tmp_path / "test.npz", x_test=x[:4], y_test=y[:4])
+    assert cli.main(["firmware", str(tmp_path / "export" / "int8.tflite"), "--target", "host", "--data",
+                     str(tmp_path / "test.npz"), "--out", str(tmp_path / "firmware")]) == 0
