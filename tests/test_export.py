@@ -6,6 +6,7 @@ The LSTM export tests run on a tf_keras and on a Keras 3 model (the `lstm_export
 import os
 import shutil
 import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -223,3 +224,47 @@ def test_resolver_method_names_match_the_tflm_tree():
                 if op.isupper() and op != "TFLM_DECODE"}  # signal-library custom ops are mixed case
     assert len(builtins) > 100
     assert {op: project.resolver_method(op) for op in builtins} == builtins
+
+
+@pytest.mark.parametrize("K", [tf_keras, keras], ids=["tf_keras", "keras3"])
+def test_mixed_float16_model_is_refused_before_converting_naming_the_policy(K, tmp_path):
+    x, y = sequences(8)
+    model = K.Sequential([K.Input((6, 5)), K.layers.LSTM(8, dtype="mixed_float16", name="lstm"), K.layers.Dense(3)],
+                         name="mixed")
+    match = (r"Model 'mixed': layer 'lstm' has dtype policy 'mixed_float16' \(computes in float16\).*"
+             r"set_global_policy\('float32'\).*set_weights")
+    with pytest.raises(ValueError, match=match):
+        export.export_model(model, modes=("float32",), x_test=x, y_test=y, out_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=match):
+        export.convert(model, "float32")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_conversion_shows_the_converters_own_error_lines(tmp_path):
+    # The converter itself on a model it cannot convert (export refuses it before; its worker does not check).
+    model = tf_keras.Sequential([tf_keras.Input((6, 5), batch_size=1), tf_keras.layers.LSTM(8, dtype="mixed_float16"),
+                                 tf_keras.layers.Dense(3)])
+    model.save(tmp_path / "model.keras")
+    result = subprocess.run([sys.executable, "-m", "keras_expander.tflite.export", "convert",
+                             str(tmp_path / "model.keras"), "float32", str(tmp_path / "model.tflite")],
+                            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0"))
+    errors = export.converter_errors(result.stderr)
+    assert result.returncode != 0 and 1 <= len(errors) <= 3
+    assert all(f"error: {error}" in result.stderr and "CUDA" not in error for error in errors)
+    assert any("f16" in error or "float16" in error for error in errors), errors  # the cause, not the IR dump
+    assert export.converter_errors("E0000 00:00:1.0 cuda_platform.cc:52] CUDA error: no device\nSegfault") == []
+
+
+def test_variable_number_of_steps_is_refused_with_the_fixed_input_to_build(tmp_path):
+    x, y = sequences(8)
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((None, 5)), tf_keras.layers.LSTM(8), tf_keras.layers.Dense(3)],
+                                name="any_length")
+    with pytest.raises(ValueError, match=r"Model 'any_length' takes inputs of shape \(batch, None, 5\): a variable "
+                                         r"number of time steps.*keras.Input\(\(T, 5\)\).*\(6 in x_test\)"):
+        export.export_model(model, modes=("float32",), x_test=x, y_test=y, out_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"keras.Input\(\(T, 5\)\), T the sequence length of your data, and"):
+        export.convert(model, "float32")
+    fixed = tf_keras.Sequential([tf_keras.Input((6, 5)), tf_keras.layers.LSTM(8), tf_keras.layers.Dense(3)])
+    fixed.set_weights(model.get_weights())  # as the message says: same weights, same outputs
+    np.testing.assert_allclose(fixed.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

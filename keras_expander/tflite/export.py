@@ -26,6 +26,7 @@ import gzip
 import json
 import numbers
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,45 @@ def _unfused_lstm_settings(cell, inner) -> list[str]:
     return [] if getattr(inner, "unroll", False) else settings
 
 
+def check_float_policy(model) -> None:
+    """Refuses a model that computes or keeps its weights in another dtype than float32 (mixed_float16, float16,
+    bfloat16, float64): the converter has no such kernels and fails deep in its IR, and TFLite Micro has none.
+
+    Raises:
+        ValueError: one line naming the model, the first such layer and its dtype policy, and what to do.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        policy = getattr(layer, "dtype_policy", None)
+        dtypes = {str(getattr(policy, "compute_dtype", "float32")), str(getattr(policy, "variable_dtype", "float32"))}
+        if dtypes - {"float32"}:
+            raise ValueError(f"Model {model.name!r}: layer {layer.name!r} has dtype policy {policy.name!r} "
+                             f"(computes in {policy.compute_dtype}), which the TFLite converter cannot convert and "
+                             f"TFLite Micro cannot run; export takes float32 models. Rebuild the model after "
+                             f"keras.mixed_precision.set_global_policy('float32') and copy the weights into it "
+                             f"(float32_model.set_weights(model.get_weights())).")
+
+
+def check_fixed_steps(model, steps: int | None = None) -> None:
+    """Refuses a model whose input has a dimension of any size, e.g. `Input((None, F))`: TFLite Micro allocates
+    every tensor before the first sequence, so the export needs fixed sizes (the batch size aside).
+
+    Args:
+        model: The stripped tf_keras or Keras 3 model.
+        steps: The time steps of the test data, to name in the message (None: not known).
+
+    Raises:
+        ValueError: one line naming the model, its input shape and what to do.
+    """
+    shape = () if isinstance(model.input_shape, list) else tuple(model.input_shape[1:])
+    if None in shape:
+        fixed = ", ".join("T" if size is None else str(size) for size in shape)
+        raise ValueError(f"Model {model.name!r} takes inputs of shape (batch, {', '.join(map(str, shape))}): a "
+                         f"variable number of time steps, but the export needs a fixed one (TFLite Micro allocates "
+                         f"every tensor before the first sequence). Rebuild the model with keras.Input(({fixed})), "
+                         f"T the sequence length of your data{f' ({steps} in x_test)' if steps else ''}, and copy "
+                         f"the weights into it with set_weights (they do not depend on T).")
+
+
 def check_convertible(model, modes, target: str) -> None:
     """Refuses, before any conversion, a model whose conversion would crash or whose result TFLM cannot run.
 
@@ -226,8 +266,12 @@ def check_convertible(model, modes, target: str) -> None:
             mask_zero=True) in int8 or for TFLM (their WHILE loop crashes the int8 calibrator, and TFLM has no
             REDUCE_ANY kernel), an Embedding in int8 (its token-id input would be quantized), an LSTM that is not
             the fused op (activation other than tanh, recurrent_activation other than sigmoid, use_bias=False) in
-            int8 (the WHILE loop crashes the int8 calibrator), or a GRU TFLM cannot run (`check_tflm_layers`).
+            int8 (the WHILE loop crashes the int8 calibrator), a GRU TFLM cannot run (`check_tflm_layers`), a
+            dtype policy other than float32 (`check_float_policy`), or an input with a variable number of time
+            steps (`check_fixed_steps`).
     """
+    check_float_policy(model)
+    check_fixed_steps(model)
     int8 = "int8" in modes
     masks = _mask_producers(model)
     if masks and (int8 or target == "tflm"):
@@ -261,7 +305,8 @@ def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
         y_test: Their labels, shape (N,).
 
     Raises:
-        ValueError: more than one input or output, an output that is not (batch, classes) (a TimeDistributed head,
+        ValueError: an input with a variable number of time steps (`check_fixed_steps`), more than one input or
+            output, an output that is not (batch, classes) (a TimeDistributed head,
             return_sequences=True at the end), test data of another shape than the model's input, an output the
             verification cannot read as predicted labels or labels it cannot compare (`output_reading`: a single
             output through tanh, multi-label sigmoid outputs, labels outside the classes).
@@ -278,6 +323,7 @@ def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
                          f"{type(last).__name__}); export verifies a classifier whose output is (batch, classes) "
                          f"against labels of shape (N,). End the model with return_sequences=False and a Dense "
                          f"layer instead of a per-step (TimeDistributed) head.")
+    check_fixed_steps(model, np.shape(x_test)[1] if np.ndim(x_test) > 1 else None)
     if tuple(np.shape(x_test)[1:]) != tuple(model.input_shape[1:]) or len(y_test) != len(x_test):
         raise ValueError(f"Arguments `x_test` and `y_test` must have shapes (N,) + {tuple(model.input_shape[1:])} "
                          f"and (N,) for model {model.name!r}. Received: x_test of shape {np.shape(x_test)}, y_test "
@@ -324,6 +370,29 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
                           f"{'; '.join(failures)}; nothing was written. {advice}")
 
 
+def converter_errors(stderr: str, limit: int = 3) -> list[str]:
+    """The converter's own `error:` messages in a failed conversion's stderr, first ones first, each once.
+
+    The converter prints them among MLIR locations, IR dumps and a Python traceback; the last lines of stderr often
+    show only the IR. TensorFlow's log lines (``E0000 00:00:...``, e.g. "CUDA error: ...") are not the converter's.
+
+    Args:
+        stderr: The conversion subprocess's standard error.
+        limit: Most messages returned.
+
+    Returns:
+        Up to `limit` messages (the text after "error: "), or [] when there are none (e.g. a crash by signal).
+    """
+    found = []
+    for line in stderr.splitlines():
+        if re.match(r"[IWEF]\d{4} ", line) or "error: " not in line:
+            continue
+        message = line.split("error: ", 1)[1].strip()
+        if message and message not in found:
+            found.append(message)
+    return found[:limit]
+
+
 def convert(model, mode: str = "float32", representative_data: np.ndarray | None = None, target: str = "tflm",
             sparsity_encoding: bool = False, timeout_s: float = 900.0,
             work_dir: str | None = None) -> tuple[bytes, list[str]]:
@@ -346,7 +415,8 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
     Raises:
         ValueError: a mode/target combination TFLM cannot run, int8 without representative data, or a layer the
             export cannot rebuild exactly, convert or run (`check_convertible`, `converter_model`).
-        ExportError: the converter failed or crashed; the message names the model, the mode and the exit status.
+        ExportError: the converter failed or crashed; the message names the model, the mode, the exit status and
+            the converter's own error messages (`converter_errors`; the last lines of its stderr when it gave none).
     """
     from keras_expander.pruning.prune import strip_pruning
     from keras_expander.pruning.wrapper import pruning_wrappers
@@ -394,9 +464,11 @@ def convert(model, mode: str = "float32", representative_data: np.ndarray | None
                               f"{timeout_s:.0f} s.") from error
         if result.returncode != 0:
             status = f"signal {-result.returncode}" if result.returncode < 0 else f"exit code {result.returncode}"
-            tail = "\n".join(result.stderr.strip().splitlines()[-8:])
-            raise ExportError(f"TFLite conversion of model {model.name!r} in mode {mode!r} failed ({status}):\n"
-                              f"{tail}")
+            errors = converter_errors(result.stderr)
+            detail = ("converter error: " + "; ".join(errors) if errors
+                      else "\n" + "\n".join(result.stderr.strip().splitlines()[-8:]))
+            raise ExportError(f"TFLite conversion of model {model.name!r} in mode {mode!r} failed ({status}): "
+                              f"{detail}")
         with open(os.path.join(folder, "model.tflite"), "rb") as stream:
             return stream.read(), notes
 
@@ -525,7 +597,8 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         model=model.name, mode=mode, target=target, tflite_path=tflite_path, ops=model_ops(model_content),
         flatbuffer_bytes=size, gzip_bytes=len(gzip.compress(model_content, compresslevel=9)),
         nonzero_weights=nonzero, total_weights=total, arena_bytes=arena, tflm_ms_per_sequence=tflm_ms,
-        samples=int(len(x_test)), decision=reading.description, keras_accuracy=accuracy(keras_out), litert_accuracy=accuracy(litert_out),
+        samples=int(len(x_test)), decision=reading.description, keras_accuracy=accuracy(keras_out),
+        litert_accuracy=accuracy(litert_out),
         tflm_accuracy=accuracy(tflm_out) if tflm_ran else None,
         argmax_agreement_litert_keras=agreement(litert_out, keras_out),
         argmax_agreement_tflm_keras=agreement(tflm_out, keras_out) if tflm_ran else None,
