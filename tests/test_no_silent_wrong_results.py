@@ -262,6 +262,8 @@ def test_subclassed_model_is_pruned_stripped_and_exported_by_the_route_its_messa
     subclassed(x[:1])
     with pytest.raises(TypeError, match="subclassed model 'classifier' \\(Classifier\\) cannot be cloned") as error:
         pruned(model=subclassed)
+    with pytest.raises(ValueError, match="of export must be a Sequential or functional model"):
+        export.export_model(subclassed, modes=("float32",), x_test=x[:8], y_test=y[:8], out_dir=tmp_path / "out")
     model = pruned(model=follow(str(error.value), subclassed))
     model.fit(x, y, batch_size=16, epochs=1, callbacks=[ke.ExpanderPruningCallback()], verbose=0)
     (report,) = export.export_model(model, modes=("float32",), x_test=x[:8], y_test=y[:8], out_dir=tmp_path / "out")

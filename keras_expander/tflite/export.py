@@ -214,6 +214,20 @@ def _unfused_lstm_settings(cell, inner) -> list[str]:
     return [] if getattr(inner, "unroll", False) else settings
 
 
+def check_graph_model(model) -> None:
+    """Refuses a subclassed model: the export reads its input and output shapes and rebuilds it from its config.
+
+    Raises:
+        ValueError: naming the model and giving the functional model of its layers to export instead.
+    """
+    from keras_expander.pruning.prune import SUBCLASSED
+    from keras_expander.pruning.wrapper import is_graph_model
+
+    if not is_graph_model(model):
+        raise ValueError(SUBCLASSED.format(argument="model", function="export", name=model.name,
+                                           kind=type(model).__name__))
+
+
 def check_float_policy(model) -> None:
     """Refuses a model that computes or keeps its weights in another dtype than float32 (mixed_float16, float16,
     bfloat16, float64): the converter has no such kernels and fails deep in its IR, and TFLite Micro has none.
@@ -267,9 +281,10 @@ def check_convertible(model, modes, target: str) -> None:
             REDUCE_ANY kernel), an Embedding in int8 (its token-id input would be quantized), an LSTM that is not
             the fused op (activation other than tanh, recurrent_activation other than sigmoid, use_bias=False) in
             int8 (the WHILE loop crashes the int8 calibrator), a GRU TFLM cannot run (`check_tflm_layers`), a
-            dtype policy other than float32 (`check_float_policy`), or an input with a variable number of time
-            steps (`check_fixed_steps`).
+            dtype policy other than float32 (`check_float_policy`), an input with a variable number of time
+            steps (`check_fixed_steps`), or a subclassed model (`check_graph_model`).
     """
+    check_graph_model(model)
     check_float_policy(model)
     check_fixed_steps(model)
     int8 = "int8" in modes
@@ -305,12 +320,14 @@ def check_verifiable(model, x_test: np.ndarray, y_test: np.ndarray) -> None:
         y_test: Their labels, shape (N,).
 
     Raises:
-        ValueError: an input with a variable number of time steps (`check_fixed_steps`), more than one input or
-            output, an output that is not (batch, classes) (a TimeDistributed head,
-            return_sequences=True at the end), test data of another shape than the model's input, an output the
-            verification cannot read as predicted labels or labels it cannot compare (`output_reading`: a single
-            output through tanh, multi-label sigmoid outputs, labels outside the classes).
+        ValueError: a subclassed model (`check_graph_model`), an input with a variable number of time steps
+            (`check_fixed_steps`), more than one input or output, an output that is not (batch, classes) (a
+            TimeDistributed head, return_sequences=True at the end), test data of another shape than the model's
+            input, an output the verification cannot read as predicted labels or labels it cannot compare
+            (`output_reading`: a single output through tanh, multi-label sigmoid outputs, labels outside the
+            classes).
     """
+    check_graph_model(model)
     for kind, tensors in (("inputs", model.inputs), ("outputs", model.outputs)):
         if len(tensors) != 1:
             raise ValueError(f"Model {model.name!r} has {len(tensors)} {kind}; export supports one input and one "
