@@ -129,10 +129,15 @@ def _layer_config(layer: dict, keras3: bool) -> dict:
             config["batch_input_shape"] = config.pop("batch_shape")
         config = {key: value for key, value in config.items() if not key.endswith(TRAINING_ONLY)}
         allowed = _tf_keras_arguments(class_name)
+        if class_name in ("Sequential", "Functional", "Model"):
+            raise ValueError(f"Layer {config.get('name')!r} is a nested Keras 3 model, which the tf_keras copy for the "
+                             f"TFLite converter does not rebuild: flatten the model (build it from the layers of "
+                             f"{config.get('name')!r} directly; the weights are the same), or export it from "
+                             f"tf_keras, where nested models convert as they are.")
         if allowed is None:
             raise ValueError(f"Layer {config.get('name')!r}: tf_keras has no {class_name} layer, so this Keras 3 "
-                             f"model cannot be rebuilt for the TFLite converter. Export supports the layers of the "
-                             f"table in README.md (Keras 3 section).")
+                             f"model cannot be rebuilt for the TFLite converter. The layers and settings export "
+                             f"supports: docs/stack.md (Keras 3 models in the TFLite converter).")
         config = _exact_keras3_settings(class_name, config, allowed)
     for key in NESTED_LAYERS:
         if isinstance(config.get(key), dict):
