@@ -175,13 +175,18 @@ def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, ti
         command = [str(image)]
     result = run_command(command, timeout_s, cwd=workdir)
     log = result.stdout + result.stderr
-    values = {key: float(value) if "." in value else int(value)
-              for key, value in re.findall(r"^KE (\w+) ([-0-9.]+)\s*$", log, re.M)}
+    values = harness_values(log)
     if result.returncode != 0 or "done" not in re.findall(r"^KE (\w+)", log, re.M):
         errors = "\n".join(line for line in log.splitlines()[-15:])
         raise FirmwareError(f"The {toolchain.target} firmware failed (exit status {result.returncode}):\n{errors}")
     raw = np.fromfile(workdir / "outputs.bin", np.uint8)
     return RunResult(outputs=raw.reshape(len(inputs), -1), values=values, log=log)
+
+
+def harness_values(log: str) -> dict:
+    """The harness's "KE key value" lines of a run's output, e.g. {"instructions_first": 1234840, ...}."""
+    return {key: float(value) if "." in value else int(value)
+            for key, value in re.findall(r"^KE (\w+) ([-0-9.]+)\s*$", log, re.M)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,42 @@ def output_op(model_content: bytes) -> str:
     return next((op.opcode_name for op in subgraph.operators if any(t is output for t in op.outputs)), "")
 
 
+def multiply_accumulates(model_content: bytes) -> tuple[int, int]:
+    """Multiply-accumulates of one inference (batch 1), dense and with non-zero weights only, from the flatbuffer's
+    constant weights (read with TFLM's `model_editor`).
+
+    Counted: FULLY_CONNECTED, rows x outputs x inputs (rows: the input's elements over the weights' inputs);
+    UNIDIRECTIONAL_SEQUENCE_LSTM, per step the four gates' input and recurrent weights (4 x units x (inputs +
+    units)) and a projection if any, times the steps. Ops of the first subgraph only; other ops (elementwise, the
+    gates' activations) have no weights and count no MACs. Pass the plain model of a rewritten one: our custom
+    ops' weights are encoded blobs.
+
+    Returns:
+        (dense MACs, MACs of non-zero weights) per inference.
+    """
+    import numpy as np
+    from tflite_micro.tensorflow.lite.micro.compression import model_editor
+
+    dense = nonzero = 0
+    for op in model_editor.read(bytes(model_content)).subgraphs[0].operators:
+        if op.opcode_name == "FULLY_CONNECTED":
+            activations, weights = op.inputs[0], op.inputs[1]
+            rows = int(np.prod(activations.shape)) // int(weights.shape[-1])
+            tensors, repeats = [weights], rows
+        elif op.opcode_name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+            activations = op.inputs[0]
+            tensors = [op.inputs[i] for i in (1, 2, 3, 4, 5, 6, 7, 8, 16)
+                       if i < len(op.inputs) and op.inputs[i] is not None]
+            repeats = int(np.prod(activations.shape[:-1]))  # steps, batch 1
+        else:
+            continue
+        for tensor in tensors:
+            values = tensor.array
+            dense += repeats * int(np.prod(tensor.shape))
+            nonzero += repeats * int(np.count_nonzero(values) if values is not None else np.prod(tensor.shape))
+    return dense, nonzero
+
+
 def resolve_ops(ops: list[str], tree: Path) -> dict[str, Registration | CustomOp]:
     """Maps each op to how the firmware registers it, or refuses the model naming the ops TFLM lacks.
 

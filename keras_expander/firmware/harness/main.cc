@@ -114,6 +114,11 @@ uint64_t Instructions() { return 0; }
 }  // namespace
 #endif
 
+// Marker functions around each Invoke: keras_expander.firmware.cycles estimates cycles over exactly the
+// instructions QEMU executes between them (noipa: never inlined, folded into one or called away).
+extern "C" __attribute__((noipa)) void ke_cycles_begin(void) { __asm__ volatile("" ::: "memory"); }
+extern "C" __attribute__((noipa)) void ke_cycles_end(void) { __asm__ volatile("" ::: "memory"); }
+
 namespace {
 
 // newlib-nano's printf has no %llu: print 64-bit counts digit by digit.
@@ -174,8 +179,11 @@ int main(void) {
     if (n == 0) PaintStack();
 #endif
     const uint64_t start = Instructions();
-    if (interpreter.Invoke() != kTfLiteOk) return Fail("Invoke failed");
+    ke_cycles_begin();
+    const TfLiteStatus invoked = interpreter.Invoke();
+    ke_cycles_end();
     const uint64_t used = Instructions() - start;
+    if (invoked != kTfLiteOk) return Fail("Invoke failed");
 #if defined(KE_CORTEX_M)
     if (n == 0) printf("KE stack_bytes %u\n", static_cast<unsigned>(StackBytesUsed()));
 #endif
