@@ -50,7 +50,9 @@ BUILDS = (("plain", "reference"), ("plain", "cmsis_nn"), ("tflm_prune", "referen
 SKIPPED_BUILDS = {"lstm": {"ke_fused"}, "simple_rnn": {"tflm_prune"}, "gru": {"tflm_prune"}}
 ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
               "instructions_per_inference", "accuracy", "bitexact_vs_tflm_python", "runtime_flash_bytes",
-              "data_bytes", "bss_bytes", "instructions_first_inference", "samples", "run_seconds")
+              "data_bytes", "bss_bytes", "instructions_first_inference", "samples", "run_seconds",
+              "macs_per_inference", "nonzero_macs_per_inference", "cycles_per_inference", "cycles_per_mac",
+              "cycles_per_nonzero_mac", "ms_at_clock", "clock_mhz", "flash_wait_states", "cycle_estimate")
 
 
 def train_int8(cell: str, sparsity: float, args, representative: np.ndarray) -> tuple[bytes, dict]:
@@ -215,7 +217,8 @@ def to_markdown(payload: dict) -> str:
                      f"{row['model_flash_bytes']:,} | {row['image_flash_bytes']:,} | {row['ram_bytes']:,} | "
                      f"{row['arena_bytes']:,} | {row['instructions_per_inference']:,.0f} | "
                      f"{100 * row['accuracy']:.2f} | {'yes' if row['bitexact_vs_stock_reference_build'] else 'NO'} | "
-                     f"{row['mismatched_sequences_vs_tflm_python']} differ, max {row['max_abs_difference_vs_tflm_python']} |")
+                     f"{row['mismatched_sequences_vs_tflm_python']} differ, "
+                     f"max {row['max_abs_difference_vs_tflm_python']} |")
     lines += ["", "Ratios. *plain*: the plain int8 model of the same cell and sparsity (RAM and instructions on "
               "CMSIS-NN; arena on the reference kernels); *dense*: the dense model on CMSIS-NN (the gain against not "
               "pruning at all); *limit*: the physical flash limit (non-zero bytes + the entropy of each mask + the "
@@ -236,10 +239,12 @@ def to_markdown(payload: dict) -> str:
             continue
         lines.append(
             f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | {row['kernels']} | "
-            f"{row['model_flash_bytes'] / plain['model_flash_bytes']:.3f} | {row['ram_bytes'] / plain['ram_bytes']:.3f} | "
+            f"{row['model_flash_bytes'] / plain['model_flash_bytes']:.3f} | "
+            f"{row['ram_bytes'] / plain['ram_bytes']:.3f} | "
             f"{row['arena_bytes'] / plain_ref['arena_bytes']:.3f} | "
             f"{row['instructions_per_inference'] / plain['instructions_per_inference']:.3f} | "
-            f"{row['model_flash_bytes'] / dense['model_flash_bytes']:.3f} | {row['ram_bytes'] / dense['ram_bytes']:.3f} | "
+            f"{row['model_flash_bytes'] / dense['model_flash_bytes']:.3f} | "
+            f"{row['ram_bytes'] / dense['ram_bytes']:.3f} | "
             f"{row['instructions_per_inference'] / dense['instructions_per_inference']:.3f} | "
             f"{row['flash_limit_bytes'] / plain['model_flash_bytes']:.3f} |")
     lines += ["", "The DECODE-pruned rows trade RAM for flash: each Invoke expands the weights of the op it runs into "
@@ -302,7 +307,9 @@ def main(argv=None) -> int:
                 row.update(date=payload["date"], command=payload["command"])
                 row["flash_limit_bytes"] = payload["models"][f"{cell}-{sparsity:g}"]["flash_limit_bytes"]
                 payload["rows"] = [r for r in payload["rows"] if r is not done] + [row]
-                print(f"      {json.dumps({k: row.get(k) for k in ('model_flash_bytes', 'ram_bytes', 'instructions_per_inference', 'accuracy', 'bitexact_vs_tflm_python', 'error')})} "
+                shown = ("model_flash_bytes", "ram_bytes", "instructions_per_inference", "cycles_per_inference",
+                         "accuracy", "bitexact_vs_tflm_python", "error")
+                print(f"      {json.dumps({k: row.get(k) for k in shown})} "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
                 write_atomic(json_path, json.dumps(payload, indent=2))
     compare_outputs(payload, args, x_test)

@@ -104,6 +104,15 @@ def test_cortex_m4_measurements_are_consistent_with_the_image(int8_models, tmp_p
     # instructions each.
     assert 78_848 * 2 < report.instructions_per_inference < 78_848 * 40
     assert report.fits and report.board == deploy.DEFAULT_BOARD
+    # Cycles (estimate) of a traced inference: the dense model's MACs (LSTM and Dense(10)), the same instructions
+    # as the -icount runs (the stream hardly depends on the data), a breakdown that adds up, ms at 64 MHz.
+    assert report.macs_per_inference == 78_848 + 16 * 10 and report.nonzero_macs_per_inference < 78_848 * 0.35
+    breakdown = report.cycle_estimate
+    assert abs(breakdown["instructions"] - report.instructions_per_inference) < 0.005 * breakdown["instructions"]
+    assert sum(breakdown["cycles_by_class"].values()) == report.cycles_per_inference
+    assert report.instructions_per_inference < report.cycles_per_inference < 2 * report.instructions_per_inference
+    assert report.cycles_per_mac == pytest.approx(report.cycles_per_inference / report.macs_per_inference)
+    assert report.ms_at_clock == pytest.approx(report.cycles_per_inference / 64e3) and report.clock_mhz == 64
     # The tight arena is tight: the harness fails with 16 bytes less.
     with pytest.raises(FirmwareError, match="AllocateTensors failed"):
         toolchain = find_toolchain("cortex-m4")
@@ -186,6 +195,8 @@ def test_objects_cached_by_content_follow_the_headers_beside_them(tmp_path, monk
 
 def test_board_profile_and_sizes_are_checked():
     assert deploy.board_budget("stm32f411").ram_kib == 128
+    assert {name: board.clock_mhz for name, board in deploy.BOARDS.items()} == {
+        "nrf52840": 64, "stm32f407": 168, "stm32f411": 100, "stm32l476": 80, "mps2-an386": 25}
     assert deploy.board_budget("nrf52840", ram_kib=64).ram_kib == 64
     with pytest.raises(ValueError, match="Argument `board`"):
         deploy.board_budget("esp32")
@@ -205,6 +216,7 @@ def test_cli_firmware_runs_real_test_sequences(int8_models, data_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "identical to the plain model" in printed and "instructions/inference" in printed
+    assert "cycles/inference (est.)" in printed and "cycles (est.): an estimate" in printed
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["bitexact_vs_plain_tflm_python"] and report["builds"][0]["bitexact_vs_tflm_python"]
     assert report["encoded_bytes"] < report["plain_bytes"]

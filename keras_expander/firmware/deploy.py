@@ -3,7 +3,9 @@
 One call builds the model for the host (g++) or a Cortex-M4F (arm-none-eabi-gcc, run under QEMU's mps2-an386),
 with TFLM's reference or CMSIS-NN kernels (or keras_expander's sparse kernels, which the model's ops select), and
 returns a `FirmwareReport`: outputs compared byte for byte with the pip TFLite Micro interpreter on the same
-inputs, accuracy, and, on Cortex-M4, flash, RAM, stack and instructions per inference from the device build.
+inputs, accuracy, and, on Cortex-M4, flash, RAM, stack and instructions per inference from the device build, and
+cycles per inference (estimate: `cycles`, the Cortex-M4 timing table applied to a traced inference) with
+milliseconds at the board's clock.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_expander.firmware import device, project
+from keras_expander.firmware import cycles, device, project
 from keras_expander.firmware.toolchain import FirmwareError, find_toolchain
 from keras_expander.predictions import flatbuffer_reading
 from keras_expander.runtime import TFLiteModel, dequantize, quantize, working_tflm_arena
@@ -24,26 +26,35 @@ from keras_expander.runtime import TFLiteModel, dequantize, quantize, working_tf
 
 @dataclasses.dataclass(frozen=True)
 class Board:
-    """A board's memory budget for the fits verdict.
+    """A board's memory budget for the fits verdict, and its clock for milliseconds.
 
     Attributes:
         name: Profile name.
         flash_kib, ram_kib: On-chip flash and RAM, KiB.
         description: The part, for reports.
+        clock_mhz: Core clock of the profile, MHz (the part's maximum).
+        flash_wait_states: Flash wait states at that clock, cycles per non-sequential fetch as `cycles` charges
+            them (every taken branch, as if it missed the flash cache: a bound), from the part's reference manual.
     """
 
     name: str
     flash_kib: float
     ram_kib: float
     description: str
+    clock_mhz: float
+    flash_wait_states: int
 
 
+# Wait states: STM32F407 RM0090 (150-168 MHz at 2.7-3.6 V: 5), STM32F411 RM0383 (90-100 MHz at 2.7-3.6 V: 3),
+# STM32L476 RM0351 (range 1, 64-80 MHz: 4), each with ST's ART accelerator (prefetch and instruction cache)
+# hiding most of them in loops; Nordic's nRF52840 specification gives no wait-state count for its flash (it has
+# an instruction cache): 0 assumed; MPS2+ AN386 runs code from zero-wait-state SSRAM.
 BOARDS = {board.name: board for board in (
-    Board("nrf52840", 1024, 256, "Nordic nRF52840, Cortex-M4F 64 MHz"),
-    Board("stm32f407", 1024, 192, "ST STM32F407, Cortex-M4F 168 MHz (128 KiB SRAM + 64 KiB CCM)"),
-    Board("stm32f411", 512, 128, "ST STM32F411, Cortex-M4F 100 MHz"),
-    Board("stm32l476", 1024, 128, "ST STM32L476, Cortex-M4F 80 MHz (96 + 32 KiB SRAM)"),
-    Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 (the board QEMU emulates)"),
+    Board("nrf52840", 1024, 256, "Nordic nRF52840, Cortex-M4F 64 MHz", 64, 0),
+    Board("stm32f407", 1024, 192, "ST STM32F407, Cortex-M4F 168 MHz (128 KiB SRAM + 64 KiB CCM)", 168, 5),
+    Board("stm32f411", 512, 128, "ST STM32F411, Cortex-M4F 100 MHz", 100, 3),
+    Board("stm32l476", 1024, 128, "ST STM32L476, Cortex-M4F 80 MHz (96 + 32 KiB SRAM)", 80, 4),
+    Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 25 MHz (the board QEMU emulates)", 25, 0),
 )}
 DEFAULT_BOARD = "nrf52840"
 # The TFLM trees and the pip interpreter are built from different TFLM commits (docs/deployment.md); on
@@ -100,6 +111,17 @@ class FirmwareReport:
         instructions_per_inference: Mean instructions per Invoke over all sequences but the first (QEMU
             -icount; instructions, not cycles; resolution 40 instructions per Invoke).
         instructions_first_inference: Instructions of the first Invoke (it also initialises kernel state).
+        macs_per_inference, nonzero_macs_per_inference: Multiply-accumulates of one inference, dense and of
+            non-zero weights only, from the plain model (`project.multiply_accumulates`).
+        cycles_per_inference: Cycles (estimate) of one inference, the second test sequence's Invoke (the first's
+            when only one is run) traced under QEMU and timed by `cycles` with the board's flash wait states
+            (Cortex-M4 only, else None). The instruction stream hardly depends on the data.
+        cycles_first_inference: Cycles (estimate) of the first Invoke.
+        cycles_per_mac, cycles_per_nonzero_mac: cycles_per_inference over the dense and non-zero MACs.
+        ms_at_clock: cycles_per_inference at the board's clock, milliseconds (estimate).
+        clock_mhz, flash_wait_states: The board's clock (MHz) and wait states per taken branch (cycles) used.
+        cycle_estimate: The estimate's breakdown: traced sequence, instructions, taken branches, cycles at zero
+            wait states, cycles and instructions by class, the functions with the most cycles (Cortex-M4 only).
         board, flash_kib, ram_kib: The budget checked.
         fits: image_flash_bytes <= flash and ram_bytes <= RAM (Cortex-M4 only, else None).
         build_seconds, run_seconds: Wall time of the build and of the measured run, seconds.
@@ -127,6 +149,16 @@ class FirmwareReport:
     ram_bytes: int | None
     instructions_per_inference: float | None
     instructions_first_inference: int | None
+    macs_per_inference: int
+    nonzero_macs_per_inference: int
+    cycles_per_inference: int | None
+    cycles_first_inference: int | None
+    cycles_per_mac: float | None
+    cycles_per_nonzero_mac: float | None
+    ms_at_clock: float | None
+    clock_mhz: float
+    flash_wait_states: int
+    cycle_estimate: dict | None
     board: str
     flash_kib: float
     ram_kib: float
@@ -337,22 +369,62 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         total = int(result.values["instructions_total"])
         instructions = (total - first) / (count - 1) if count > 1 else float(first)
         fits = sizes.image_flash_bytes <= budget.flash_kib * 1024 and ram <= budget.ram_kib * 1024
+    macs, nonzero_macs = project.multiply_accumulates(reference_content)
+    estimated = None
+    if target == "cortex-m4":
+        estimated = cycle_estimate(toolchain, image, inputs[:2], folder / "trace", budget, macs, nonzero_macs,
+                                   timeout_s=300 + 200 * run_seconds / len(inputs))
     size_fields = dataclasses.asdict(sizes) if sizes else dict.fromkeys(
         ("model_flash_bytes", "runtime_flash_bytes", "library_flash_bytes", "harness_flash_bytes",
          "image_flash_bytes", "data_bytes", "bss_bytes"))
     return FirmwareReport(
         target=target, kernels=kernels, ops=sorted(registrations), tree=str(toolchain.tree),
         project_dir=str(folder), samples=len(inputs), bitexact_vs_tflm_python=mismatched == 0,
-        mismatched_sequences=mismatched, max_abs_difference=difference, accuracy=accuracy, arena_bytes=arena, **size_fields, stack_bytes=stack,
+        mismatched_sequences=mismatched, max_abs_difference=difference, accuracy=accuracy, arena_bytes=arena,
+        **size_fields, stack_bytes=stack,
         ram_bytes=ram, instructions_per_inference=instructions, instructions_first_inference=first,
-        board=budget.name, flash_kib=budget.flash_kib, ram_kib=budget.ram_kib, fits=fits,
+        macs_per_inference=macs, nonzero_macs_per_inference=nonzero_macs,
+        **(estimated or dict.fromkeys(("cycles_per_inference", "cycles_first_inference", "cycles_per_mac",
+                                       "cycles_per_nonzero_mac", "ms_at_clock", "cycle_estimate"))),
+        clock_mhz=budget.clock_mhz, flash_wait_states=budget.flash_wait_states, board=budget.name,
+        flash_kib=budget.flash_kib, ram_kib=budget.ram_kib, fits=fits,
         build_seconds=build_seconds, run_seconds=run_seconds)
+
+
+def cycle_estimate(toolchain, image: Path, inputs: np.ndarray, workdir: Path, budget: Board, macs: int,
+                   nonzero_macs: int, timeout_s: float) -> dict:
+    """The cycle fields of a `FirmwareReport`: `inputs` (one or two sequences) traced, the last one's Invoke
+    estimated with the board's flash wait states (`cycles.estimate_inferences`).
+
+    Returns:
+        cycles_per_inference, cycles_first_inference, cycles_per_mac, cycles_per_nonzero_mac, ms_at_clock and
+        cycle_estimate, as `FirmwareReport` documents them.
+
+    Raises:
+        FirmwareError: the traced run failed.
+    """
+    estimates, _ = cycles.estimate_inferences(toolchain, image, inputs, workdir, timeout_s,
+                                              wait_states=budget.flash_wait_states)
+    shutil.rmtree(workdir, ignore_errors=True)
+    last = estimates[-1]
+    return dict(
+        cycles_per_inference=last.cycles, cycles_first_inference=estimates[0].cycles,
+        cycles_per_mac=last.cycles / macs if macs else None,
+        cycles_per_nonzero_mac=last.cycles / nonzero_macs if nonzero_macs else None,
+        ms_at_clock=last.cycles / (budget.clock_mhz * 1e3),
+        cycle_estimate={"traced_sequence": len(estimates), "instructions": last.instructions,
+                        "taken_branches": last.taken_branches,
+                        "cycles_zero_wait_states": last.cycles - last.cycles_by_class["flash_wait_states"],
+                        "cycles_by_class": last.cycles_by_class, "instructions_by_class": last.instructions_by_class,
+                        "top_functions": last.top_functions(8),
+                        "model": "Cortex-M4 TRM timing table (keras_expander.firmware.cycles)"})
 
 
 def format_reports(reports: list[FirmwareReport]) -> list[str]:
     """Lines of a table of firmware reports, with units."""
     header = ("build", "outputs vs TFLM Python", "accuracy (%)", "model flash (B)", "image flash (B)",
-              "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "image and RAM fit")
+              "arena (B)", "stack (B)", "RAM (B)", "instructions/inference", "cycles/inference (est.)",
+              "cycles/MAC (est.)", "ms (est.)", "image and RAM fit")
     rows = [header]
     for r in reports:
         ours = (" + KE sparse" if any(op.startswith("KE_SPARSE") for op in r.ops) else
@@ -365,6 +437,8 @@ def format_reports(reports: list[FirmwareReport]) -> list[str]:
                      "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}", show(r.model_flash_bytes),
                      show(r.image_flash_bytes), f"{r.arena_bytes:,}", show(r.stack_bytes), show(r.ram_bytes),
                      "-" if r.instructions_per_inference is None else f"{r.instructions_per_inference:,.0f}",
+                     show(r.cycles_per_inference), "-" if r.cycles_per_mac is None else f"{r.cycles_per_mac:.2f}",
+                     "-" if r.ms_at_clock is None else f"{r.ms_at_clock:,.1f} @ {r.clock_mhz:g} MHz",
                      "-" if r.fits is None else f"{'yes' if r.fits else 'NO'} ({r.board}: {r.flash_kib:g} KiB "
                                                 f"flash, {r.ram_kib:g} KiB RAM)"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -372,6 +446,13 @@ def format_reports(reports: list[FirmwareReport]) -> list[str]:
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append("instructions: counted by QEMU -icount on the emulated Cortex-M4 (mps2-an386), not cycles; RAM = "
                  ".data + .bss (with the tight arena) + stack high-water mark.")
+    timed = [r for r in reports if r.cycles_per_inference is not None]
+    if timed:
+        r = timed[0]
+        lines.append(f"cycles (est.): an estimate, not a measurement: the Cortex-M4 TRM's instruction timings applied "
+                     f"to the instructions QEMU executed for test sequence {r.cycle_estimate['traced_sequence']} "
+                     f"(keras_expander.firmware.cycles), {r.flash_wait_states} flash wait state(s) per taken branch; "
+                     f"MACs of the dense model; ms at the {r.board} profile's {r.clock_mhz:g} MHz clock.")
     if not all(r.bitexact_vs_tflm_python for r in reports):
         lines.append(f"outputs: the TFLM trees and the pip interpreter are different TFLM commits; differences up to "
                      f"{TOLERANCE_INT8_STEPS} int8 step are within tolerance, larger ones fail.")
