@@ -185,7 +185,8 @@ def reading_for(activation: str | None, width: int, where: str, y=None, name: st
             raise ValueError(f"{where} has a single output; accuracy reads a single output as a sigmoid probability "
                              f"(> 0.5) or a logit (> 0), as Keras' BinaryAccuracy does. End the model with "
                              f"Dense(1, activation='sigmoid') or Dense(1) (a logit)"
-                             + (", not a softmax over one unit, which is always 1." if activation == "softmax" else "."))
+                             + (", not a softmax over one unit, which is always 1." if activation == "softmax"
+                                else "."))
         threshold = SINGLE_OUTPUT_THRESHOLDS[activation]
         return OutputReading(2, threshold, f"{'sigmoid' if activation == 'sigmoid' else 'logit'} output > "
                                            f"{threshold:g}")

@@ -5,8 +5,8 @@ are dequantized, and the interpreter state is reset before every sequence (the f
 invokes in every runtime). No TensorFlow import: both runtimes are standalone packages.
 
 TFLite Micro aborts the whole process when its arena is too small for an invoke, so arena sizes are tried in
-subprocesses (`tflm_arena_works`, `working_tflm_arena`); run as ``python -m keras_expander.runtime PATH BYTES`` this
-module is that probe.
+subprocesses (`tflm_arena_works`, `working_tflm_arena`); run as ``python -m keras_expander.runtime PATH BYTES``
+this module is that probe.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 
 from keras_expander.firmware import project
 from keras_expander.frameworks import tf_keras
-from keras_expander.runtime import TFLiteModel
+from keras_expander.runtime import TFLiteModel, tflm_arena_works
 from keras_expander.tflite import export
 
 FLOAT_TOL = 1e-5
@@ -113,8 +113,8 @@ def test_arena_search_finds_the_smallest_working_size(lstm_export):
     _, reports, _, _ = lstm_export
     arena = reports["int8"].arena_bytes
     path = reports["int8"].tflite_path
-    assert export._arena_works(path, arena)
-    assert not export._arena_works(path, arena - 16)
+    assert tflm_arena_works(path, arena)
+    assert not tflm_arena_works(path, arena - 16)
 
 
 def gru_model(reset_after, K=keras):
