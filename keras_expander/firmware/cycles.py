@@ -259,7 +259,8 @@ def _demangle(names: list[str]) -> list[str]:
     if not tool or not names:
         return names
     result = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True)
-    demangled = [name.split("(")[0] for name in result.stdout.splitlines()]
+    demangled = [name.replace("(anonymous namespace)", "{anonymous}").split("(")[0]
+                 for name in result.stdout.splitlines()]
     return demangled if result.returncode == 0 and len(demangled) == len(names) else names
 
 
