@@ -93,3 +93,18 @@ def test_inference_instructions_equal_the_harness_count(tmp_path):
     assert 1 < estimates[1].cycles / estimates[1].instructions < 2
     assert next(iter(estimates[1].cycles_by_function)) == "tflite::lstm_internal::FullyConnected"
     np.testing.assert_equal(sum(estimates[1].instructions_by_class.values()), estimates[1].instructions)
+
+
+def test_a_tb_logged_but_not_run_is_dropped():
+    """QEMU logs a TB before running it; one that exits at its start (an exit request) is logged again at the
+    same address, and counts only where it may branch to itself."""
+    def block(address, key):
+        return ["----------------", "IN: f", f"0x{address:08x}:  4770       bx       lr", "",
+                f"Trace 0: {key} [00800408/{address:08x}/00000110/ff020200] f"]
+
+    log = [*block(0x100, "0xb"), *block(0x10, "0xa"), "Trace 0: 0xa [00800408/00000010/00000110/ff020200] f",
+           *block(0x200, "0xe")]
+    dropped = cycles.parse_log(iter(log), 0x100, 0x200, may_loop=lambda addresses: False)
+    assert dropped.windows[0].transitions == {("0xb", "0xa"): 1, ("0xa", "0xe"): 1}
+    kept = cycles.parse_log(iter(log), 0x100, 0x200)
+    assert kept.windows[0].transitions == {("0xb", "0xa"): 1, ("0xa", "0xa"): 1, ("0xa", "0xe"): 1}
