@@ -131,7 +131,8 @@ def add_firmware_parser(commands) -> None:
 
     firmware = commands.add_parser(
         "firmware", help="build an exported .tflite into firmware, run it on the host and on Cortex-M4 under QEMU, "
-                         "verify against the TFLite Micro interpreter, measure flash, RAM and instructions",
+                         "verify against the TFLite Micro interpreter, measure flash, RAM and instructions, and "
+                         "estimate cycles and milliseconds",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     firmware.add_argument("tflite_path", help="an exported .tflite (e.g. int8.tflite from `keras-expander export`)")
     firmware.add_argument("--target", nargs="+", choices=TARGETS, default=["host", "cortex-m4"],
@@ -155,7 +156,8 @@ def add_firmware_parser(commands) -> None:
     firmware.add_argument("--test-samples", type=count_or_all, default=1000,
                           help="test sequences run on every build (0 = the whole test split)")
     firmware.add_argument("--board", choices=sorted(BOARDS), default=DEFAULT_BOARD,
-                          help="board profile for the fits verdict")
+                          help="board profile: flash and RAM for the fits verdict, clock and flash wait states for the "
+                               "cycle estimate's milliseconds")
     firmware.add_argument("--flash-kib", type=positive_float, default=None, help="override the board's flash, KiB")
     firmware.add_argument("--ram-kib", type=positive_float, default=None, help="override the board's RAM, KiB")
     firmware.add_argument("--tflm-tree", default=None,
