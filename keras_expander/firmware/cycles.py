@@ -108,8 +108,8 @@ class Instruction:
         pipelinable: A single load or store, which pipelines after a single load.
         writes, address_registers: Registers it writes, and those its address reads (capstone register ids).
         data_processing: Neither memory access nor branch (its result reaches an address only a cycle late).
-        branch_refill: P for a taken branch (1 immediate, 2 register, 3 load to PC, 4 table branch: 2 + 1 + 3
-            less the 1 charged in `cycles`), 0 when not a branch.
+        branch_refill: Cycles a taken branch adds to `cycles`: P (1 immediate, 2 register, 3 load to PC), or 4 for
+            a table branch (6 in all with its 2 in `cycles`); 0 when not a branch.
         function: The symbol it belongs to.
     """
 
@@ -514,7 +514,8 @@ def estimate_inferences(toolchain, image: Path, inputs, workdir: Path, timeout_s
     Args:
         toolchain: A Cortex-M4 `toolchain.Toolchain` (QEMU).
         image: The harness's ELF image (`device.link`).
-        inputs: (N, ...) raw input tensors, N small: the trace runs about 100 times slower than `device.run`.
+        inputs: (N, ...) raw input tensors, N small: every executed TB is logged and parsed (the demo's
+            reference-kernel LSTM, 25 M instructions per inference, traces in seconds per sequence).
         workdir: Folder for inputs.bin, outputs.bin and QEMU's output.
         timeout_s: Wall-clock limit, seconds.
         wait_states: Flash wait states per taken branch, cycles.
