@@ -10,7 +10,7 @@ cycles), accuracy, and whether every output byte equals the pip TFLite Micro int
 results/mcu_footprint.json and results/mcu_footprint.md.
 
 Resumable: trained models and int8 files are kept under --work-dir, and rows already in the JSON (same test
-sample count) are not rerun.
+sample count, with a cycle estimate) are not rerun.
 
   python benchmarks/mcu_footprint.py                 # all rows, all 10,000 test sequences (about 90 min, 2 cores)
   python benchmarks/mcu_footprint.py --test-samples 200 --cells lstm --sparsities 0.9 --out /tmp/mcu
@@ -296,7 +296,8 @@ def main(argv=None) -> int:
                     continue  # no tensor of a dense model gets smaller
                 key = {"cell": cell, "sparsity": sparsity, "encoding": encoding, "kernels": kernels}
                 done = next((r for r in payload["rows"] if all(r.get(k) == v for k, v in key.items())), None)
-                if done and "error" not in done and done["samples"] == len(x_test):
+                if (done and "error" not in done and done["samples"] == len(x_test)
+                        and "cycles_per_inference" in done):  # rows from before the cycle estimate are rerun
                     continue
                 print(f"[run] {cell} {sparsity:g} {encoding} {kernels}: {len(x_test)} sequences on Cortex-M4 ...",
                       flush=True)
