@@ -126,14 +126,18 @@ def output_reading(model, width: int | None = None, y=None, name: str = "y") -> 
         An `OutputReading`.
 
     Raises:
-        ValueError: see `reading_for`; also an output width that is unknown.
+        ValueError: see `reading_for`; also an output width that is unknown, or more than one output.
     """
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        raise ValueError(f"Model {getattr(model, 'name', '?')!r} has {len(outputs)} outputs; accuracy reads one "
+                         f"classifier output. Measure a model with one output (e.g. keras.Model(inputs, "
+                         f"model.outputs[0])), or choose a spectral stop rule such as stop_rule='hold'.")
     layer = output_layer(model)
     activation = output_activation(layer)
     where = (f"Model {getattr(model, 'name', '?')!r} (output layer {getattr(layer, 'name', '?')!r}, "
              f"activation {activation!r})")
     if width is None:
-        outputs = getattr(model, "outputs", None) or []
         shape = tuple(outputs[0].shape) if outputs else ()
         width = int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else 1 if len(shape) == 1 else None
     if not width:

@@ -114,3 +114,13 @@ def test_firmware_of_an_int8_gru_over_400_steps_runs_from_the_command_line(tmp_p
     np.savez(tmp_path / "test.npz", x_test=x[:4], y_test=y[:4])
     assert cli.main(["firmware", str(tmp_path / "export" / "int8.tflite"), "--target", "host", "--data",
                      str(tmp_path / "test.npz"), "--out", str(tmp_path / "firmware")]) == 0
+
+
+def test_a_model_with_two_outputs_is_refused_by_the_holdout_accuracy():
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input((STEPS, FEATURES))
+    hidden = tf_keras.layers.LSTM(8)(inputs)
+    model = tf_keras.Model(inputs, [tf_keras.layers.Dense(3)(hidden), tf_keras.layers.Dense(1)(hidden)])
+    labels = np.array([0, 1, 2] * 4)
+    with pytest.raises(ValueError, match="has 2 outputs; accuracy reads one classifier output"):
+        pruned_fit(model, (np.zeros((len(labels), STEPS, FEATURES), "float32"), labels), "mse")
