@@ -24,6 +24,11 @@ import numpy as np
 SINGLE_OUTPUT_THRESHOLDS = {"sigmoid": 0.5, "linear": 0.0}  # probability > 0.5; logit > 0 (sigmoid(0) = 0.5)
 
 
+def _not_one_hot(y: np.ndarray) -> np.ndarray:
+    """bool of shape (N,): the rows of a 2-D label array that are not one-hot (multi-hot or soft labels)."""
+    return ~(np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class OutputReading:
     """The rule that turns outputs into predicted labels.
@@ -60,7 +65,7 @@ class OutputReading:
         """
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == self.classes and self.classes > 1 and self.threshold is None:
-            not_one_hot = ~(np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1))
+            not_one_hot = _not_one_hot(y)
             if not_one_hot.any():
                 raise ValueError(f"Argument `{name}` has rows that are not one-hot (e.g. {y[not_one_hot][0]}): "
                                  f"multi-label or soft labels, which accuracy by {self.description} cannot measure. "
@@ -196,7 +201,7 @@ def reading_for(activation: str | None, width: int, where: str, y=None, name: st
                                            f"{threshold:g}")
     if activation == "sigmoid" and y is not None:
         y = np.asarray(y)
-        if y.ndim == 2 and not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+        if y.ndim == 2 and _not_one_hot(y).any():
             raise ValueError(f"{where} has {width} sigmoid outputs and `{name}` has multi-hot rows: a multi-label "
                              f"model, which accuracy by argmax cannot measure. Measure it with your own metric (e.g. "
                              f"keras.metrics.BinaryAccuracy per label); the stop rule stop_rule='tolerance' and the "

@@ -160,7 +160,8 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.log_graphs = bool(log_graphs)
         self.holdout = holdout
         self._holdout_history = []  # held-out accuracies of this fit's pruning steps, oldest first (tolerance rule)
-        self._holdout_reading = None  # how the model's outputs become predicted labels (set at on_train_begin)
+        # How the model's outputs become predicted labels, and `holdout`'s labels as class indices (on_train_begin).
+        self._holdout_reading = self._holdout_labels = None
         self._committed_target = {}  # layer name -> last committed target sparsity (tolerance rule)
         self.log_dir = log_dir
         self.method = method
@@ -225,7 +226,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._committed_target = {}
         if self.holdout is not None and any(is_expander(layer) and layer.pruning_schedule.stop_rule == "tolerance"
                                             for layer in self.prunable_layers):
-            self._holdout_reading = self._read_outputs()
+            self._holdout_reading, self._holdout_labels = self._read_outputs()
         if self.log_dir and self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -379,21 +380,21 @@ class ExpanderPruningCallback(DualKerasCallback):
         return self._holdout_history[-1] if schedule.stop_rule == "tolerance" else float("nan")
 
     def _read_outputs(self):
-        """The rule that reads the model's outputs as labels (`output_reading`), with `holdout`'s labels checked
-        against it before the first step, so that an unreadable head fails at the start of fit."""
+        """(rule, labels): the rule that reads the model's outputs as labels (`output_reading`) and `holdout`'s
+        labels as class indices, checked against it before the first step, so that an unreadable head fails at the
+        start of fit."""
         x, y = self.holdout
         width = None
         if not getattr(self.model, "outputs", None):  # a subclassed model: its output width shows on data
             width = int(np.asarray(self.model(x[:1], training=False)).shape[-1])
         reading = output_reading(self.model, width, y, name="holdout")
-        reading.labels(y, "holdout")
-        return reading
+        return reading, reading.labels(y, "holdout")
 
     def _holdout_accuracy(self) -> float:
         """Accuracy in [0, 1] of the model on `holdout`, its outputs read by `_holdout_reading`, in inference
         mode."""
-        x, y = self.holdout
-        return self._holdout_reading.accuracy(np.asarray(self.model(x, training=False)), y, "holdout")
+        predicted = self._holdout_reading.predicted(np.asarray(self.model(self.holdout[0], training=False)))
+        return float(np.mean(predicted == self._holdout_labels))
 
     @staticmethod
     def _stop(layer, sparsity: float) -> None:
