@@ -5,7 +5,7 @@ are dequantized, and the interpreter state is reset before every sequence (the f
 invokes in every runtime). No TensorFlow import: both runtimes are standalone packages.
 
 TFLite Micro aborts the whole process when its arena is too small for an invoke, so arena sizes are tried in
-subprocesses (`tflm_arena_works`, `working_tflm_arena`); run as ``python -m keras_expander.runtime PATH BYTES``
+subprocesses (`tflm_arena_works`, `doubled_tflm_arena`); run as ``python -m keras_expander.runtime PATH BYTES``
 this module is that probe.
 """
 
@@ -153,7 +153,8 @@ def tflm_arena_works(tflite_path: str | os.PathLike, arena_size: int) -> bool:
 
 
 def working_tflm_arena(model_content: bytes, start: int = 1 << 20, work_dir: str | None = None) -> int:
-    """An arena size (bytes) that runs the model under TFLite Micro: `start`, doubled until a probe works.
+    """An arena size (bytes) that runs the model under TFLite Micro: `start`, doubled until a probe works
+    (`doubled_tflm_arena` on a temporary copy of the flatbuffer).
 
     For the reference interpreter of checks that compare against TFLM, where the tight arena (the export's binary
     search) is not needed: one probe for most models.
@@ -173,14 +174,25 @@ def working_tflm_arena(model_content: bytes, start: int = 1 << 20, work_dir: str
         path = os.path.join(folder, "model.tflite")
         with open(path, "wb") as stream:
             stream.write(model_content)
-        size = int(start)
-        while not tflm_arena_works(path, size):
-            size *= 2
-            if size > MAX_TFLM_ARENA:
-                raise RuntimeError(f"The model does not run under TFLite Micro with any arena up to "
-                                   f"{MAX_TFLM_ARENA:,} bytes: an op or tensor type TFLM lacks, or a model too large "
-                                   f"for a microcontroller.")
-        return size
+        return doubled_tflm_arena(path, start)
+
+
+def doubled_tflm_arena(tflite_path: str | os.PathLike, start: int) -> int:
+    """`start` bytes, doubled until TFLite Micro runs the `.tflite` at `tflite_path` (`tflm_arena_works`).
+
+    Returns:
+        The arena size in bytes, `start` x a power of 2, at most `MAX_TFLM_ARENA`.
+
+    Raises:
+        RuntimeError: no arena up to `MAX_TFLM_ARENA` works: an op or tensor type TFLM lacks, or a model too large.
+    """
+    size = int(start)
+    while not tflm_arena_works(tflite_path, size):
+        size *= 2
+        if size > MAX_TFLM_ARENA:
+            raise RuntimeError(f"The model does not run under TFLite Micro with any arena up to {MAX_TFLM_ARENA:,} "
+                               f"bytes: an op or tensor type TFLM lacks, or a model too large for a microcontroller.")
+    return size
 
 
 def _probe(tflite_path: str, arena_size: int) -> None:

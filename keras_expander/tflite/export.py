@@ -39,7 +39,7 @@ from keras_expander.files import atomic_path, check_output_folder, die_with_pare
 from keras_expander.firmware.project import model_ops, write_firmware_files
 from keras_expander.frameworks import keras_flavour
 from keras_expander.predictions import output_reading
-from keras_expander.runtime import MAX_TFLM_ARENA, TFLiteModel, tflm_arena_works
+from keras_expander.runtime import TFLiteModel, doubled_tflm_arena, tflm_arena_works
 from keras_expander.tflite.converter_model import converter_model
 
 MODES = ("float32", "int8", "dynamic_range")
@@ -543,12 +543,10 @@ def find_arena_size(model_content: bytes, granularity: int = 16, work_dir: str |
         path = os.path.join(folder, "model.tflite")
         with open(path, "wb") as stream:
             stream.write(model_content)
-        high = 4096
-        while not tflm_arena_works(path, high):
-            high *= 2
-            if high > MAX_TFLM_ARENA:
-                raise ExportError(f"The model does not run under TFLite Micro with any arena up to {MAX_TFLM_ARENA} "
-                                  f"bytes (unsupported op or tensor type?).")
+        try:
+            high = doubled_tflm_arena(path, 4096)
+        except RuntimeError as error:
+            raise ExportError(str(error)) from None
         low = 0  # invariant: low fails (or is 0), high works
         while high - low > granularity:
             middle = (low + high) // 2 // granularity * granularity
