@@ -172,6 +172,12 @@ TARGETS = {("lstm", 0.9): (0.30, 0.35, None), ("lstm", 0.95): (0.22, 0.25, None)
 CYCLE_TARGETS = {("lstm", 0.9): 0.25, ("simple_rnn", 0.9): 0.25, ("gru", 0.9): 0.25}
 
 
+def cycle_ratio(row: dict, other: dict) -> float | None:
+    """Cycles (estimate) of `row` over those of `other`; None when either was measured before the estimate."""
+    cycles = row.get("cycles_per_inference"), other.get("cycles_per_inference")
+    return None if None in cycles else cycles[0] / cycles[1]
+
+
 def targets_table(rows: list, find) -> list[str]:
     """Markdown lines: each target of the sparse kernels against the measured ratio, met or not."""
     lines = ["| cell | sparsity | flash / plain (target) | instructions / plain CMSIS-NN (target) | arena (B) (target) "
@@ -183,13 +189,11 @@ def targets_table(rows: list, find) -> list[str]:
         ratios = (row["model_flash_bytes"] / plain["model_flash_bytes"],
                   row["instructions_per_inference"] / plain["instructions_per_inference"])
         met = ratios[0] <= flash and ratios[1] <= instructions and (arena is None or row["arena_bytes"] <= arena)
-        cycles, cycle_target = (row.get("cycles_per_inference"), plain.get("cycles_per_inference")), \
-            CYCLE_TARGETS.get((cell, sparsity))
-        if None in cycles or cycle_target is None:
+        cycles, cycle_target = cycle_ratio(row, plain), CYCLE_TARGETS.get((cell, sparsity))
+        if cycles is None or cycle_target is None:
             cycle_cells = f"- ({'-' if cycle_target is None else f'<= {cycle_target}'}) | - |"
         else:
-            cycle_ratio = cycles[0] / cycles[1]
-            cycle_cells = f"{cycle_ratio:.3f} (<= {cycle_target}) | {'yes' if cycle_ratio <= cycle_target else 'NO'} |"
+            cycle_cells = f"{cycles:.3f} (<= {cycle_target}) | {'yes' if cycles <= cycle_target else 'NO'} |"
         lines.append(f"| {cell} | {sparsity:g} | {ratios[0]:.3f} (<= {flash}) | {ratios[1]:.3f} (<= {instructions}) "
                      f"| {row['arena_bytes']:,} ({'-' if arena is None else f'<= {arena:,}'}) | "
                      f"{'yes' if met else 'NO'} | {cycle_cells}")
@@ -245,9 +249,6 @@ def to_markdown(payload: dict) -> str:
               "cycles / dense (est.) | limit / plain |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def cycle_ratio(row, other):
-        both = row.get("cycles_per_inference"), other.get("cycles_per_inference")
-        return "-" if None in both else f"{both[0] / both[1]:.3f}"
 
     def find(cell, sparsity, encoding, kernels):
         return next((r for r in rows if (r["cell"], r["sparsity"], r["encoding"], r["kernels"])
@@ -265,11 +266,11 @@ def to_markdown(payload: dict) -> str:
             f"{row['ram_bytes'] / plain['ram_bytes']:.3f} | "
             f"{row['arena_bytes'] / plain_ref['arena_bytes']:.3f} | "
             f"{row['instructions_per_inference'] / plain['instructions_per_inference']:.3f} | "
-            f"{cycle_ratio(row, plain)} | "
+            f"{shown(cycle_ratio(row, plain), '.3f')} | "
             f"{row['model_flash_bytes'] / dense['model_flash_bytes']:.3f} | "
             f"{row['ram_bytes'] / dense['ram_bytes']:.3f} | "
             f"{row['instructions_per_inference'] / dense['instructions_per_inference']:.3f} | "
-            f"{cycle_ratio(row, dense)} | "
+            f"{shown(cycle_ratio(row, dense), '.3f')} | "
             f"{row['flash_limit_bytes'] / plain['model_flash_bytes']:.3f} |")
     lines += ["", "The DECODE-pruned rows trade RAM for flash: each Invoke expands the weights of the op it runs into "
               "the arena. CMSIS-NN's LSTM cannot take DECODE outputs (it precomputes kernel sums from constant "

@@ -49,6 +49,7 @@ from benchmarks.recipes import (  # noqa: E402
     measure_trained_model,
 )
 from keras_expander import datasets  # noqa: E402
+from keras_expander.cli import add_audio_split_arguments  # noqa: E402
 from keras_expander.expansion.analysis import nan_to_none  # noqa: E402
 from keras_expander.files import atomic_path, write_atomic  # noqa: E402
 
@@ -312,10 +313,7 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--train-samples", type=int, default=None, help="use only the first N training samples")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--split-by", choices=datasets.AUDIO_SPLIT_RULES, default=None,
-                        help="audio_folder_lstm: lists, speaker or file (default: lists when the folder has them)")
-    parser.add_argument("--speaker-pattern", metavar="REGEX", default=None,
-                        help="audio_folder_lstm: regular expression whose first group is the speaker in a file name")
+    add_audio_split_arguments(parser)  # audio_folder_lstm's, as the command line's export and firmware take them
     parser.add_argument("--out", default="results/paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
