@@ -66,7 +66,6 @@ import dataclasses
 import functools
 import os
 import shutil
-import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -139,28 +138,22 @@ class Program:
 
     def __init__(self, image: Path):
         import capstone
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+        from elftools.elf.sections import SymbolTableSection
 
-        data = Path(image).read_bytes()
-        if data[:6] != b"\x7fELF\x01\x01":
-            raise ValueError(f"Argument `image` must be a 32-bit little-endian ELF file. Received: image={image!r}")
-        self.segments = []
-        phoff, shoff = struct.unpack_from("<II", data, 28)
-        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", data, 42)
-        for index in range(phnum):
-            kind, offset, vaddr, _, filesz = struct.unpack_from("<IIIII", data, phoff + index * phentsize)
-            if kind == 1 and filesz:  # PT_LOAD
-                self.segments.append((vaddr, data[offset:offset + filesz]))
-        sections = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
-        symbols = {}
-        for _, kind, _, _, offset, size, link, _, _, entsize in sections:
-            if kind != 2:  # SHT_SYMTAB
-                continue
-            strings = sections[link]
-            names = data[strings[4]:strings[4] + strings[5]]
-            for start in range(offset, offset + size, entsize):
-                name, value, _, info, _, _ = struct.unpack_from("<IIIBBH", data, start)
-                if info & 0xF == 2:  # STT_FUNC
-                    symbols[value & ~1] = names[name:names.index(b"\0", name)].decode()
+        with open(image, "rb") as stream:
+            try:
+                elf = ELFFile(stream)
+            except ELFError:
+                elf = None
+            if elf is None or elf.elfclass != 32 or not elf.little_endian:
+                raise ValueError(f"Argument `image` must be a 32-bit little-endian ELF file. Received: image={image!r}")
+            self.segments = [(segment["p_vaddr"], segment.data()) for segment in elf.iter_segments()
+                             if segment["p_type"] == "PT_LOAD" and segment["p_filesz"]]
+            symbols = {symbol["st_value"] & ~1: symbol.name
+                       for section in elf.iter_sections() if isinstance(section, SymbolTableSection)
+                       for symbol in section.iter_symbols() if symbol["st_info"]["type"] == "STT_FUNC"}
         self.symbol_addresses = sorted(symbols)
         self.symbol_names = _demangle([symbols[address] for address in self.symbol_addresses])
         self.addresses = {name: address for address, name in zip(self.symbol_addresses, self.symbol_names)}
