@@ -24,6 +24,7 @@ import datetime
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -178,6 +179,31 @@ def cycle_ratio(row: dict, other: dict) -> float | None:
     return None if None in cycles else cycles[0] / cycles[1]
 
 
+# The matrix-vector loops among the estimate's functions: CMSIS-NN's int8 kernels and our dense and sparse row loops.
+MATRIX_LOOPS = re.compile(r"vec_mat_mul|SparseFc|DenseFc|_rows_")
+
+
+def cycles_table(rows: list) -> list[str]:
+    """Markdown lines: where each CMSIS-NN, fused and sparse row's cycles (estimate) go: the matrix-vector loops'
+    cycles per MAC they perform (per non-zero MAC for `ke_sparse`) and share, and the other functions with most
+    cycles."""
+    lines = ["| cell | sparsity | encoding | matrix loops: cycles / MAC (est.) | matrix loops: share | "
+             "other functions with most cycles (share) |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        estimate = row.get("cycle_estimate")
+        if "error" in row or not estimate or row["kernels"] == "reference":
+            continue
+        functions = estimate["top_functions"]
+        matrix = [name for name in functions if MATRIX_LOOPS.search(name)]
+        macs = row["nonzero_macs_per_inference" if row["encoding"] == "ke_sparse" else "macs_per_inference"]
+        others = ", ".join(f"{name.split('::')[-1]} {functions[name]['share']:.0%}"
+                           for name in functions if name not in matrix and functions[name]["share"] >= 0.03)
+        lines.append(f"| {row['cell']} | {row['sparsity']:g} | {row['encoding']} | "
+                     f"{sum(functions[name]['cycles'] for name in matrix) / macs:.2f} | "
+                     f"{sum(functions[name]['share'] for name in matrix):.0%} | {others} |")
+    return lines
+
+
 def targets_table(rows: list, find) -> list[str]:
     """Markdown lines: each target of the sparse kernels against the measured ratio, met or not."""
     lines = ["| cell | sparsity | flash / plain (target) | instructions / plain CMSIS-NN (target) | arena (B) (target) "
@@ -278,7 +304,11 @@ def to_markdown(payload: dict) -> str:
               "rows run keras_expander's sparse int8 kernels (weights read in place from flash) and CMSIS-NN for the "
               "other ops; like every row, their outputs are compared byte for byte with the plain model on TFLM's "
               "stock reference kernels built from the same tree.", "", "Targets of the sparse kernels (`ke_sparse` "
-              "against the plain model on CMSIS-NN):", "", *targets_table(rows, find)]
+              "against the plain model on CMSIS-NN):", "", *targets_table(rows, find), "",
+              "Where the cycles go (estimate, the traced sequence): the matrix-vector loops (CMSIS-NN's "
+              "`arm_nn_vec_mat_mul*`, our `DenseFc`, `SparseFc` and LSTM gate rows `ke_sparse_*_rows_*`) per MAC "
+              "they perform, i.e. per non-zero MAC for `ke_sparse` (the output layer's MACs included), and the other "
+              "functions with at least 3 % of the cycles.", "", *cycles_table(rows)]
     return "\n".join(lines) + "\n"
 
 
