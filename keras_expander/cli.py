@@ -2,7 +2,7 @@
 
   keras-expander analyze MODEL_PATH [--json PATH]        spectral report of every SimpleRNN/LSTM/GRU layer
   keras-expander export MODEL_PATH [--mode float32 int8]  TFLite export verified under LiteRT and TFLite Micro
-  keras-expander firmware MODEL.tflite [--target ...]     build into firmware, run on the host / Cortex-M4 (QEMU),
+  keras-expander firmware MODEL.tflite [--target ...]     build into firmware, run on the host / Cortex-M (QEMU),
                                                           verify against TFLite Micro, measure flash/RAM/instructions
 """
 
@@ -125,20 +125,20 @@ def add_audio_split_arguments(parser) -> None:
 
 def add_firmware_parser(commands) -> None:
     """The `keras-expander firmware` subcommand's arguments."""
-    from keras_expander.firmware.deploy import BOARDS, DEFAULT_BOARD
+    from keras_expander.firmware.deploy import BOARDS, DEFAULT_BOARDS
     from keras_expander.firmware.rewrites import ENCODINGS
     from keras_expander.firmware.toolchain import KERNEL_SETS, TARGETS
 
     firmware = commands.add_parser(
-        "firmware", help="build an exported .tflite into firmware, run it on the host and on Cortex-M4 under QEMU, "
+        "firmware", help="build an exported .tflite into firmware, run it on the host and on Cortex-M under QEMU, "
                          "verify against the TFLite Micro interpreter, measure flash, RAM and instructions, and "
                          "estimate cycles and milliseconds",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     firmware.add_argument("tflite_path", help="an exported .tflite (e.g. int8.tflite from `keras-expander export`)")
     firmware.add_argument("--target", nargs="+", choices=TARGETS, default=["host", "cortex-m4"],
-                          help="where to build and run")
+                          help="where to build and run: the host, or a Cortex-M core under QEMU")
     firmware.add_argument("--kernels", nargs="+", choices=KERNEL_SETS, default=["reference", "cmsis_nn"],
-                          help="TFLM kernel sets for Cortex-M4 (the host uses reference)")
+                          help="TFLM kernel sets for Cortex-M (the host uses reference)")
     firmware.add_argument("--compression", choices=ENCODINGS, default="plain",
                           help="plain: the weights as exported; tflm_prune: TFLM DECODE pruning encoding (bitmask + "
                                "non-zero values; smaller flash, larger arena); ke_fused: each unrolled SimpleRNN or "
@@ -155,9 +155,11 @@ def add_firmware_parser(commands) -> None:
     add_audio_split_arguments(firmware)
     firmware.add_argument("--test-samples", type=count_or_all, default=1000,
                           help="test sequences run on every build (0 = the whole test split)")
-    firmware.add_argument("--board", choices=sorted(BOARDS), default=DEFAULT_BOARD,
-                          help="board profile: flash and RAM for the fits verdict, clock and flash wait states for the "
-                               "cycle estimate's milliseconds")
+    firmware.add_argument("--board", choices=sorted(BOARDS), default=None,
+                          help="board profile of the --target core: flash and RAM for the fits verdict, clock and "
+                               "flash wait states for the cycle estimate's milliseconds (Cortex-M4); default per core: "
+                               + ", ".join(f"{target} {board}" for target, board in DEFAULT_BOARDS.items()
+                                           if target != "host"))
     firmware.add_argument("--flash-kib", type=positive_float, default=None, help="override the board's flash, KiB")
     firmware.add_argument("--ram-kib", type=positive_float, default=None, help="override the board's RAM, KiB")
     firmware.add_argument("--tflm-tree", default=None,
@@ -226,10 +228,10 @@ def run_firmware(args) -> int:
     from keras_expander.firmware.decode_prune import decode_prune
     from keras_expander.firmware.model_edit import CompressionError
     from keras_expander.firmware.rewrites import kernel_rewrite
-    from keras_expander.firmware.toolchain import FirmwareError
+    from keras_expander.firmware.toolchain import CORES, FirmwareError
 
     builds = [(target, kernels) for target in args.target for kernels in args.kernels
-              if target == "cortex-m4" or kernels == "reference"]
+              if target in CORES or kernels == "reference"]
     try:
         if args.test_samples < 0:
             raise ValueError(f"Argument `--test-samples` must be >= 0. Received: {args.test_samples}")
@@ -237,7 +239,8 @@ def run_firmware(args) -> int:
         if args.tflm_tree and len(builds) > 1:
             raise ValueError(f"--tflm-tree names one tree, but {len(builds)} builds were asked for; pass one "
                              f"--target and one --kernels with it.")
-        deploy.board_budget(args.board, args.flash_kib, args.ram_kib)
+        for target in args.target:  # a board of another core than a --target is refused before any build
+            deploy.board_budget(deploy.board_for(target, args.board), args.flash_kib, args.ram_kib)
         with open(args.tflite_path, "rb") as stream:
             plain = stream.read()
         if args.data:

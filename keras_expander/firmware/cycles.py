@@ -518,10 +518,15 @@ def estimate_inferences(toolchain, image: Path, inputs, workdir: Path, timeout_s
         are meaningless here: the traced run has no -icount)).
 
     Raises:
+        ValueError: a toolchain of another target than the Cortex-M4, whose timings this table is not.
         FirmwareError: the harness failed, ran past `timeout_s`, or the trace has another number of windows.
     """
     from keras_expander.firmware import device
     from keras_expander.firmware.toolchain import FirmwareError
+
+    if toolchain.target != "cortex-m4":
+        raise ValueError(f"Argument `toolchain` must be a Cortex-M4 toolchain: the timing table is the Cortex-M4's "
+                         f"and says nothing about another core. Received: target={toolchain.target!r}")
 
     workdir.mkdir(parents=True, exist_ok=True)
     device.write_inputs(workdir / "inputs.bin", inputs)

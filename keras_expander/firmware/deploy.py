@@ -1,11 +1,11 @@
 """Deploy a `.tflite` model as firmware: generate the project, build it, run it, verify it, measure it.
 
-One call builds the model for the host (g++) or a Cortex-M4F (arm-none-eabi-gcc, run under QEMU's mps2-an386),
-with TFLM's reference or CMSIS-NN kernels (or keras_expander's sparse kernels, which the model's ops select), and
-returns a `FirmwareReport`: outputs compared byte for byte with the pip TFLite Micro interpreter on the same
-inputs, accuracy, and, on Cortex-M4, flash, RAM, stack and instructions per inference from the device build, and
-cycles per inference (estimate: `cycles`, the Cortex-M4 timing table applied to a traced inference) with
-milliseconds at the board's clock.
+One call builds the model for the host (g++) or a Cortex-M4F, M7, M33 or M55 (arm-none-eabi-gcc, run under QEMU's
+board for the core, `toolchain.CORES`), with TFLM's reference or CMSIS-NN kernels (or keras_expander's sparse
+kernels, which the model's ops select), and returns a `FirmwareReport`: outputs compared byte for byte with the pip
+TFLite Micro interpreter on the same inputs, accuracy, and, on Cortex-M, flash, RAM, stack and instructions per
+inference from the device build, and, on Cortex-M4 only, cycles per inference (estimate: `cycles`, the Cortex-M4
+timing table applied to a traced inference) with milliseconds at the board's clock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_expander.firmware import cycles, device, project
-from keras_expander.firmware.toolchain import FirmwareError, find_toolchain
+from keras_expander.firmware.toolchain import CORES, FirmwareError, find_toolchain
 from keras_expander.predictions import flatbuffer_reading
 from keras_expander.runtime import TFLiteModel, dequantize, quantize, working_tflm_arena
 
@@ -35,6 +35,7 @@ class Board:
         clock_mhz: Core clock of the profile, MHz (the part's maximum).
         flash_wait_states: Flash wait states at that clock, cycles per non-sequential fetch as `cycles` charges
             them (every taken branch, as if it missed the flash cache: a bound), from the part's reference manual.
+        core: The part's Cortex-M core, the `--target` it is checked with, e.g. "cortex-m4".
     """
 
     name: str
@@ -43,25 +44,77 @@ class Board:
     description: str
     clock_mhz: float
     flash_wait_states: int
+    core: str
 
 
 # Wait states: STM32F407 RM0090 (150-168 MHz at 2.7-3.6 V: 5), STM32F411 RM0383 (90-100 MHz at 2.7-3.6 V: 3),
-# STM32L476 RM0351 (range 1, 64-80 MHz: 4), each with ST's ART accelerator (prefetch and instruction cache)
-# hiding most of them in loops; Nordic's nRF52840 specification gives no wait-state count for its flash (it has
-# an instruction cache): 0 assumed; MPS2+ AN386 runs code from zero-wait-state SSRAM.
+# STM32L476 RM0351 (range 1, 64-80 MHz: 4), STM32F746 RM0385 (210-216 MHz at 2.7-3.6 V: 7), STM32H743 RM0433
+# (VOS0, 480 MHz core, 240 MHz flash clock: 4), STM32U585 RM0456 (range 1, 128-160 MHz: 4), each with ST's ART
+# accelerator or a flash cache hiding most of them in loops; Nordic's nRF52840 and nRF5340 specifications give no
+# wait-state count for their flash (both have an instruction cache): 0 assumed; the Alif E3 profiles run code
+# from the core's ITCM, the MPS2+/MPS3 boards from zero-wait-state SSRAM or ITCM: 0. Alif E3 RAM: the core's DTCM
+# (Alif's "RAM regions" white paper: HE 256 KiB, HP 1 MiB), code from its 5.5 MB MRAM. Only the Cortex-M4 profiles'
+# clocks and wait states enter a cycle estimate (`cycles` models the Cortex-M4 alone).
 BOARDS = {board.name: board for board in (
-    Board("nrf52840", 1024, 256, "Nordic nRF52840, Cortex-M4F 64 MHz", 64, 0),
-    Board("stm32f407", 1024, 192, "ST STM32F407, Cortex-M4F 168 MHz (128 KiB SRAM + 64 KiB CCM)", 168, 5),
-    Board("stm32f411", 512, 128, "ST STM32F411, Cortex-M4F 100 MHz", 100, 3),
-    Board("stm32l476", 1024, 128, "ST STM32L476, Cortex-M4F 80 MHz (96 + 32 KiB SRAM)", 80, 4),
-    Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 25 MHz (the board QEMU emulates)", 25, 0),
+    Board("nrf52840", 1024, 256, "Nordic nRF52840, Cortex-M4F 64 MHz", 64, 0, "cortex-m4"),
+    Board("stm32f407", 1024, 192, "ST STM32F407, Cortex-M4F 168 MHz (128 KiB SRAM + 64 KiB CCM)", 168, 5,
+          "cortex-m4"),
+    Board("stm32f411", 512, 128, "ST STM32F411, Cortex-M4F 100 MHz", 100, 3, "cortex-m4"),
+    Board("stm32l476", 1024, 128, "ST STM32L476, Cortex-M4F 80 MHz (96 + 32 KiB SRAM)", 80, 4, "cortex-m4"),
+    Board("mps2-an386", 4096, 4096, "Arm MPS2+ AN386, Cortex-M4 25 MHz (the board QEMU emulates)", 25, 0,
+          "cortex-m4"),
+    Board("stm32f746", 1024, 320, "ST STM32F746, Cortex-M7 216 MHz (320 KiB SRAM with 64 KiB DTCM)", 216, 7,
+          "cortex-m7"),
+    Board("stm32h743", 2048, 1024, "ST STM32H743, Cortex-M7 480 MHz (864 KiB SRAM + 128 KiB DTCM + 64 KiB ITCM)",
+          480, 4, "cortex-m7"),
+    Board("mps2-an500", 4096, 4096, "Arm MPS2+ AN500, Cortex-M7 25 MHz (the board QEMU emulates)", 25, 0,
+          "cortex-m7"),
+    Board("nrf5340", 1024, 512, "Nordic nRF5340 application core, Cortex-M33 128 MHz", 128, 0, "cortex-m33"),
+    Board("stm32u585", 2048, 786, "ST STM32U585, Cortex-M33 160 MHz", 160, 4, "cortex-m33"),
+    Board("mps2-an505", 4096, 4096, "Arm MPS2+ AN505, Cortex-M33 20 MHz (the board QEMU emulates, Secure)", 20, 0,
+          "cortex-m33"),
+    Board("alif-e3-he", 5632, 256, "Alif Ensemble E3 high-efficiency core, Cortex-M55 160 MHz (256 KiB DTCM)", 160,
+          0, "cortex-m55"),
+    Board("alif-e3-hp", 5632, 1024, "Alif Ensemble E3 high-performance core, Cortex-M55 400 MHz (1 MiB DTCM)", 400,
+          0, "cortex-m55"),
+    Board("mps3-an547", 512, 512, "Arm Corstone-300 MPS3 AN547 (FVP reference), Cortex-M55 32 MHz: 512 KiB ITCM, "
+          "512 KiB DTCM (the board QEMU emulates)", 32, 0, "cortex-m55"),
 )}
 DEFAULT_BOARD = "nrf52840"
+DEFAULT_BOARDS = {"host": DEFAULT_BOARD, "cortex-m4": DEFAULT_BOARD, "cortex-m7": "stm32f746",
+                  "cortex-m33": "nrf5340", "cortex-m55": "alif-e3-he"}
 # The TFLM trees and the pip interpreter are built from different TFLM commits (docs/deployment.md); on
 # 10,000 sequential-MNIST sequences through an int8 LSTM(128), 14 outputs differ by one int8 step, identically on
 # host, Cortex-M4 reference and CMSIS-NN builds. Larger differences are failures.
 TOLERANCE_INT8_STEPS = 1
 TOLERANCE_FLOAT = 1e-5
+
+
+def board_for(target: str, board: str | None = None) -> str:
+    """The board profile a build of `target` is checked against: `board`, or the core's default.
+
+    Args:
+        target: "host" (any board; the host build has no fits verdict) or a Cortex-M core.
+        board: A name of `BOARDS`, None for the core's default (`DEFAULT_BOARDS`).
+
+    Returns:
+        The board's name.
+
+    Raises:
+        ValueError: an unknown target or board, or a board of another core than `target`.
+    """
+    if target not in DEFAULT_BOARDS:
+        raise ValueError(f"Argument `target` must be one of {tuple(DEFAULT_BOARDS)}. Received: target={target!r}")
+    if board is None:
+        return DEFAULT_BOARDS[target]
+    if board not in BOARDS:
+        raise ValueError(f"Argument `board` must be one of {sorted(BOARDS)}. Received: board={board!r}")
+    core = BOARDS[board].core
+    if target in CORES and core != target:
+        boards = sorted(name for name, profile in BOARDS.items() if profile.core == target)
+        raise ValueError(f"--board {board} is a {core} board, but --target is {target}; pass one of {boards} for "
+                         f"{target}, or leave --board out for its default ({DEFAULT_BOARDS[target]}).")
+    return board
 
 
 def board_budget(board: str, flash_kib: float | None = None, ram_kib: float | None = None) -> Board:
@@ -87,7 +140,7 @@ class FirmwareReport:
     """One firmware build of one model, run on test sequences.
 
     Attributes:
-        target: "host" or "cortex-m4".
+        target: "host" or a Cortex-M core, e.g. "cortex-m4".
         kernels: "reference" or "cmsis_nn" (TFLM kernel set of the tree built against).
         ops: The model's ops as the op resolver registers them.
         tree: TFLM source tree.
@@ -104,7 +157,7 @@ class FirmwareReport:
             uses exactly this arena.
         model_flash_bytes, runtime_flash_bytes, library_flash_bytes, harness_flash_bytes, image_flash_bytes:
             Flash by origin (model array; TFLM core and kernels; C library; harness and startup) and in all,
-            bytes (Cortex-M4 only, else None).
+            bytes (Cortex-M only, else None).
         data_bytes, bss_bytes: Static RAM, bytes (.bss holds the arena).
         stack_bytes: Stack high-water mark during the first Reset + Invoke, bytes.
         ram_bytes: .data + .bss + stack high-water mark, bytes.
@@ -115,7 +168,8 @@ class FirmwareReport:
             non-zero weights only, from the plain model (`project.multiply_accumulates`).
         cycles_per_inference: Cycles (estimate) of one inference, the second test sequence's Invoke (the first's
             when only one is run) traced under QEMU and timed by `cycles` with the board's flash wait states
-            (Cortex-M4 only, else None). The instruction stream hardly depends on the data.
+            (Cortex-M4 only, else None: `cycles` is a Cortex-M4 timing model). The instruction stream hardly
+            depends on the data.
         cycles_first_inference: Cycles (estimate) of the first Invoke.
         cycles_per_mac, cycles_per_nonzero_mac: cycles_per_inference over the dense and non-zero MACs.
         ms_at_clock: cycles_per_inference at the board's clock, milliseconds (estimate).
@@ -123,7 +177,7 @@ class FirmwareReport:
         cycle_estimate: The estimate's breakdown: traced sequence, instructions, taken branches, cycles at zero
             wait states, cycles and instructions by class, the functions with the most cycles (Cortex-M4 only).
         board, flash_kib, ram_kib: The budget checked.
-        fits: image_flash_bytes <= flash and ram_bytes <= RAM (Cortex-M4 only, else None).
+        fits: image_flash_bytes <= flash and ram_bytes <= RAM (Cortex-M only, else None).
         build_seconds, run_seconds: Wall time of the build and of the measured run, seconds.
     """
 
@@ -294,7 +348,7 @@ def tight_arena_image(toolchain, folder: Path, registrations: dict, probe_inputs
 
 
 def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, target: str = "cortex-m4",
-           kernels: str = "reference", tree=None, out_dir="firmware_out", board: str = DEFAULT_BOARD,
+           kernels: str = "reference", tree=None, out_dir="firmware_out", board: str | None = None,
            flash_kib: float | None = None, ram_kib: float | None = None,
            reference_content: bytes | None = None) -> FirmwareReport:
     """Builds the model into firmware, runs it on every test sequence, verifies and measures it.
@@ -303,11 +357,12 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         model_content: The `.tflite` flatbuffer (batch size 1).
         x: Test sequences, float32 array of shape (N, T, F) (quantized for int8 models like `runtime` does).
         y: Labels, int array of shape (N,) (0 or 1 for a single output), for the accuracy; None to skip it.
-        target: "host" or "cortex-m4".
+        target: "host" or a Cortex-M core of `toolchain.CORES`, e.g. "cortex-m4".
         kernels: "reference" or "cmsis_nn".
         tree: TFLM source tree; default `toolchain.default_tree(target, kernels)`.
         out_dir: Folder for the project (sources, build/, run/); replaced if it exists.
-        board: Board profile for the fits verdict (`BOARDS`).
+        board: Board profile for the fits verdict (`BOARDS`), of the target's core; None for the core's default
+            (`DEFAULT_BOARDS`).
         flash_kib, ram_kib: Override the board's sizes, KiB.
         reference_content: The flatbuffer whose pip TFLite Micro outputs the firmware must equal; default
             `model_content`. Pass the plain model when `model_content` uses keras_expander's sparse custom ops,
@@ -317,11 +372,11 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         A `FirmwareReport`.
 
     Raises:
-        ValueError: bad target, kernels, board or sizes; empty `x`; labels of another length, or labels or an
-            output the accuracy cannot read (`keras_expander.predictions.flatbuffer_reading`).
+        ValueError: bad target, kernels, board (or a board of another core) or sizes; empty `x`; labels of another
+            length, or labels or an output the accuracy cannot read (`keras_expander.predictions.flatbuffer_reading`).
         FirmwareError: missing tool or tree, an op TFLM lacks, a build or run failure.
     """
-    budget = board_budget(board, flash_kib, ram_kib)
+    budget = board_budget(board_for(target, board), flash_kib, ram_kib)
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"Argument `x` must hold at least one sequence of shape (N, T, F). Received shape "
@@ -340,15 +395,15 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     start = time.perf_counter()
     registrations = project.write_project(model_content, folder, toolchain.tree)
     _check_cmsis_nn_decode(list(registrations), kernels)
-    if target == "cortex-m4":
-        project.write_linker_script(toolchain.tree, folder, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES,
-                                    device.STACK_BYTES, device.HEAP_BYTES)
+    if toolchain.core:
+        project.write_linker_script(toolchain.tree, folder, toolchain.core.code_bytes, toolchain.core.ram_bytes,
+                                    device.STACK_BYTES, device.HEAP_BYTES, target)
     inputs = device_inputs(reference_content, x)
     expected = tflm_python_outputs(reference_content, inputs)
     image, arena = tight_arena_image(toolchain, folder, registrations, inputs[:1])
     build_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    per_sequence_s = 0.25 if target == "cortex-m4" else 0.02
+    per_sequence_s = 0.25 if toolchain.core else 0.02
     result = device.run(toolchain, image, inputs, folder / "run", timeout_s=120 + per_sequence_s * len(inputs))
     run_seconds = time.perf_counter() - start
     mismatched = int(np.sum(np.any(result.outputs != expected, axis=1)))
@@ -360,7 +415,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
     outputs = logits if quantization is None else dequantize(logits, *quantization)
     accuracy = None if y is None else reading.accuracy(outputs, y)
     sizes = stack = instructions = first = ram = fits = None
-    if target == "cortex-m4":
+    if toolchain.core:
         sizes = device.image_sizes(folder / "build" / "app.map")
         stack = int(result.values["stack_bytes"])
         ram = sizes.data_bytes + sizes.bss_bytes + stack
@@ -371,7 +426,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         fits = sizes.image_flash_bytes <= budget.flash_kib * 1024 and ram <= budget.ram_kib * 1024
     macs, nonzero_macs = project.multiply_accumulates(reference_content)
     estimated = None
-    if target == "cortex-m4":
+    if target == "cortex-m4":  # the cycle model is the Cortex-M4's; other cores report None (format_reports: why)
         estimated = cycle_estimate(toolchain, image, inputs[:2], folder / "trace", budget, macs, nonzero_macs,
                                    timeout_s=300 + 200 * run_seconds / len(inputs))
     size_fields = dataclasses.asdict(sizes) if sizes else dict.fromkeys(
@@ -444,8 +499,10 @@ def format_reports(reports: list[FirmwareReport]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.append("instructions: counted by QEMU -icount on the emulated Cortex-M4 (mps2-an386), not cycles; RAM = "
-                 ".data + .bss (with the tight arena) + stack high-water mark.")
+    emulated = [CORES[target] for target in dict.fromkeys(r.target for r in reports) if target in CORES]
+    boards = ", ".join(f"{core.title} ({core.qemu_machine})" for core in emulated or [CORES["cortex-m4"]])
+    lines.append(f"instructions: counted by QEMU -icount on the emulated {boards}, not cycles; RAM = "
+                 f".data + .bss (with the tight arena) + stack high-water mark.")
     timed = [r for r in reports if r.cycles_per_inference is not None]
     if timed:
         r = timed[0]
@@ -453,6 +510,11 @@ def format_reports(reports: list[FirmwareReport]) -> list[str]:
                      f"to the instructions QEMU executed for test sequence {r.cycle_estimate['traced_sequence']} "
                      f"(keras_expander.firmware.cycles), {r.flash_wait_states} flash wait state(s) per taken branch; "
                      f"MACs of the dense model; ms at the {r.board} profile's {r.clock_mhz:g} MHz clock.")
+    untimed = [core.title for core in emulated if core.target != "cortex-m4"]
+    if untimed:
+        lines.append(f"cycles (est.): not estimated on {', '.join(untimed)}: keras_expander.firmware.cycles is a "
+                     f"Cortex-M4 timing model (these cores pipeline, dual-issue or, with Helium, beat instructions "
+                     f"differently); compare them by instructions only with care.")
     if not all(r.bitexact_vs_tflm_python for r in reports):
         lines.append(f"outputs: the TFLM trees and the pip interpreter are different TFLM commits; differences up to "
                      f"{TOLERANCE_INT8_STEPS} int8 step are within tolerance, larger ones fail.")

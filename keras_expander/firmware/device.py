@@ -1,9 +1,10 @@
-"""Link a firmware project, run it (host executable or Cortex-M4 under QEMU), and measure the image.
+"""Link a firmware project, run it (host executable or Cortex-M under QEMU), and measure the image.
 
-QEMU runs the mps2-an386 board (Cortex-M4, 4 MiB code memory, 4 MiB RAM) with `-icount shift=0`, so one
-instruction takes one virtual nanosecond and the harness counts instructions exactly with SysTick (40
-instructions per tick). Instruction counts are not cycle counts: QEMU does not model the pipeline or memory wait
-states. Flash and RAM come from the linker map of the Cortex-M4 image.
+QEMU runs each core on its board (`toolchain.CORES`: the Cortex-M4 on mps2-an386, 4 MiB code memory and 4 MiB
+RAM; the M7 on mps2-an500, the M33 on mps2-an505, the M55 on mps3-an547) with `-icount shift=0`, so one
+instruction takes one virtual nanosecond and the harness counts instructions with SysTick (40 instructions per
+tick at the 25 MHz of the mps2 boards). Instruction counts are not cycle counts: QEMU does not model the pipeline
+or memory wait states. Flash and RAM come from the linker map of the Cortex-M image.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import numpy as np
 
 from keras_expander.files import die_with_parent
 from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
-from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, compile_objects, core_archive,
+from keras_expander.firmware.toolchain import (CORES, FirmwareError, Toolchain, compile_objects, core_archive,
                                                kernel_sources, startup_sources)
 
-QEMU_BOARD = "mps2-an386"
-QEMU_FLASH_BYTES = 4 << 20  # mps2-an386: 4 MiB at 0x00000000
-QEMU_RAM_BYTES = 4 << 20  # and 4 MiB at 0x20000000
+QEMU_FLASH_BYTES = CORES["cortex-m4"].code_bytes  # mps2-an386: 4 MiB at 0x00000000
+QEMU_RAM_BYTES = CORES["cortex-m4"].ram_bytes  # and 4 MiB at 0x20000000
 STACK_BYTES = 64 << 10  # reserved; the harness measures the high-water mark
 HEAP_BYTES = 64 << 10  # newlib's stdio buffers (harness only)
-PROBE_ARENA_BYTES = {"host": 16 << 20, "cortex-m4": 3 << 20}
+# The arena of the first (probe) link: 3 MiB where the board has 4 MiB of RAM, what is left after stack, heap and
+# an eighth for TFLM's static data on the M55's 512 KiB DTCM (320 KiB).
+PROBE_ARENA_BYTES = {"host": 16 << 20, **{target: min(3 << 20, core.ram_bytes - STACK_BYTES - HEAP_BYTES -
+                                                      core.ram_bytes // 8) for target, core in CORES.items()}}
 
 
 def run_command(command: list[str], timeout_s: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -43,12 +46,12 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
 
     Args:
         toolchain: Target compilers and TFLM tree.
-        project: Folder from `write_project` (and `link.ld` for Cortex-M4).
+        project: Folder from `write_project` (and `link.ld` for Cortex-M).
         registrations: From `write_project`.
         arena_bytes: Size of the harness's static tensor arena (`KE_ARENA_BYTES`), bytes.
 
     Returns:
-        The executable (host) or ELF image (Cortex-M4); a linker map `app.map` is written beside it.
+        The executable (host) or ELF image (Cortex-M); a linker map `app.map` is written beside it.
 
     Raises:
         FirmwareError: a compile or link failure, with the tool's last lines.
@@ -61,12 +64,14 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
     ours = sorted({KERNELS_DIR / source for r in registrations.values() if isinstance(r, CustomOp)
                    for source in r.sources})
     kernels = compile_objects(toolchain, kernel_sources(toolchain, functions, ours), by_content=True)
-    harness = compile_objects(toolchain, [project / "main.cc"], by_content=True)
+    # The harness turns SysTick ticks into instructions with the board's SysTick clock.
+    clock = (f"-DKE_SYSTICK_HZ={toolchain.core.systick_hz}",) if toolchain.core else ()
+    harness = compile_objects(toolchain, [project / "main.cc"], by_content=True, extra_flags=clock)
     harness += compile_objects(toolchain, [project / "model_data.cc", *startup_sources(toolchain)], build)
     harness += compile_objects(toolchain, [project / "arena.cc"], build, force=True,
                                extra_flags=(f"-DKE_ARENA_BYTES={int(arena_bytes)}",))
     core = core_archive(toolchain)
-    image = build / ("app.elf" if toolchain.target == "cortex-m4" else "app")
+    image = build / ("app.elf" if toolchain.core else "app")
     command = link_command(toolchain, [*harness, *kernels, core], image, project / "link.ld",
                            extra_flags=(f"-Wl,-Map={build / 'app.map'}",))
     result = run_command(command, timeout_s=300)
@@ -78,14 +83,14 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
 
 def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_script: Path | None = None,
                  start_files: bool = False, extra_flags: tuple[str, ...] = ()) -> list[str]:
-    """The compiler command that links objects and archives into an executable (host) or a Cortex-M4 ELF image.
+    """The compiler command that links objects and archives into an executable (host) or a Cortex-M ELF image.
 
     Args:
         toolchain: Target compilers.
         inputs: Objects and archives, in link order.
         image: Output path; the command ends with "-o", image.
-        linker_script: The board's `link.ld` (Cortex-M4 only).
-        start_files: Cortex-M4: link newlib's semihosting start-up (rdimon crt0: .bss, constructors, main, exit);
+        linker_script: The board's `link.ld` (Cortex-M only).
+        start_files: Cortex-M: link newlib's semihosting start-up (rdimon crt0: .bss, constructors, main, exit);
             False when the program provides `_start` itself, as the firmware harness does (-nostartfiles).
         extra_flags: More linker flags (e.g. a map file).
 
@@ -93,7 +98,7 @@ def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_s
         The argument list.
     """
     command = [toolchain.cxx, *map(str, inputs), "-Wl,--gc-sections", *extra_flags]
-    if toolchain.target == "cortex-m4":
+    if toolchain.core:
         command[1:1] = [flag for flag in toolchain.flags if flag.startswith("-m")]
         command += [f"-T{linker_script}", "--specs=nano.specs", "--specs=rdimon.specs"]
         command += [] if start_files else ["-nostartfiles"]
@@ -101,10 +106,11 @@ def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_s
 
 
 def qemu_command(toolchain: Toolchain, image: Path, count_instructions: bool = True) -> list[str]:
-    """The QEMU command that runs a Cortex-M4 image on mps2-an386 with semihosting (stdout, files, exit status).
+    """The QEMU command that runs a Cortex-M image on its core's board (`CortexCore.qemu_machine`, e.g. mps2-an386
+    for the Cortex-M4) with semihosting (stdout, files, exit status).
 
     Args:
-        toolchain: Gives `qemu-system-arm`.
+        toolchain: Gives `qemu-system-arm` and the core.
         image: The ELF image.
         count_instructions: Add `-icount shift=0` (one instruction per virtual nanosecond), which the harness's
             instruction counts need.
@@ -112,8 +118,8 @@ def qemu_command(toolchain: Toolchain, image: Path, count_instructions: bool = T
     Returns:
         The argument list.
     """
-    command = [toolchain.qemu, "-M", QEMU_BOARD, "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
-               "-serial", "none", "-semihosting-config", "enable=on,target=native"]
+    command = [toolchain.qemu, "-M", toolchain.core.qemu_machine, "-cpu", toolchain.target, "-nographic",
+               "-monitor", "none", "-serial", "none", "-semihosting-config", "enable=on,target=native"]
     return command + (["-icount", "shift=0"] if count_instructions else []) + ["-kernel", str(image)]
 
 
@@ -150,7 +156,7 @@ class RunResult:
 
 def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, timeout_s: float,
         arena_limit: int = 0) -> RunResult:
-    """Runs the image on `inputs` (host: directly; Cortex-M4: under QEMU with -icount shift=0).
+    """Runs the image on `inputs` (host: directly; Cortex-M: under QEMU with -icount shift=0).
 
     Args:
         toolchain: Gives the target and QEMU.
@@ -169,7 +175,7 @@ def run(toolchain: Toolchain, image: Path, inputs: np.ndarray, workdir: Path, ti
     workdir.mkdir(parents=True, exist_ok=True)
     write_inputs(workdir / "inputs.bin", inputs, arena_limit)
     ensure_deleted(workdir / "outputs.bin")
-    if toolchain.target == "cortex-m4":
+    if toolchain.core:
         command = qemu_command(toolchain, image)
     else:
         command = [str(image)]
@@ -191,7 +197,7 @@ def harness_values(log: str) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class ImageSizes:
-    """Flash and static RAM of a Cortex-M4 image, from its linker map.
+    """Flash and static RAM of a Cortex-M image, from its linker map.
 
     Attributes:
         model_flash_bytes: The flatbuffer array.
@@ -220,7 +226,7 @@ def _origin_category(origin: str) -> str:
         return "model"
     if _LIBRARIES.search(Path(origin).name) or "/arm-none-eabi/" in origin:
         return "library"
-    if any(name in origin for name in ("main.o", "arena.o", "startup_ARMCM4", "system_ARMCM4")):
+    if any(name in origin for name in ("main.o", "arena.o", "startup_ARMCM", "system_ARMCM")):
         return "harness"
     return "runtime"
 

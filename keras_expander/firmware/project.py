@@ -3,8 +3,8 @@
 The project is plain source a firmware engineer can take into their own build: `model_data.cc/.h` (the
 flatbuffer as a 16-byte aligned const array), `model_op_resolver.h` (exactly the ops the model uses, registered
 with the `MicroMutableOpResolver` methods of the TFLM tree it is built against), `main.cc` and `arena.cc` (our
-harness and its static tensor arena, sized with -DKE_ARENA_BYTES) and, for Cortex-M4, `link.ld` (CMSIS' gcc
-linker template of the tree, resized to the board).
+harness and its static tensor arena, sized with -DKE_ARENA_BYTES) and, for Cortex-M, `link.ld` (the core's CMSIS
+gcc linker template of the tree, placed and sized for the board).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from keras_expander.files import write_atomic
 from keras_expander.firmware.ops import CUSTOM_OPS, KERNELS_DIR, CustomOp
-from keras_expander.firmware.toolchain import FirmwareError, Registration, default_tree, resolver_registrations
+from keras_expander.firmware.toolchain import (CORES, FirmwareError, Registration, default_tree,
+                                               resolver_registrations)
 
 HARNESS_DIR = Path(__file__).parent / "harness"
 
@@ -160,18 +161,31 @@ def write_op_resolver(registrations: dict[str, Registration | CustomOp], folder:
 
 
 def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: int, stack_bytes: int,
-                        heap_bytes: int) -> Path:
-    """Writes link.ld: the tree's CMSIS `ARMCM4_gcc.ld` with the board's flash and RAM sizes, stack and heap.
+                        heap_bytes: int, target: str = "cortex-m4") -> Path:
+    """Writes link.ld: the tree's CMSIS `<device>_gcc.ld` of the core, with the code and RAM origins of its QEMU
+    board (`toolchain.CORES`: e.g. the Cortex-M33's Secure aliases 0x10000000 and 0x38000000) and the given sizes.
+
+    Args:
+        tree: The TFLM tree (holds the Cortex_DFP device folders).
+        folder: Where link.ld goes.
+        flash_bytes, ram_bytes: Code memory and RAM, bytes.
+        stack_bytes, heap_bytes: Stack and heap reserved in RAM, bytes.
+        target: The Cortex-M core, a key of `toolchain.CORES`.
+
+    Returns:
+        The path written.
 
     Raises:
-        FirmwareError: the tree has no ARMCM4_gcc.ld or its configuration lines changed.
+        FirmwareError: the tree has no such template or its configuration lines changed.
     """
-    template = tree / "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Config/ARMCM4_gcc.ld"
+    core = CORES[target]
+    template = tree / f"third_party/cmsis/Cortex_DFP/Device/{core.device}/Config/{core.device}_gcc.ld"
     if not template.is_file():
-        raise FirmwareError(f"{template} not found: the Cortex-M4 build needs the CMSIS linker template.")
+        raise FirmwareError(f"{template} not found: the {target} build needs the CMSIS linker template.")
     text = template.read_text()
-    for symbol, value in (("__ROM_SIZE", flash_bytes), ("__RAM_SIZE", ram_bytes), ("__STACK_SIZE", stack_bytes),
-                          ("__HEAP_SIZE", heap_bytes)):
+    for symbol, value in (("__ROM_BASE", core.code_origin), ("__ROM_SIZE", flash_bytes),
+                          ("__RAM_BASE", core.ram_origin), ("__RAM_SIZE", ram_bytes),
+                          ("__STACK_SIZE", stack_bytes), ("__HEAP_SIZE", heap_bytes)):
         text, count = re.subn(rf"^{symbol}\s*=\s*0x[0-9A-Fa-f]+;", f"{symbol} = 0x{value:08X};", text, flags=re.M)
         if count != 1:
             raise FirmwareError(f"{template}: expected one '{symbol} = ...;' line, found {count}.")

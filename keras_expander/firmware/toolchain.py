@@ -23,19 +23,69 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-TARGETS = ("host", "cortex-m4")
 KERNEL_SETS = ("reference", "cmsis_nn")
 APT_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm"
-# Default tree folder names under $KERAS_EXPANDER_TFLM (docs/deployment.md says how each tree is made).
-TREE_NAMES = {("host", "reference"): "host", ("cortex-m4", "reference"): "cortex_m4",
-              ("cortex-m4", "cmsis_nn"): "cortex_m4_cmsis_nn"}
 _SHARED_TFLM = Path(__file__).resolve().parents[3] / "shared" / "tflm"
+
+
+@dataclasses.dataclass(frozen=True)
+class CortexCore:
+    """How one Cortex-M core is compiled for and emulated under QEMU.
+
+    Attributes:
+        target: The `--target` name, e.g. "cortex-m7"; also QEMU's `-cpu`.
+        cpu_flags: GCC's -mcpu, -mfpu and -mfloat-abi for the core.
+        device: CMSIS device (Cortex_DFP folder, header, startup and linker template), e.g. "ARMCM7".
+        device_defines: -D flags the device header needs besides the device's name (ARMCM4_FP for the M4F).
+        qemu_machine: The QEMU 7.2 board, e.g. "mps2-an500".
+        code_origin, code_bytes: Where that board runs code from (the vector table sits there), and its size, bytes.
+        ram_origin, ram_bytes: Its RAM for data, heap and stack, and its size, bytes.
+        systick_hz: The board's processor clock, which SysTick counts, Hz (one instruction is 1 ns under
+            `-icount shift=0`).
+    """
+
+    target: str
+    cpu_flags: tuple[str, ...]
+    device: str
+    device_defines: tuple[str, ...]
+    qemu_machine: str
+    code_origin: int
+    code_bytes: int
+    ram_origin: int
+    ram_bytes: int
+    systick_hz: int
+
+    @property
+    def title(self) -> str:
+        """The core's name for reports, e.g. "Cortex-M33"."""
+        return "Cortex-" + self.target.split("-")[1].upper()
+
+
+# The QEMU boards' memories: mps2-an386 and mps2-an500, 4 MiB SSRAM at 0x0 and 4 MiB at 0x20000000 (25 MHz);
+# mps2-an505 boots Secure, so the Secure aliases of its 4 MiB SSRAM (0x10000000) and of its 2 x 2 MiB SSRAM
+# (0x38000000) (20 MHz); mps3-an547 boots from its 512 KiB ITCM at 0x0 and keeps data in its 512 KiB DTCM (32 MHz).
+# SysTick frequencies measured under -icount shift=0 (a 2,000,000-instruction loop: 50,000 / 40,000 / 64,000 ticks).
+CORES = {core.target: core for core in (
+    CortexCore("cortex-m4", ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"), "ARMCM4", ("-DARMCM4_FP",),
+               "mps2-an386", 0x00000000, 4 << 20, 0x20000000, 4 << 20, 25_000_000),
+    CortexCore("cortex-m7", ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard"), "ARMCM7", (),
+               "mps2-an500", 0x00000000, 4 << 20, 0x20000000, 4 << 20, 25_000_000),
+    CortexCore("cortex-m33", ("-mcpu=cortex-m33", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"), "ARMCM33", (),
+               "mps2-an505", 0x10000000, 4 << 20, 0x38000000, 4 << 20, 20_000_000),
+    CortexCore("cortex-m55", ("-mcpu=cortex-m55", "-mfloat-abi=hard"), "ARMCM55", (),
+               "mps3-an547", 0x00000000, 512 << 10, 0x20000000, 512 << 10, 32_000_000),
+)}
+TARGETS = ("host", *CORES)
+# Default tree folder names under $KERAS_EXPANDER_TFLM (docs/deployment.md says how each tree is made). The trees
+# made for the Cortex-M4 serve every Cortex-M core: TFLM's cortex_m_generic sources and CMSIS-NN are the same for
+# all (CMSIS-NN picks its DSP or MVE code from the compiler's feature macros), and they hold each core's CMSIS
+# device files; the core comes from the flags.
+TREE_NAMES = {("host", "reference"): "host",
+              **{(target, "reference"): "cortex_m4" for target in CORES},
+              **{(target, "cmsis_nn"): "cortex_m4_cmsis_nn" for target in CORES}}
 
 _COMMON_FLAGS = ["-std=c++17", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics", "-fno-unwind-tables",
                  "-DTF_LITE_STATIC_MEMORY", "-ffunction-sections", "-fdata-sections", "-Wno-psabi"]
-_CORTEX_M4_FLAGS = ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb", "-DTF_LITE_MCU_DEBUG_LOG",
-                    "-DARMCM4", "-DARMCM4_FP", '-DCMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE="ARMCM4.h"',
-                    "-DKE_CORTEX_M"]
 _HOST_FLAGS = ["-DTF_LITE_USE_CTIME", "-DTF_LITE_DISABLE_X86_NEON"]
 _CMSIS_NN_FLAGS = ["-DCMSIS_NN", "-DARM_NN_ENABLE_F16=0", "-DARM_NN_ENABLE_F32=0"]
 # TFLM sources that are tests or test doubles, never part of firmware.
@@ -52,11 +102,11 @@ class Toolchain:
     """The tools and flags for one (target, kernel set).
 
     Attributes:
-        target: "host" or "cortex-m4".
+        target: "host" or a Cortex-M core of `CORES`, e.g. "cortex-m4".
         kernels: "reference" or "cmsis_nn".
         tree: The TFLM source tree (absolute path).
         cxx, cc, ar, size: Compiler and binutils commands.
-        qemu: `qemu-system-arm` for Cortex-M4, else None.
+        qemu: `qemu-system-arm` for Cortex-M, else None.
     """
 
     target: str
@@ -69,13 +119,18 @@ class Toolchain:
     qemu: str | None
 
     @property
+    def core(self) -> CortexCore | None:
+        """The Cortex-M core of `CORES`, None for the host."""
+        return CORES.get(self.target)
+
+    @property
     def include_flags(self) -> list[str]:
         """-I flags: the tree root and its third-party folders (CMSIS for Cortex-M, CMSIS-NN when used)."""
         folders = ["", "third_party/gemmlowp", "third_party/flatbuffers/include", "third_party/kissfft",
                    "third_party/ruy"]
-        if self.target == "cortex-m4":
+        if self.core:
             folders += ["third_party/cmsis/CMSIS/Core/Include",
-                        "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Include"]
+                        f"third_party/cmsis/Cortex_DFP/Device/{self.core.device}/Include"]
         if self.kernels == "cmsis_nn":
             folders += ["third_party/cmsis", "third_party/cmsis_nn", "third_party/cmsis_nn/Include"]
         return [f"-I{self.tree / folder}" for folder in folders]
@@ -84,7 +139,13 @@ class Toolchain:
     def flags(self) -> list[str]:
         """Compile flags without optimisation level; the tree path is mapped to "." so images reproduce."""
         flags = [*_COMMON_FLAGS, f"-ffile-prefix-map={self.tree}=."]
-        flags += _CORTEX_M4_FLAGS if self.target == "cortex-m4" else _HOST_FLAGS
+        if self.core:
+            device = self.core.device
+            flags += [*self.core.cpu_flags, "-mthumb", "-DTF_LITE_MCU_DEBUG_LOG", f"-D{device}",
+                      *self.core.device_defines, f'-DCMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE="{device}.h"',
+                      "-DKE_CORTEX_M"]
+        else:
+            flags += _HOST_FLAGS
         if self.kernels == "cmsis_nn":
             flags += _CMSIS_NN_FLAGS
         return flags + self.include_flags
@@ -98,7 +159,8 @@ class Toolchain:
 
 def default_tree(target: str, kernels: str) -> Path | None:
     """The default TFLM tree for (target, kernels): `$KERAS_EXPANDER_TFLM/<name>`, else `<name>` in the project's
-    shared TFLM folder beside the checkout (`_SHARED_TFLM`); None when neither exists. Names: host, cortex_m4, cortex_m4_cmsis_nn."""
+    shared TFLM folder beside the checkout (`_SHARED_TFLM`); None when neither exists. Names (`TREE_NAMES`): host,
+    cortex_m4, cortex_m4_cmsis_nn (the last two for every Cortex-M core)."""
     name = TREE_NAMES[(target, kernels)]
     for parent in (os.environ.get("KERAS_EXPANDER_TFLM"), _SHARED_TFLM):
         if parent and (Path(parent) / name).is_dir():
@@ -117,16 +179,16 @@ def check_target(target: str, kernels: str) -> None:
     if kernels not in KERNEL_SETS:
         raise ValueError(f"Argument `kernels` must be one of {KERNEL_SETS}. Received: kernels={kernels!r}")
     if (target, kernels) not in TREE_NAMES:
-        raise ValueError(f"kernels={kernels!r} runs on Cortex-M only; use target='cortex-m4' or "
-                         f"kernels='reference'. Received: target={target!r}")
+        raise ValueError(f"kernels={kernels!r} runs on Cortex-M only; use a Cortex-M target "
+                         f"({', '.join(CORES)}) or kernels='reference'. Received: target={target!r}")
 
 
 def find_toolchain(target: str, kernels: str = "reference", tree: str | os.PathLike | None = None) -> Toolchain:
     """Finds the compilers, QEMU and the TFLM tree for a target, or says what to install or pass.
 
     Args:
-        target: "host" (g++) or "cortex-m4" (arm-none-eabi-gcc, run under qemu-system-arm).
-        kernels: "reference" or "cmsis_nn" (Cortex-M4 only).
+        target: "host" (g++) or a Cortex-M core of `CORES` (arm-none-eabi-gcc, run under qemu-system-arm).
+        kernels: "reference" or "cmsis_nn" (Cortex-M only).
         tree: TFLM source tree made by `create_tflm_tree.py`; default `default_tree(target, kernels)`.
 
     Returns:
@@ -164,9 +226,12 @@ def find_toolchain(target: str, kernels: str = "reference", tree: str | os.PathL
     if kernels == "cmsis_nn" and not (chosen / "third_party/cmsis_nn").is_dir():
         raise FirmwareError(f"--tflm-tree {str(chosen)!r} has no third_party/cmsis_nn; kernels='cmsis_nn' needs a "
                             f"tree made with OPTIMIZED_KERNEL_DIR=cmsis_nn.")
-    if target == "cortex-m4" and not (chosen / "third_party/cmsis/Cortex_DFP/Device/ARMCM4").is_dir():
-        raise FirmwareError(f"--tflm-tree {str(chosen)!r} has no third_party/cmsis/Cortex_DFP/Device/ARMCM4 "
-                            f"(startup, linker template); use a tree made for TARGET=cortex_m_generic.")
+    device = CORES[target].device if target in CORES else None
+    if device and not (chosen / f"third_party/cmsis/Cortex_DFP/Device/{device}").is_dir():
+        raise FirmwareError(f"--tflm-tree {str(chosen)!r} has no third_party/cmsis/Cortex_DFP/Device/{device} "
+                            f"(startup, linker template) for target={target!r}; use a tree made for "
+                            f"TARGET=cortex_m_generic with Cortex_DFP's {device} folder copied in (README of the "
+                            f"trees).")
     return Toolchain(target=target, kernels=kernels, tree=chosen, size=size, qemu=qemu, **found)
 
 
@@ -270,7 +335,7 @@ def core_sources(toolchain: Toolchain) -> list[Path]:
     micro = [path for path in _source_files(tree, "tensorflow/lite/micro", (".cc",))
              if "kernels" not in path.relative_to(tree / "tensorflow/lite/micro").parts
              and "cortex_m_generic" not in path.parts]
-    if toolchain.target == "cortex-m4":
+    if toolchain.core:
         # The generic Cortex-M port replaces the host's debug_log.cc and micro_time.cc.
         micro = [path for path in micro if path.name not in ("debug_log.cc", "micro_time.cc")]
         micro += _source_files(tree, "tensorflow/lite/micro/cortex_m_generic")
@@ -283,11 +348,12 @@ def core_sources(toolchain: Toolchain) -> list[Path]:
 
 
 def startup_sources(toolchain: Toolchain) -> list[Path]:
-    """CMSIS startup and system files for Cortex-M4 (vector table, FPU enable); none for the host."""
-    if toolchain.target != "cortex-m4":
+    """The core's CMSIS startup and system files (vector table, FPU enable); none for the host."""
+    if not toolchain.core:
         return []
-    folder = toolchain.tree / "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Source"
-    return [folder / "startup_ARMCM4.c", folder / "system_ARMCM4.c"]
+    device = toolchain.core.device
+    folder = toolchain.tree / f"third_party/cmsis/Cortex_DFP/Device/{device}/Source"
+    return [folder / f"startup_{device}.c", folder / f"system_{device}.c"]
 
 
 def cache_root() -> Path:

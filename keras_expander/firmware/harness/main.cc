@@ -1,5 +1,5 @@
 // keras-expander firmware harness: runs a TFLite Micro model on a file of input sequences and reports
-// measurements. The same source builds for the host (g++) and for Cortex-M4 (bare metal, semihosting I/O, QEMU).
+// measurements. The same source builds for the host (g++) and for Cortex-M (bare metal, semihosting I/O, QEMU).
 //
 // inputs.bin:  "KEIN", uint32 count, uint32 bytes per input, uint32 arena limit (0: the whole static arena; a
 //              smaller limit lets the arena search probe sizes without relinking), then count raw input tensors
@@ -8,9 +8,10 @@
 // stdout:      "KE <key> <value>" lines that keras_expander.firmware parses, and TFLM's own error messages.
 //
 // Every sequence starts from reset variable tensors (the LSTM state), as keras_expander.runtime does.
-// On Cortex-M4 the instruction count of each Invoke comes from SysTick under `qemu -icount shift=0` (one
-// instruction per virtual nanosecond; SysTick counts the 25 MHz processor clock, so one tick is 40 instructions).
-// These are instructions, not cycles: QEMU is not cycle-accurate.
+// On Cortex-M the instruction count of each Invoke comes from SysTick under `qemu -icount shift=0` (one
+// instruction per virtual nanosecond; SysTick counts the board's processor clock, -DKE_SYSTICK_HZ=<Hz>: at the
+// 25 MHz of the mps2 boards one tick is 40 instructions). These are instructions, not cycles: QEMU is not
+// cycle-accurate.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -35,7 +36,7 @@ extern "C" uint32_t __StackTop;    // NOLINT
 namespace {
 
 constexpr uint32_t kSysTickReload = 0xFFFFFFu;
-constexpr uint32_t kInstructionsPerTick = 40;  // mps2-an386: 25 MHz SysTick under 1 instruction/ns
+constexpr uint64_t kSysTickHz = KE_SYSTICK_HZ;  // the board's processor clock; 1 instruction/ns under -icount
 constexpr uint32_t kStackPaint = 0xA5A5A5A5u;
 volatile uint32_t g_systick_wraps = 0;
 
@@ -66,7 +67,7 @@ uint64_t Ticks() {
   return static_cast<uint64_t>(wraps) * (kSysTickReload + 1) + (kSysTickReload - value);
 }
 
-uint64_t Instructions() { return Ticks() * kInstructionsPerTick; }
+uint64_t Instructions() { return Ticks() * 1000000000u / kSysTickHz; }
 
 // Fills the unused stack below the current frame with a pattern; StackBytesUsed finds the deepest overwrite.
 __attribute__((noinline)) void PaintStack() {
@@ -94,9 +95,11 @@ extern "C" void HardFault_Handler(void) {
 
 // CMSIS' reset handler ends in __cmsis_start (it copies .data), which calls _start: clear .bss, run the C++
 // constructors, main, and leave through semihosting exit so that QEMU ends with main's status.
-// -nostartfiles leaves out crti/crtbegin: provide the empty _init that __libc_init_array calls, and the handle
-// that static objects' destructor registration refers to (they are never destroyed: main exits the program).
+// -nostartfiles leaves out crti/crtbegin: provide the empty _init that __libc_init_array calls (and the _fini
+// that the Armv8-M newlib-nano libraries refer to), and the handle that static objects' destructor registration
+// refers to (they are never destroyed: main exits the program).
 extern "C" void _init(void) {}
+extern "C" void _fini(void) {}
 extern "C" {
 void* __dso_handle = &__dso_handle;
 }
