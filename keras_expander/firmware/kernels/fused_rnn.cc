@@ -822,6 +822,131 @@ inline int32_t DenseRowDot(const int8_t* w, const int16_t* x, int cols,
   return acc;
 }
 
+// ---------------------------------------------------------------------------
+// Cortex-M4 sparse FULLY_CONNECTED rows in Thumb-2 assembly, for the case
+// every layer takes (index width 1, fast requantization with a right shift
+// of 1..21, activation range the whole of int8; SparseFc handles the rest
+// and the host). As in sparse_lstm.cc, the 32 most recent non-zeros of a
+// row run as straight-line slots entered by a table branch (16 bytes per
+// slot, 5 cycles per non-zero), every constant in a register. The output
+// offset is folded into the rounding term: (x + (x < 0 ? -1 : 0) + half +
+// (offset << shift)) >> shift is exactly Apply(acc) + offset when no sum
+// leaves int32 (|x| < 2^30 and a shift <= 21 leave room), and SSAT clamps
+// to [-128, 127].
+#if KE_SPARSE_USE_DSP && !TFLITE_SINGLE_ROUNDING && \
+    !defined(KE_SPARSE_USE_TFLM_REQUANTIZE)
+#define KE_FUSED_RNN_USE_ASM 1
+
+// Field offsets are fixed by the assembly below (static_assert checks them).
+struct FcRowsArgs {
+  const uint8_t* counts;   // 0: one count byte per row
+  const uint8_t* indices;  // 4: column index bytes
+  const int8_t* values;    // 8: int8 non-zeros
+  const int16_t* x;        // 12: activations + input offset (int16)
+  int8_t* out;             // 16: first output row
+  int8_t* out_end;         // 20: one past the last output row
+  int32_t multiplier;      // 24
+  int32_t rounding;        // 28: half + (output offset << right shift)
+  int32_t right_shift;     // 32: 1..21
+  const int32_t* bias;     // 36: int32 per row (the bias variant only)
+};
+static_assert(offsetof(FcRowsArgs, bias) == 36, "assembly field offsets");
+constexpr int kAsmMaxRightShift = 21;
+
+extern "C" {
+// out[r] = ssat8(requant(W[r] . x) + offset), without and with bias[r].
+void ke_fused_rnn_fc_rows(const FcRowsArgs* args);
+void ke_fused_rnn_fc_rows_bias(const FcRowsArgs* args);
+}
+
+// Registers: r0 counts, r1 indices, r2 values, r3 x, r4 out, r5 out_end,
+// r6 multiplier, r7 rounding, r8 right shift, r9 accumulator, r10 row
+// count, r11 index then activation, r12 bias, lr weight. TBH jumps to the
+// slot that leaves `count` slots to run; rows of more than 32 non-zeros run
+// the excess in a loop first.
+__asm__(R"(
+  .syntax unified
+  .thumb
+  .macro KE_RNN_SLOT
+    ldrb.w r11, [r1], #1
+    ldrsb.w lr, [r2], #1
+    ldrsh.w r11, [r3, r11, lsl #1]
+    smlabb r9, lr, r11, r9
+  .endm
+  .macro KE_RNN_FC_ROWS name, bias
+  .section .text.\name, "ax", %progbits
+  .align 2
+  .global \name
+  .type \name, %function
+  .thumb_func
+\name:
+  push {r4-r11, lr}
+  ldr r1, [r0, #4]
+  ldr r2, [r0, #8]
+  ldr r3, [r0, #12]
+  ldr r4, [r0, #16]
+  ldr r5, [r0, #20]
+  ldr r6, [r0, #24]
+  ldr r7, [r0, #28]
+  ldr r8, [r0, #32]
+  ldr r12, [r0, #36]
+  ldr r0, [r0, #0]
+  cmp r4, r5
+  beq 9f
+  .align 2
+1:
+  ldrb r10, [r0], #1
+  .if \bias
+  ldr r9, [r12], #4
+  .else
+  mov.w r9, #0
+  .endif
+  cmp r10, #32
+  bhi 6f
+2:
+  tbh [pc, r10, lsl #1]
+.Ltable\@:
+  .set ke_count, 0
+  .rept 33
+  .short ((.Lslots\@ - .Ltable\@) + 16 * (32 - ke_count)) / 2
+  .set ke_count, ke_count + 1
+  .endr
+  .align 2
+.Lslots\@:
+  .rept 32
+  KE_RNN_SLOT
+  .endr
+  lsls r9, r9, #1
+  smmulr r9, r9, r6
+  add.w r9, r9, r9, asr #31
+  add r9, r7
+  asr.w r9, r9, r8
+  ssat r9, #8, r9
+  strb r9, [r4], #1
+  cmp r4, r5
+  bne 1b
+9:
+  pop {r4-r11, pc}
+6:
+  sub r10, r10, #32
+7:
+  KE_RNN_SLOT
+  subs r10, #1
+  bne 7b
+  mov r10, #32
+  b 2b
+  .size \name, . - \name
+  .endm
+  KE_RNN_FC_ROWS ke_fused_rnn_fc_rows, 0
+  KE_RNN_FC_ROWS ke_fused_rnn_fc_rows_bias, 1
+  .purgem KE_RNN_SLOT
+  .purgem KE_RNN_FC_ROWS
+  .text
+)");
+#else
+#define KE_FUSED_RNN_USE_ASM 0
+#endif
+
 // out[r] = clamp(requant(bias[r] + W[r] . x16) + output_offset): the
 // arithmetic of reference_integer_ops::FullyConnected (x16 = x + offset).
 template <bool kFast, int W>
@@ -865,6 +990,20 @@ void FullyConnected(const Matrix& m, int64_t bound, const int16_t* x16,
     (fast ? &DenseFc<true> : &DenseFc<false>)(m.dense, m.rows, m.cols, x16,
                                               bias, p, out);
   } else if (m.sparse.index_bytes == 1) {
+#if KE_FUSED_RNN_USE_ASM
+    if (fast && p.shift < 0 && p.shift >= -kAsmMaxRightShift &&
+        p.act_min == -128 && p.act_max == 127) {
+      const int32_t right_shift = -p.shift;
+      const FcRowsArgs args = {
+          m.sparse.row_counts, m.sparse.col_indices, m.sparse.values, x16,
+          out, out + m.rows, p.multiplier,
+          (1 << (right_shift - 1)) + p.output_offset * (1 << right_shift),
+          right_shift, bias};
+      (bias != nullptr ? ke_fused_rnn_fc_rows_bias : ke_fused_rnn_fc_rows)(
+          &args);
+      return;
+    }
+#endif
     (fast ? &SparseFc<true, 1> : &SparseFc<false, 1>)(m.sparse, x16, bias, p,
                                                       out);
   } else {
