@@ -1012,11 +1012,147 @@ void FullyConnected(const Matrix& m, int64_t bound, const int16_t* x16,
   }
 }
 
+#if KE_FUSED_RNN_USE_ASM
+// ADD / SUB in assembly (21 cycles an element instead of about 60: GCC
+// spilled the three requantizations' constants). TFLM rescales the input
+// at the larger scale by exactly 1/2 (multiplier 2^30, shift 0), which
+// turns (v << 20) into v << 19 with no rounding: its "unit" term is one
+// shifted add. The other, "general" input takes Apply with a right shift;
+// the unit input's offset is folded into its rounding term and the output
+// offset into the output's, as in the FC rows above.
+struct AddRowsArgs {
+  const int8_t* general;       // 0: the input at the smaller scale
+  const int8_t* unit;          // 4: the input at the larger scale
+  int8_t* out;                 // 8
+  int8_t* out_end;             // 12
+  int32_t general_offset;      // 16: input offset << 21
+  int32_t general_multiplier;  // 20
+  int32_t general_rounding;    // 24: half +- (unit offset << (19 + shift))
+  int32_t general_shift;       // 28: right shift, 1..31
+  int32_t output_multiplier;   // 32
+  int32_t output_rounding;     // 36: half + (output offset << shift)
+  int32_t output_shift;        // 40: right shift, 1..21
+};
+static_assert(offsetof(AddRowsArgs, output_shift) == 40,
+              "assembly field offsets");
+
+extern "C" {
+// out = ssat8(requant(general +- unit)): g + u, g - u, u - g.
+void ke_fused_rnn_add(const AddRowsArgs* args);
+void ke_fused_rnn_sub(const AddRowsArgs* args);
+void ke_fused_rnn_sub_reversed(const AddRowsArgs* args);
+}
+
+// Registers: r0 general, r1 unit, r2 out, r3 out_end, r4-r7 the general
+// input's offset, multiplier, rounding and shift, r8-r10 the output's
+// multiplier, rounding and shift, r12 and lr the element.
+__asm__(R"(
+  .syntax unified
+  .thumb
+  .macro KE_RNN_ADD name, combine
+  .section .text.\name, "ax", %progbits
+  .align 2
+  .global \name
+  .type \name, %function
+  .thumb_func
+\name:
+  push {r4-r10, lr}
+  ldr r1, [r0, #4]
+  ldr r2, [r0, #8]
+  ldr r3, [r0, #12]
+  ldr r4, [r0, #16]
+  ldr r5, [r0, #20]
+  ldr r6, [r0, #24]
+  ldr r7, [r0, #28]
+  ldr r8, [r0, #32]
+  ldr r9, [r0, #36]
+  ldr r10, [r0, #40]
+  ldr r0, [r0, #0]
+  cmp r2, r3
+  beq 9f
+  .align 2
+1:
+  ldrsb r12, [r0], #1
+  ldrsb lr, [r1], #1
+  add.w r12, r4, r12, lsl #21
+  smmulr r12, r12, r5
+  add.w r12, r12, r12, asr #31
+  add r12, r6
+  asr.w r12, r12, r7
+  \combine r12, r12, lr, lsl #19
+  lsls r12, r12, #1
+  smmulr r12, r12, r8
+  add.w r12, r12, r12, asr #31
+  add r12, r9
+  asr.w r12, r12, r10
+  ssat r12, #8, r12
+  strb r12, [r2], #1
+  cmp r2, r3
+  bne 1b
+9:
+  pop {r4-r10, pc}
+  .size \name, . - \name
+  .endm
+  KE_RNN_ADD ke_fused_rnn_add, add.w
+  KE_RNN_ADD ke_fused_rnn_sub, sub.w
+  KE_RNN_ADD ke_fused_rnn_sub_reversed, rsb.w
+  .purgem KE_RNN_ADD
+  .text
+)");
+
+// Runs AddSub in assembly where the parameters allow (returns whether it
+// did): one input at multiplier 2^30, shift 0; the other shifting right;
+// an output right shift of 1..21 and no activation clamp. |general
+// multiply| < 2^28, so the folded rounding terms may reach 2^30.
+bool AddSubAsm(bool subtract, const int8_t* a, const int8_t* b, int n,
+               const AddParams& p, int8_t* out) {
+  constexpr int32_t kUnit = 1 << 30;
+  const bool unit2 = p.multiplier2 == kUnit && p.shift2 == 0;
+  if (!unit2 && !(p.multiplier1 == kUnit && p.shift1 == 0)) return false;
+  const int32_t general_shift = unit2 ? -p.shift1 : -p.shift2;
+  const int32_t output_shift = -p.output_shift;
+  if (general_shift < 1 || output_shift < 1 ||
+      output_shift > kAsmMaxRightShift || p.act_min != -128 ||
+      p.act_max != 127) {
+    return false;
+  }
+  const int32_t unit_offset = unit2 ? p.input2_offset : p.input1_offset;
+  // x_general + x_unit adds the unit offset, the subtractions take it away.
+  const int64_t general_rounding =
+      (int64_t{1} << (general_shift - 1)) +
+      (subtract ? -1 : 1) *
+          (static_cast<int64_t>(unit_offset) << (19 + general_shift));
+  if (general_rounding > (int64_t{1} << 30) ||
+      general_rounding < -(int64_t{1} << 30)) {
+    return false;
+  }
+  const AddRowsArgs args = {
+      unit2 ? a : b,
+      unit2 ? b : a,
+      out,
+      out + n,
+      (unit2 ? p.input1_offset : p.input2_offset) * (1 << 21),
+      unit2 ? p.multiplier1 : p.multiplier2,
+      static_cast<int32_t>(general_rounding),
+      general_shift,
+      p.output_multiplier,
+      (1 << (output_shift - 1)) + p.output_offset * (1 << output_shift),
+      output_shift};
+  (!subtract ? ke_fused_rnn_add
+   : unit2   ? ke_fused_rnn_sub
+             : ke_fused_rnn_sub_reversed)(&args);
+  return true;
+}
+#endif
+
 // reference_ops::Add / Sub on int8: both inputs rescaled to 2 x the larger
 // input scale with 20 extra bits, summed, rescaled to the output.
 template <bool kSubtract>
 void AddSub(const int8_t* a, const int8_t* b, int n, const AddParams& p,
             int8_t* out) {
+#if KE_FUSED_RNN_USE_ASM
+  if (AddSubAsm(kSubtract, a, b, n, p, out)) return;
+#endif
   const Requant q1 = MakeRequant(p.multiplier1, p.shift1, 20);
   const Requant q2 = MakeRequant(p.multiplier2, p.shift2, 20);
   const Requant qo = MakeRequant(p.output_multiplier, p.output_shift, 0);
