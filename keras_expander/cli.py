@@ -168,6 +168,10 @@ def add_firmware_parser(commands) -> None:
     firmware.add_argument("--out", default="firmware_out",
                           help="output folder (one project per build, report.json), replaced as a whole only when "
                                "every build succeeds")
+    firmware.add_argument("--library", metavar="DIR", default=None,
+                          help="instead of building and running, write a self-contained source library of the "
+                               "(compressed) model for one --target and one --kernels into DIR (new or empty): "
+                               "TFLM sources, C API ke_model.h, CMakeLists.txt, Arduino and PlatformIO manifests")
 
 
 def run_export(args) -> int:
@@ -219,7 +223,8 @@ def run_export(args) -> int:
 
 
 def run_firmware(args) -> int:
-    """`keras-expander firmware`: optional DECODE encoding, then build, run, verify and measure every build."""
+    """`keras-expander firmware`: optional encoding, then build, run, verify and measure every build, or, with
+    --library, write the source library of one build."""
     import dataclasses
     import json
 
@@ -227,6 +232,7 @@ def run_firmware(args) -> int:
     from keras_expander.firmware import deploy
     from keras_expander.firmware.decode_prune import decode_prune
     from keras_expander.firmware.model_edit import CompressionError
+    from keras_expander.firmware.library import check_library_folder, write_library
     from keras_expander.firmware.rewrites import kernel_rewrite
     from keras_expander.firmware.toolchain import CORES, FirmwareError
 
@@ -235,7 +241,14 @@ def run_firmware(args) -> int:
     try:
         if args.test_samples < 0:
             raise ValueError(f"Argument `--test-samples` must be >= 0. Received: {args.test_samples}")
-        check_output_folder(args.out, "--out")
+        if args.library:
+            check_library_folder(args.library, "--library")
+            if len(args.target) != 1 or len(args.kernels) != 1 or args.target[0] == "host":
+                raise ValueError(f"--library writes one library for one core: pass one Cortex-M --target and one "
+                                 f"--kernels with it. Received: --target {' '.join(args.target)} --kernels "
+                                 f"{' '.join(args.kernels)}")
+        else:
+            check_output_folder(args.out, "--out")
         if args.tflm_tree and len(builds) > 1:
             raise ValueError(f"--tflm-tree names one tree, but {len(builds)} builds were asked for; pass one "
                              f"--target and one --kernels with it.")
@@ -283,6 +296,16 @@ def run_firmware(args) -> int:
             print(f"keras_expander kernels: {len(plain):,} -> {len(content):,} bytes ({len(rewrite.fused_layers)} "
                   f"fused layer(s), {len(rewrite.sparse_ops)} sparse op(s)); the firmware's outputs are checked "
                   f"against the plain model under the TFLite Micro interpreter", flush=True)
+        if args.library:
+            print(f"writing the library for {builds[0][0]} with {builds[0][1]} kernels (the arena is measured "
+                  f"under QEMU) ...", flush=True)
+            try:
+                folder = write_library(content, args.library, *builds[0], tree=args.tflm_tree)
+            except ValueError as error:  # a model the C API cannot take (not int8), or the folder filled meanwhile
+                print(f"keras-expander firmware: {error}", file=sys.stderr)
+                return 2
+            print(f"wrote {folder} (README.md says how to build it)")
+            return 0
         reports = []
         with staged_folder(args.out, "--out") as staging:  # all builds, or the folder as it was
             for target, kernels in builds:
