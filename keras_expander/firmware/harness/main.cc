@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 
 #include "model_data.h"
 #include "model_op_resolver.h"
@@ -36,7 +37,11 @@ extern "C" uint32_t __StackTop;    // NOLINT
 namespace {
 
 constexpr uint32_t kSysTickReload = 0xFFFFFFu;
-constexpr uint64_t kSysTickHz = KE_SYSTICK_HZ;  // the board's processor clock; 1 instruction/ns under -icount
+// Instructions per tick = 1e9 / KE_SYSTICK_HZ (1 instruction/ns under -icount) as a reduced fraction, so that the
+// conversion inside the measured window is a multiply and a shift (40/1 at 25 MHz, 125/4 at 32 MHz), no division.
+constexpr uint64_t kTickGcd = std::gcd<uint64_t, uint64_t>(1000000000u, KE_SYSTICK_HZ);
+constexpr uint64_t kInstructionsPerTickNum = 1000000000u / kTickGcd;
+constexpr uint64_t kInstructionsPerTickDen = KE_SYSTICK_HZ / kTickGcd;
 constexpr uint32_t kStackPaint = 0xA5A5A5A5u;
 volatile uint32_t g_systick_wraps = 0;
 
@@ -67,7 +72,7 @@ uint64_t Ticks() {
   return static_cast<uint64_t>(wraps) * (kSysTickReload + 1) + (kSysTickReload - value);
 }
 
-uint64_t Instructions() { return Ticks() * 1000000000u / kSysTickHz; }
+uint64_t Instructions() { return Ticks() * kInstructionsPerTickNum / kInstructionsPerTickDen; }
 
 // Fills the unused stack below the current frame with a pattern; StackBytesUsed finds the deepest overwrite.
 __attribute__((noinline)) void PaintStack() {
