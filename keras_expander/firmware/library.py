@@ -259,7 +259,7 @@ def copy_include_closure(toolchain: Toolchain, sources: list[Path], src: Path) -
     for where, origin in placed.items():
         if origin.parent != src:
             (src / where).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(origin, src / where)
+            shutil.copy2(origin, src / where)  # the source's time: a regenerated library rebuilds what changed
     return placed
 
 

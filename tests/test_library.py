@@ -1,0 +1,192 @@
+"""The source library (`keras_expander.firmware.library`, `keras-expander firmware --library`): copied alone to a
+clean folder it refers to nothing of ours or of the TFLM trees, builds as a static library with CMake and an
+arm-none-eabi toolchain file without a warning at -Wall, and, linked into a small semihosting program and run
+under QEMU, gives outputs identical byte for byte to the stock firmware build (`deploy.deploy`, reference kernels)
+of the same model, plain and rewritten to our sparse kernels.
+
+These tests need the Arm toolchain, QEMU, CMake and Ninja (skipped without them, as test_firmware.py says).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_firmware import require_toolchain, sequences, tiny_model
+
+from keras_expander import cli
+from keras_expander.firmware import deploy, device, project
+from keras_expander.firmware.library import write_library
+from keras_expander.firmware.rewrites import kernel_rewrite
+from keras_expander.tflite import export
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The program the test links the library into: inputs.bin in (device.write_inputs' format), outputs.bin out, the
+# recurrent state reset before each sequence, as the firmware harness does.
+MAIN = """#include <cstdint>
+#include <cstdio>
+#include <cstring>
+
+#include "ke_model.h"
+
+alignas(KE_ARENA_ALIGNMENT) static uint8_t arena[KE_ARENA_BYTES];
+static int8_t input[KE_INPUT_BYTES];
+static int8_t output[KE_OUTPUT_BYTES];
+
+int main(void) {
+  FILE* inputs = fopen("inputs.bin", "rb");
+  FILE* outputs = fopen("outputs.bin", "wb");
+  char magic[4];
+  uint32_t header[3];
+  if (inputs == nullptr || outputs == nullptr || fread(magic, 1, 4, inputs) != 4 ||
+      fread(header, 4, 3, inputs) != 3 || memcmp(magic, "KEIN", 4) != 0 || header[1] != KE_INPUT_BYTES) {
+    puts("KE error inputs.bin");
+    return 3;
+  }
+  const ke_status status = ke_init(arena, ke_arena_bytes());
+  if (status != KE_OK) {
+    printf("KE error ke_init %d\\n", static_cast<int>(status));
+    return 4;
+  }
+  for (uint32_t n = 0; n < header[0]; ++n) {
+    if (fread(input, 1, KE_INPUT_BYTES, inputs) != KE_INPUT_BYTES || ke_reset_state() != KE_OK ||
+        ke_invoke(input, output) != KE_OK || fwrite(output, 1, KE_OUTPUT_BYTES, outputs) != KE_OUTPUT_BYTES) {
+      puts("KE error inference");
+      return 5;
+    }
+  }
+  fclose(outputs);
+  puts("KE done");
+  return 0;
+}
+"""
+
+# The board side: CMSIS start-up from the tree (newlib's rdimon crt0 clears .bss and calls main), the QEMU
+# board's linker script; the library comes in through add_subdirectory and gives the core's flags.
+APP_CMAKE = """cmake_minimum_required(VERSION 3.16)
+project(ke_library_test C CXX)
+add_subdirectory(${KE_LIBRARY} ke_model)
+add_executable(app main.cc startup_ARMCM4.c system_ARMCM4.c)
+target_compile_definitions(app PRIVATE ARMCM4 ARMCM4_FP)
+set_source_files_properties(main.cc PROPERTIES COMPILE_OPTIONS "-Wall;-Wextra;-Werror")
+target_link_libraries(app PRIVATE ke_model)
+target_link_options(app PRIVATE -T${CMAKE_CURRENT_SOURCE_DIR}/link.ld --specs=nano.specs --specs=rdimon.specs
+                    -Wl,--gc-sections)
+"""
+
+
+def require_cmake():
+    missing = [tool for tool in ("cmake", "ninja") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not found on PATH (apt-get install cmake ninja-build)")
+
+
+@pytest.fixture(scope="module")
+def models():
+    """LSTM(16) 80 % sparse, full int8, plain and rewritten to KE_SPARSE_LSTM_V1 / KE_SPARSE_FC_V1."""
+    plain = export.convert(tiny_model("lstm", 16, 0.8), "int8", sequences(64, seed=5))[0]
+    return {"plain": plain, "ke_sparse": kernel_rewrite(plain, "ke_sparse").content}
+
+
+@pytest.fixture(scope="module")
+def stock_outputs(models, tmp_path_factory):
+    """Inputs and the stock Cortex-M4 firmware's outputs (reference kernels, plain model), uint8 (N, bytes)."""
+    require_toolchain("cortex-m4")
+    x = sequences(12, seed=7)
+    report = deploy.deploy(models["plain"], x, target="cortex-m4", kernels="reference",
+                           out_dir=tmp_path_factory.mktemp("stock") / "fw")
+    outputs = np.fromfile(Path(report.project_dir) / "run" / "outputs.bin", np.uint8).reshape(len(x), -1)
+    return deploy.device_inputs(models["plain"], x), outputs
+
+
+def build_app(library: Path, folder: Path, tree: Path) -> tuple[Path, str]:
+    """Builds the test program against `library` with CMake and Ninja (again in `folder`'s build folder if there
+    is one); returns (ELF image, build log)."""
+    folder.mkdir(exist_ok=True)
+    (folder / "main.cc").write_text(MAIN)
+    (folder / "CMakeLists.txt").write_text(APP_CMAKE)
+    for name in ("startup_ARMCM4.c", "system_ARMCM4.c"):
+        shutil.copyfile(tree / "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Source" / name, folder / name)
+    project.write_linker_script(tree, folder, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES, device.STACK_BYTES,
+                                device.HEAP_BYTES)
+    configure = subprocess.run(
+        ["cmake", "-G", "Ninja", "-S", str(folder), "-B", str(folder / "build"), f"-DKE_LIBRARY={library}",
+         f"-DCMAKE_TOOLCHAIN_FILE={library / 'cmake' / 'arm-none-eabi.cmake'}", "-DCMAKE_C_FLAGS=-Wall",
+         "-DCMAKE_CXX_FLAGS=-Wall"], capture_output=True, text=True)
+    assert configure.returncode == 0, configure.stdout[-2000:] + configure.stderr[-2000:]
+    build = subprocess.run(["cmake", "--build", str(folder / "build"), "-j", str(os.cpu_count() or 1)],
+                           capture_output=True, text=True)
+    log = build.stdout + build.stderr
+    assert build.returncode == 0, log[-3000:]
+    return folder / "build" / "app", log
+
+
+def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outputs, tmp_path):
+    """The plain model's library, then the ke_sparse one written over it in the same place and rebuilt in the same
+    build folder (TFLM's files keep the tree's times, so only what changed recompiles)."""
+    toolchain = require_toolchain("cortex-m4")
+    require_cmake()
+    library = tmp_path / "clean" / "ke_model"
+    for encoding in ("plain", "ke_sparse"):
+        written = write_library(models[encoding], tmp_path / "written", "cortex-m4", "reference")
+        shutil.rmtree(library, ignore_errors=True)
+        shutil.copytree(written, library)
+        shutil.rmtree(written)
+        check_library_contents(library, toolchain, encoding)
+        app = tmp_path / "app"
+        image, log = build_app(library, app, toolchain.tree)
+        warnings = [line for line in log.splitlines() if "warning:" in line]
+        assert not warnings, "\n".join(warnings[:20])
+        assert (app / "build" / "ke_model" / "libke_model.a").is_file()
+        compiled = len(re.findall(r"Building CX*X? object", log))
+        assert encoding == "plain" or compiled < 12, f"{compiled} files recompiled for a new model"
+
+        inputs, expected = stock_outputs
+        run_dir = tmp_path / f"run-{encoding}"
+        run_dir.mkdir()
+        device.write_inputs(run_dir / "inputs.bin", inputs)
+        result = device.run_command(device.qemu_command(toolchain, image, count_instructions=False),
+                                    timeout_s=300, cwd=run_dir)
+        assert result.returncode == 0 and "KE done" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+        outputs = np.fromfile(run_dir / "outputs.bin", np.uint8).reshape(len(inputs), -1)
+        np.testing.assert_array_equal(outputs, expected, err_msg=f"{encoding} library vs the stock firmware")
+
+
+def check_library_contents(library: Path, toolchain, encoding: str) -> None:
+    """No path back to our package, the TFLM trees or their common parent; only the kernels the model registers;
+    the manifests, licences and example."""
+    for path in library.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes()
+            for forbidden in (str(ROOT.parent), str(toolchain.tree), "keras_expander/firmware"):
+                assert forbidden.encode() not in text, f"{path.relative_to(library)} names {forbidden}"
+    names = {path.name for path in (library / "src").rglob("*")}
+    assert {"ke_model.h", "ke_model.cc", "model_data.cc", "model_op_resolver.h", "micro_interpreter.cc"} <= names
+    assert ("sparse_lstm.cc" in names) == (encoding == "ke_sparse")
+    assert not any(name.endswith("_test.cc") for name in names)
+    assert {"library.properties", "library.json", "CMakeLists.txt", "README.md"} <= set(os.listdir(library))
+    assert (library / "LICENSES" / "tflite-micro" / "LICENSE").is_file()
+    assert (library / "examples" / "ke_benchmark" / "ke_benchmark.ino").is_file()
+
+
+def test_library_refuses_a_non_empty_folder_and_several_builds(models, tmp_path, capsys):
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=re.escape(str(folder))):
+        write_library(models["plain"], folder, "cortex-m4")
+    assert os.listdir(folder) == ["mine.txt"]  # untouched
+    model_path = tmp_path / "int8.tflite"
+    model_path.write_bytes(models["plain"])
+    assert cli.main(["firmware", str(model_path), "--library", str(folder), "--target", "cortex-m4",
+                     "--kernels", "reference"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--library" in error and str(folder) in error
+    assert cli.main(["firmware", str(model_path), "--library", str(tmp_path / "new")]) == 2  # two targets
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--library" in error and "--target" in error
+    assert not (tmp_path / "new").exists()
