@@ -10,7 +10,8 @@
   `src/` is the one include folder (Arduino compiles `src/` recursively and adds only it);
 - `CMakeLists.txt` (a static library `ke_model`, the core's flags in `KE_CPU_FLAGS`), `cmake/arm-none-eabi.cmake`,
   `library.properties` (Arduino), `library.json` (PlatformIO), `README.md`, `LICENSES/` (the trees' licence files
-  and a NOTICE) and `examples/ke_benchmark/ke_benchmark.ino` (times `ke_invoke` with the DWT cycle counter).
+  and a NOTICE) and the sketch `ke_benchmark.ino` in its examples folder (times `ke_invoke` with the DWT cycle
+  counter).
 
 The arena size is measured, not guessed: the firmware harness is built for the same tree and bisected under QEMU
 (`deploy.tight_arena_image`), as `keras-expander firmware` does.
