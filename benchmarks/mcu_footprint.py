@@ -4,10 +4,12 @@ For the dense and the 90 %- and 95 %-pruned sequential-MNIST LSTM(128), SimpleRN
 main job, examples/sequential_mnist.py, with stop_rule="monitor" so that each reaches its target sparsity), exported
 to full int8, and for each build (plain int8 on TFLM's reference or CMSIS-NN kernels; TFLM DECODE pruning; the
 fused SimpleRNN / GRU ops with dense weights, `ke_fused`; keras_expander's sparse kernels, `ke_sparse`, with
-CMSIS-NN for the model's other ops), it builds the firmware for Cortex-M4F, runs every test sequence under QEMU
-(mps2-an386, -icount shift=0), and records flash, RAM, arena, stack, instructions per inference (counted by QEMU),
-cycles per inference, per MAC and ms at the board's clock (estimates: keras_expander.firmware.cycles on one traced
-sequence), accuracy, and whether every output byte equals the pip TFLite Micro interpreter's. Writes
+CMSIS-NN for the model's other ops), it builds the firmware for each core of --targets (Cortex-M4F by default;
+Cortex-M7, M33 and M55 with the plain and sparse builds that issue 35 compares), runs every test sequence under QEMU
+(the core's board of keras_expander.firmware.toolchain.CORES, -icount shift=0), and records flash, RAM, arena,
+stack, instructions per inference (counted by QEMU), on the Cortex-M4 cycles per inference, per MAC and ms at the
+board's clock (estimates: keras_expander.firmware.cycles on one traced sequence), accuracy, and whether every
+output byte equals the pip TFLite Micro interpreter's. Writes
 results/mcu_footprint.json and results/mcu_footprint.md.
 
 Resumable: trained models and int8 files are kept under --work-dir, and rows already in the JSON (same test
@@ -15,12 +17,14 @@ sample count, with a cycle estimate) are not rerun.
 
   python benchmarks/mcu_footprint.py                 # all rows, all 10,000 test sequences (about 90 min, 2 cores)
   python benchmarks/mcu_footprint.py --test-samples 200 --cells lstm --sparsities 0.9 --out /tmp/mcu
+  python benchmarks/mcu_footprint.py --targets cortex-m7 cortex-m33 cortex-m55 --cells lstm gru --sparsities 0.9
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -36,10 +40,10 @@ import numpy as np  # noqa: E402
 from keras_expander import datasets  # noqa: E402
 from keras_expander.files import write_atomic  # noqa: E402
 from keras_expander.firmware import deploy  # noqa: E402
-from keras_expander.firmware.decode_prune import decode_prune
-from keras_expander.firmware.model_edit import CompressionError
-from keras_expander.firmware.rewrites import kernel_rewrite
-from keras_expander.firmware.toolchain import FirmwareError  # noqa: E402
+from keras_expander.firmware.decode_prune import decode_prune  # noqa: E402
+from keras_expander.firmware.model_edit import CompressionError  # noqa: E402
+from keras_expander.firmware.rewrites import kernel_rewrite  # noqa: E402
+from keras_expander.firmware.toolchain import CORES, FirmwareError  # noqa: E402
 
 # (encoding, kernels). "sparse": keras_expander's sparse kernels for the pruned LSTM / FULLY_CONNECTED ops and the
 # fused SimpleRNN / GRU ops, CMSIS-NN for the model's other ops; "fused": the fused SimpleRNN / GRU ops with dense
@@ -50,6 +54,8 @@ BUILDS = (("plain", "reference"), ("plain", "cmsis_nn"), ("tflm_prune", "referen
 # flash (SimpleRNN(128) at 90 %: 1.56 x the plain model, 4.0 x its CMSIS-NN instructions, measured 2026-11-22), and
 # the GRU's reference-kernel runs would take hours.
 SKIPPED_BUILDS = {"lstm": {"ke_fused"}, "simple_rnn": {"tflm_prune"}, "gru": {"tflm_prune"}}
+# On the other cores: the stock reference build (the byte-exactness criterion), CMSIS-NN and the sparse kernels.
+OTHER_CORE_BUILDS = {("plain", "reference"), ("plain", "cmsis_nn"), ("ke_sparse", "sparse")}
 ROW_FIELDS = ("model_flash_bytes", "image_flash_bytes", "ram_bytes", "arena_bytes", "stack_bytes",
               "instructions_per_inference", "accuracy", "bitexact_vs_tflm_python", "runtime_flash_bytes",
               "data_bytes", "bss_bytes", "instructions_first_inference", "samples", "run_seconds",
@@ -111,8 +117,8 @@ def flash_limit_bytes(content: bytes) -> int:
     return limit
 
 
-def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, folder: str) -> dict:
-    """One row: encode, build, run and measure on Cortex-M4; a refused build becomes a row with `error`."""
+def run_row(content: bytes, target: str, encoding: str, kernels: str, x_test, y_test, folder: str) -> dict:
+    """One row: encode, build, run and measure on `target`; a refused build becomes a row with `error`."""
     row = {"encoding": encoding, "kernels": kernels}
     plain = content
     try:
@@ -126,7 +132,7 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
             row["sparse_ops"] = len(rewrite.sparse_ops)
             row["fused_layers"] = [layer.op for layer in rewrite.fused_layers]
         # Our kernels' outputs are compared with the plain model's under the pip interpreter.
-        report = deploy.deploy(content, x_test, y_test, target="cortex-m4",
+        report = deploy.deploy(content, x_test, y_test, target=target,
                                kernels="cmsis_nn" if kernels in ("sparse", "fused") else kernels, out_dir=folder,
                                reference_content=plain)
     except (CompressionError, FirmwareError) as error:
@@ -137,10 +143,17 @@ def run_row(content: bytes, encoding: str, kernels: str, x_test, y_test, args, f
     return row
 
 
+def build_folder(work_dir: str, target: str, cell: str, sparsity: float, encoding: str, kernels: str) -> str:
+    """Where one row's firmware project and run live (Cortex-M4 rows directly in the model's folder)."""
+    name = f"{encoding}-{kernels}" if target == "cortex-m4" else os.path.join(target, f"{encoding}-{kernels}")
+    return os.path.join(work_dir, f"{cell}-{sparsity:g}", name)
+
+
 def compare_outputs(payload: dict, args, x_test) -> None:
     """Adds to every row, from the output files the device builds wrote:
     `bitexact_vs_stock_reference_build`: equal, byte for byte, to the plain model on TFLM's stock reference kernels
-    built from the same tree (the criterion for encodings and the sparse kernels: same TFLM source);
+    built from the same tree for the same core (the criterion for encodings and the sparse kernels: same TFLM
+    source);
     `mismatched_sequences_vs_tflm_python` and `max_abs_difference_vs_tflm_python` (int8 steps): against the pip
     interpreter, which is built from a newer TFLM commit than the trees. Rows of an earlier run whose files are not
     in --work-dir keep the values that run computed."""
@@ -148,13 +161,13 @@ def compare_outputs(payload: dict, args, x_test) -> None:
     for row in payload["rows"]:
         model = f"{row['cell']}-{row['sparsity']:g}"
         folder = os.path.join(args.work_dir, model)
-        if "error" in row or not os.path.exists(os.path.join(folder, f"{row['encoding']}-{row['kernels']}", "run",
-                                                                  "outputs.bin")):
+        where = lambda encoding, kernels: os.path.join(  # noqa: E731
+            build_folder(args.work_dir, row["target"], row["cell"], row["sparsity"], encoding, kernels), "run",
+            "outputs.bin")
+        if "error" in row or not os.path.exists(where(row["encoding"], row["kernels"])):
             continue
-        outputs = np.fromfile(os.path.join(folder, f"{row['encoding']}-{row['kernels']}", "run", "outputs.bin"),
-                              np.int8).reshape(row["samples"], -1)
-        stock = np.fromfile(os.path.join(folder, "plain-reference", "run", "outputs.bin"),
-                            np.int8).reshape(row["samples"], -1)
+        outputs = np.fromfile(where(row["encoding"], row["kernels"]), np.int8).reshape(row["samples"], -1)
+        stock = np.fromfile(where("plain", "reference"), np.int8).reshape(row["samples"], -1)
         if model not in python_outputs:
             with open(os.path.join(folder, "int8.tflite"), "rb") as stream:
                 plain = stream.read()
@@ -226,15 +239,46 @@ def targets_table(rows: list, find) -> list[str]:
     return lines
 
 
-def to_markdown(payload: dict) -> str:
-    rows = payload["rows"]
-    runs = {}  # (date, command, cell) -> encodings of the rows that command produced
+# Instructions of the 90 %-sparse kernels against CMSIS-NN on the plain model, on every core (issue 35).
+CORE_TARGETS = {("lstm", 0.9): 0.40, ("gru", 0.9): 0.40}
+
+
+def cores_table(rows: list) -> list[str]:
+    """Markdown lines: the plain (reference, CMSIS-NN) and sparse builds on every core, and the sparse build's
+    instructions over CMSIS-NN's on the same core against `CORE_TARGETS`."""
+    lines = ["| core | cell | sparsity | encoding | kernels | model flash (B) | image flash (B) | RAM (B) | "
+             "arena (B) | instructions/inference | accuracy (%) | bit-exact vs stock | "
+             "instructions / plain CMSIS-NN (target) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
+        if ("error" in row or (row["encoding"], row["kernels"]) not in OTHER_CORE_BUILDS
+                or (row["cell"], row["sparsity"]) not in CORE_TARGETS):
+            continue
+        plain = next((r for r in rows if (r["target"], r["cell"], r["sparsity"], r["encoding"], r["kernels"]) ==
+                      (row["target"], row["cell"], row["sparsity"], "plain", "cmsis_nn") and "error" not in r), None)
+        ratio, target = "-", CORE_TARGETS.get((row["cell"], row["sparsity"]))
+        if row["encoding"] == "ke_sparse" and plain is not None:
+            value = row["instructions_per_inference"] / plain["instructions_per_inference"]
+            ratio = f"{value:.3f} (<= {target}): {'met' if target is not None and value <= target else 'NOT met'}"
+        lines.append(f"| {row['target']} | {row['cell']} | {row['sparsity']:g} | {row['encoding']} | "
+                     f"{row['kernels']} | {row['model_flash_bytes']:,} | {row['image_flash_bytes']:,} | "
+                     f"{row['ram_bytes']:,} | {row['arena_bytes']:,} | {row['instructions_per_inference']:,.0f} | "
+                     f"{100 * row['accuracy']:.2f} | {'yes' if row['bitexact_vs_stock_reference_build'] else 'NO'} | "
+                     f"{ratio} |")
+    return lines
+
+
+def to_markdown(payload: dict) -> str:
+    every_core = payload["rows"]
+    rows = [row for row in every_core if row["target"] == "cortex-m4"]
+    runs = {}  # (date, command, cell) -> (core, encoding) of the rows that command produced
+    for row in every_core:
         key = (row.get("date", payload["date"]), row.get("command", payload["command"]), row["cell"])
-        runs.setdefault(key, set()).add(row["encoding"])
+        runs.setdefault(key, set()).add(row["encoding"] if row["target"] == "cortex-m4"
+                                        else f"{row['target']} {row['encoding']}")
     reproduce = "; ".join(f"{cell} {'/'.join(sorted(encodings))} rows: `{command}` ({date})"
                           for (date, command, cell), encodings in sorted(runs.items()))
-    lines = [f"# Pruned recurrent models on a Cortex-M4 (QEMU mps2-an386), {payload['date']}", "",
+    lines = [f"# Pruned recurrent models on Cortex-M cores (QEMU), {payload['date']}", "",
              f"Reproduce: {reproduce}. {payload['test_sequences']:,} sequential-MNIST test sequences per "
              "row, run by the device build. Instructions are counted by QEMU (-icount), not cycles; cycles are an "
              "estimate (the Cortex-M4 manual's timings applied to the instructions QEMU executed for one test "
@@ -308,7 +352,15 @@ def to_markdown(payload: dict) -> str:
               "Where the cycles go (estimate, the traced sequence): the matrix-vector loops (CMSIS-NN's "
               "`arm_nn_vec_mat_mul*`, our `DenseFc`, `SparseFc` and LSTM gate rows `ke_sparse_*_rows_*`) per MAC "
               "they perform, i.e. per non-zero MAC for `ke_sparse` (the output layer's MACs included), and the other "
-              "functions with at least 3 % of the cycles.", "", *cycles_table(rows)]
+              "functions with at least 3 % of the cycles.", "", *cycles_table(rows), "",
+              "## Every core", "",
+              "The Cortex-M4 (mps2-an386), M7 (mps2-an500), M33 (mps2-an505, Secure) and M55 (mps3-an547) builds of "
+              "the same int8 models from the same trees; CMSIS-NN compiles its DSP code for the M4, M7 and M33 and "
+              "its Helium (MVE) code for the M55; our kernels have no Helium path. Instructions are counted by QEMU: "
+              "on the M55 one MVE instruction does the work of up to 16 int8 lanes in several beats, so instruction "
+              "counts understate Helium work and favour CMSIS-NN's Helium kernels less than cycles would; there is "
+              "no cycle model for cores other than the M4 (keras_expander/firmware/cycles.py).", "",
+              *cores_table(every_core)]
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +369,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", nargs="+", choices=("lstm", "simple_rnn", "gru"),
                         default=["lstm", "simple_rnn", "gru"])
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.0, 0.9, 0.95])
+    parser.add_argument("--targets", nargs="+", choices=tuple(CORES), default=["cortex-m4"],
+                        help="Cortex-M cores to build for (default cortex-m4; the others get the plain reference, "
+                             "plain CMSIS-NN and sparse builds)")
     parser.add_argument("--epochs", type=int, default=4, help="training epochs of every model (default 4)")
     parser.add_argument("--test-samples", type=int, default=0, help="0 = all 10,000 test sequences")
     parser.add_argument("--data-dir", default=None)
@@ -337,28 +392,31 @@ def main(argv=None) -> int:
         for row in payload["rows"]:  # rows of earlier runs keep the date and command that produced them
             row.setdefault("date", payload["date"])
             row.setdefault("command", payload["command"])
+            row.setdefault("target", "cortex-m4")
     payload.update(command="python benchmarks/mcu_footprint.py " + " ".join(sys.argv[1:] if argv is None else argv),
                    date=datetime.date.today().isoformat(), test_sequences=int(len(x_test)),
-                   hardware="Cortex-M4F emulated by QEMU 7.2 (mps2-an386); built with arm-none-eabi-gcc 12.2 "
-                            "against ../shared/tflm trees")
+                   hardware="Cortex-M cores emulated by QEMU 7.2 (the boards of toolchain.CORES); built with "
+                            "arm-none-eabi-gcc 12.2 against ../shared/tflm trees")
     for cell in args.cells:
         for sparsity in args.sparsities:
             content, info = train_int8(cell, sparsity, args, representative)
             payload["models"][f"{cell}-{sparsity:g}"] = {**info, "flash_limit_bytes": flash_limit_bytes(content)}
-            for encoding, kernels in BUILDS:
+            for target, (encoding, kernels) in itertools.product(args.targets, BUILDS):
                 if encoding in SKIPPED_BUILDS.get(cell, ()) or (encoding in ("tflm_prune", "ke_sparse")
                                                                 and sparsity == 0):
                     continue  # no tensor of a dense model gets smaller
-                key = {"cell": cell, "sparsity": sparsity, "encoding": encoding, "kernels": kernels}
+                if target != "cortex-m4" and (encoding, kernels) not in OTHER_CORE_BUILDS:
+                    continue
+                key = {"target": target, "cell": cell, "sparsity": sparsity, "encoding": encoding, "kernels": kernels}
                 done = next((r for r in payload["rows"] if all(r.get(k) == v for k, v in key.items())), None)
                 if (done and "error" not in done and done["samples"] == len(x_test)
                         and "cycles_per_inference" in done):  # rows from before the cycle estimate are rerun
                     continue
-                print(f"[run] {cell} {sparsity:g} {encoding} {kernels}: {len(x_test)} sequences on Cortex-M4 ...",
+                print(f"[run] {target} {cell} {sparsity:g} {encoding} {kernels}: {len(x_test)} sequences ...",
                       flush=True)
                 start = time.perf_counter()
-                row = {**key, **run_row(content, encoding, kernels, x_test, y_test, args,
-                                        os.path.join(args.work_dir, f"{cell}-{sparsity:g}", f"{encoding}-{kernels}"))}
+                row = {**key, **run_row(content, target, encoding, kernels, x_test, y_test,
+                                        build_folder(args.work_dir, target, cell, sparsity, encoding, kernels))}
                 row["measured_sparsity"] = info["measured_sparsity"]
                 row.update(date=payload["date"], command=payload["command"])
                 row["flash_limit_bytes"] = payload["models"][f"{cell}-{sparsity:g}"]["flash_limit_bytes"]
@@ -370,7 +428,8 @@ def main(argv=None) -> int:
                 write_atomic(json_path, json.dumps(payload, indent=2))
     compare_outputs(payload, args, x_test)
     builds = [f"{encoding}-{kernels}" for encoding, kernels in BUILDS]
-    payload["rows"].sort(key=lambda r: (r["cell"], r["sparsity"], builds.index(f"{r['encoding']}-{r['kernels']}")))
+    payload["rows"].sort(key=lambda r: (list(CORES).index(r["target"]), r["cell"], r["sparsity"],
+                                        builds.index(f"{r['encoding']}-{r['kernels']}")))
     write_atomic(json_path, json.dumps(payload, indent=2))
     write_atomic(os.path.join(args.out, "mcu_footprint.md"), to_markdown(payload))
     print(to_markdown(payload))
