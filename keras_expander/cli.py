@@ -256,17 +256,18 @@ def run_firmware(args) -> int:
             deploy.board_budget(deploy.board_for(target, args.board), args.flash_kib, args.ram_kib)
         with open(args.tflite_path, "rb") as stream:
             plain = stream.read()
-        if args.data:
+        x_test = y_test = None  # a library runs no test sequence; tflm_prune still verifies its encoding on them
+        if args.data and (not args.library or args.compression == "tflm_prune"):
             arrays = datasets.load_npz(args.data, deploy.model_input_shape(plain), need=("x_test", "y_test"))
             x_test, y_test = arrays["x_test"], arrays["y_test"]
-        else:
+        elif not args.library or args.compression == "tflm_prune":
             (_, _), (x_test, y_test) = datasets.load_train_test(args.dataset, args.data_dir, snr_db=args.snr_db,
                                                                 split_by=args.split_by,
                                                                 speaker_pattern=args.speaker_pattern)
     except (OSError, ValueError) as error:
         print(f"keras-expander firmware: {error}", file=sys.stderr)
         return 2
-    if args.test_samples:
+    if args.test_samples and x_test is not None:
         x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     content, summary = plain, {"compression": args.compression}
     try:

@@ -33,7 +33,7 @@ from keras_expander.files import write_atomic
 from keras_expander.firmware import deploy, device, project
 from keras_expander.firmware.model_edit import tflm_compression
 from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
-from keras_expander.firmware.toolchain import (FirmwareError, Toolchain, core_sources, find_toolchain,
+from keras_expander.firmware.toolchain import (CORES, FirmwareError, Toolchain, core_sources, find_toolchain,
                                                kernel_sources)
 
 LIBRARY_NAME = "ke_model"
@@ -67,7 +67,7 @@ def write_library(model_content: bytes, folder: str | os.PathLike, target: str =
         model_content: A full-int8 `.tflite` flatbuffer (int8 input and output), e.g. `int8.tflite` from
             `keras-expander export` or its rewrite by `rewrites.kernel_rewrite`.
         folder: The library folder to create; it must not exist or be empty.
-        target: The core, "cortex-m4" (`toolchain.TARGETS`, the host excepted).
+        target: The core: "cortex-m4" or another of `toolchain.CORES`.
         kernels: "reference" or "cmsis_nn".
         tree: TFLM source tree; default `toolchain.default_tree(target, kernels)`.
 
@@ -75,14 +75,15 @@ def write_library(model_content: bytes, folder: str | os.PathLike, target: str =
         The library folder (absolute).
 
     Raises:
-        ValueError: `folder` exists and is not an empty folder; `target` is "host" or unknown; the model's input or
-            output is not int8.
+        ValueError: `folder` exists and is not an empty folder; `target` is no Cortex-M core; the model's input
+            or output is not int8.
         FirmwareError: missing tool or tree, an op TFLM lacks, a header collision, or the arena measurement
             failed.
     """
     folder = check_library_folder(folder)
-    if target == "host":
-        raise ValueError(f"Argument `target` must be a Cortex-M core for a library. Received: target={target!r}")
+    if target not in CORES:
+        raise ValueError(f"Argument `target` must be a Cortex-M core for a library, one of {tuple(CORES)}. "
+                         f"Received: target={target!r}")
     toolchain = find_toolchain(target, kernels, tree)
     io = _int8_io(model_content)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +183,8 @@ def measured_arena_bytes(model_content: bytes, toolchain: Toolchain, workdir: Pa
         FirmwareError: a build or run failure, or no arena up to the probe size works.
     """
     registrations = project.write_project(model_content, workdir, toolchain.tree)
-    project.write_linker_script(toolchain.tree, workdir, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES,
-                                device.STACK_BYTES, device.HEAP_BYTES)
+    project.write_linker_script(toolchain.tree, workdir, toolchain.core.code_bytes, toolchain.core.ram_bytes,
+                                device.STACK_BYTES, device.HEAP_BYTES, toolchain.target)
     probe = np.zeros((1, input_bytes), np.int8)
     return deploy.tight_arena_image(toolchain, workdir, registrations, probe)[1]
 
