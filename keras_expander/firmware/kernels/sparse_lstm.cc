@@ -213,6 +213,324 @@ __asm__(R"(
   .purgem KE_ROWS
   .text
 )");
+
+// TFLM's Sigmoid16 / Tanh16 table interpolation as one SMLAD over a signed
+// index (in >> 9, in >> 8): each word packs (lo << 16) | slope with the
+// sign's mirror image, the rounding and the output offset folded in, so the
+// only per-sign term is the accumulator's (in >> 31). sigmoid = SMLAD(e,
+// (512 << 16) | (in & 511), 2^24 + (in >> 31)) >> 10 for in = 3x, tanh =
+// SMLAD(e, (256 << 16) | (in & 255), 128 + (in >> 31)) >> 8 with the index
+// saturated to [-256, 255] (entries -256 and 255 are TFLM's saturated value,
+// slope 0). Prepare checks every word against tflite::sigmoid_table_uint16
+// (PairsMatchTflm) and otherwise keeps the C++ passes.
+constexpr int kSigmoidPairsMid = 192;
+constexpr int kTanhPairsMid = 256;
+alignas(4) constexpr uint32_t kSigmoidPairs[2 * kSigmoidPairsMid] = {
+    0x80170001, 0x80180001, 0x80190001, 0x801a0001, 0x801b0001, 0x801c0001,
+    0x801d0001, 0x801e0002, 0x80200001, 0x80210001, 0x80220002, 0x80240001,
+    0x80250002, 0x80270001, 0x80280002, 0x802a0002, 0x802c0002, 0x802e0002,
+    0x80300001, 0x80310003, 0x80340002, 0x80360002, 0x80380002, 0x803a0003,
+    0x803d0002, 0x803f0003, 0x80420003, 0x80450003, 0x80480003, 0x804b0003,
+    0x804e0003, 0x80510003, 0x80540004, 0x80580004, 0x805c0003, 0x805f0004,
+    0x80630005, 0x80680004, 0x806c0004, 0x80700005, 0x80750005, 0x807a0005,
+    0x807f0006, 0x80850005, 0x808a0006, 0x80900006, 0x80960006, 0x809c0007,
+    0x80a30007, 0x80aa0007, 0x80b10008, 0x80b90007, 0x80c00008, 0x80c80009,
+    0x80d10009, 0x80da0009, 0x80e30009, 0x80ec000a, 0x80f6000b, 0x8101000b,
+    0x810c000b, 0x8117000c, 0x8123000c, 0x812f000d, 0x813c000d, 0x8149000e,
+    0x8157000f, 0x8166000f, 0x8175000f, 0x81840011, 0x81950011, 0x81a60012,
+    0x81b80012, 0x81ca0013, 0x81dd0015, 0x81f20014, 0x82060016, 0x821c0017,
+    0x82330018, 0x824b0018, 0x8263001a, 0x827d001b, 0x8298001c, 0x82b4001d,
+    0x82d1001e, 0x82ef0020, 0x830f0021, 0x83300022, 0x83520023, 0x83750026,
+    0x839b0026, 0x83c10028, 0x83e9002a, 0x8413002c, 0x843f002d, 0x846c0030,
+    0x849c0031, 0x84cd0033, 0x85000035, 0x85350038, 0x856d003a, 0x85a7003c,
+    0x85e3003e, 0x86210041, 0x86620044, 0x86a60046, 0x86ec004a, 0x8736004c,
+    0x8782004f, 0x87d10052, 0x88230056, 0x88790059, 0x88d2005d, 0x892f0060,
+    0x898f0064, 0x89f30068, 0x8a5b006c, 0x8ac70070, 0x8b370075, 0x8bac0079,
+    0x8c25007e, 0x8ca30082, 0x8d250088, 0x8dad008c, 0x8e390092, 0x8ecb0097,
+    0x8f62009e, 0x900000a2, 0x90a200a9, 0x914b00af, 0x91fa00b6, 0x92b000bc,
+    0x936c00c3, 0x942f00ca, 0x94f900d1, 0x95ca00d8, 0x96a200e0, 0x978200e7,
+    0x986900f0, 0x995900f8, 0x9a510100, 0x9b510108, 0x9c590111, 0x9d6a011b,
+    0x9e850123, 0x9fa8012c, 0xa0d40136, 0xa20a0140, 0xa34a0149, 0xa4930154,
+    0xa5e7015d, 0xa7440168, 0xa8ac0172, 0xaa1e017d, 0xab9b0187, 0xad220192,
+    0xaeb4019c, 0xb05001a8, 0xb1f801b2, 0xb3aa01be, 0xb56801c8, 0xb73001d3,
+    0xb90301de, 0xbae101e9, 0xbcca01f4, 0xbebe01ff, 0xc0bd0209, 0xc2c60214,
+    0xc4da021e, 0xc6f80228, 0xc9200232, 0xcb52023c, 0xcd8e0245, 0xcfd3024f,
+    0xd2220257, 0xd4790260, 0xd6d90268, 0xd9410270, 0xdbb10278, 0xde29027e,
+    0xe0a70285, 0xe32c028b, 0xe5b70291, 0xe8480295, 0xeadd029b, 0xed78029e,
+    0xf01602a2, 0xf2b802a4, 0xf55c02a8, 0xf80402a8, 0xfaac02aa, 0xfd5602ab,
+    0x000102ab, 0x02ac02aa, 0x055602a8, 0x07fe02a8, 0x0aa602a4, 0x0d4a02a2,
+    0x0fec029e, 0x128a029b, 0x15250295, 0x17ba0291, 0x1a4b028b, 0x1cd60285,
+    0x1f5b027e, 0x21d90278, 0x24510270, 0x26c10268, 0x29290260, 0x2b890257,
+    0x2de0024f, 0x302f0245, 0x3274023c, 0x34b00232, 0x36e20228, 0x390a021e,
+    0x3b280214, 0x3d3c0209, 0x3f4501ff, 0x414401f4, 0x433801e9, 0x452101de,
+    0x46ff01d3, 0x48d201c8, 0x4a9a01be, 0x4c5801b2, 0x4e0a01a8, 0x4fb2019c,
+    0x514e0192, 0x52e00187, 0x5467017d, 0x55e40172, 0x57560168, 0x58be015d,
+    0x5a1b0154, 0x5b6f0149, 0x5cb80140, 0x5df80136, 0x5f2e012c, 0x605a0123,
+    0x617d011b, 0x62980111, 0x63a90108, 0x64b10100, 0x65b100f8, 0x66a900f0,
+    0x679900e7, 0x688000e0, 0x696000d8, 0x6a3800d1, 0x6b0900ca, 0x6bd300c3,
+    0x6c9600bc, 0x6d5200b6, 0x6e0800af, 0x6eb700a9, 0x6f6000a2, 0x7002009e,
+    0x70a00097, 0x71370092, 0x71c9008c, 0x72550088, 0x72dd0082, 0x735f007e,
+    0x73dd0079, 0x74560075, 0x74cb0070, 0x753b006c, 0x75a70068, 0x760f0064,
+    0x76730060, 0x76d3005d, 0x77300059, 0x77890056, 0x77df0052, 0x7831004f,
+    0x7880004c, 0x78cc004a, 0x79160046, 0x795c0044, 0x79a00041, 0x79e1003e,
+    0x7a1f003c, 0x7a5b003a, 0x7a950038, 0x7acd0035, 0x7b020033, 0x7b350031,
+    0x7b660030, 0x7b96002d, 0x7bc3002c, 0x7bef002a, 0x7c190028, 0x7c410026,
+    0x7c670026, 0x7c8d0023, 0x7cb00022, 0x7cd20021, 0x7cf30020, 0x7d13001e,
+    0x7d31001d, 0x7d4e001c, 0x7d6a001b, 0x7d85001a, 0x7d9f0018, 0x7db70018,
+    0x7dcf0017, 0x7de60016, 0x7dfc0014, 0x7e100015, 0x7e250013, 0x7e380012,
+    0x7e4a0012, 0x7e5c0011, 0x7e6d0011, 0x7e7e000f, 0x7e8d000f, 0x7e9c000f,
+    0x7eab000e, 0x7eb9000d, 0x7ec6000d, 0x7ed3000c, 0x7edf000c, 0x7eeb000b,
+    0x7ef6000b, 0x7f01000b, 0x7f0c000a, 0x7f160009, 0x7f1f0009, 0x7f280009,
+    0x7f310009, 0x7f3a0008, 0x7f420007, 0x7f490008, 0x7f510007, 0x7f580007,
+    0x7f5f0007, 0x7f660006, 0x7f6c0006, 0x7f720006, 0x7f780005, 0x7f7d0006,
+    0x7f830005, 0x7f880005, 0x7f8d0005, 0x7f920004, 0x7f960004, 0x7f9a0005,
+    0x7f9f0004, 0x7fa30003, 0x7fa60004, 0x7faa0004, 0x7fae0003, 0x7fb10003,
+    0x7fb40003, 0x7fb70003, 0x7fba0003, 0x7fbd0003, 0x7fc00003, 0x7fc30002,
+    0x7fc50003, 0x7fc80002, 0x7fca0002, 0x7fcc0002, 0x7fce0003, 0x7fd10001,
+    0x7fd20002, 0x7fd40002, 0x7fd60002, 0x7fd80002, 0x7fda0001, 0x7fdb0002,
+    0x7fdd0001, 0x7fde0002, 0x7fe00001, 0x7fe10001, 0x7fe20002, 0x7fe40001,
+    0x7fe50001, 0x7fe60001, 0x7fe70001, 0x7fe80001, 0x7fe90001, 0x7fea0001};
+alignas(4) constexpr uint32_t kTanhPairs[2 * kTanhPairsMid] = {
+    0x80010000, 0x80010001, 0x80020000, 0x80020000, 0x80020000, 0x80020000,
+    0x80020000, 0x80020000, 0x80020000, 0x80020000, 0x80020000, 0x80020001,
+    0x80030000, 0x80030000, 0x80030000, 0x80030000, 0x80030000, 0x80030000,
+    0x80030000, 0x80030001, 0x80040000, 0x80040000, 0x80040000, 0x80040000,
+    0x80040000, 0x80040001, 0x80050000, 0x80050000, 0x80050000, 0x80050000,
+    0x80050001, 0x80060000, 0x80060000, 0x80060000, 0x80060001, 0x80070000,
+    0x80070000, 0x80070000, 0x80070001, 0x80080000, 0x80080000, 0x80080001,
+    0x80090000, 0x80090001, 0x800a0000, 0x800a0000, 0x800a0001, 0x800b0000,
+    0x800b0001, 0x800c0000, 0x800c0001, 0x800d0000, 0x800d0001, 0x800e0000,
+    0x800e0001, 0x800f0001, 0x80100000, 0x80100001, 0x80110001, 0x80120001,
+    0x80130000, 0x80130001, 0x80140001, 0x80150001, 0x80160001, 0x80170001,
+    0x80180001, 0x80190001, 0x801a0001, 0x801b0001, 0x801c0001, 0x801d0002,
+    0x801f0001, 0x80200001, 0x80210002, 0x80230001, 0x80240002, 0x80260001,
+    0x80270002, 0x80290002, 0x802b0002, 0x802d0002, 0x802f0001, 0x80300003,
+    0x80330002, 0x80350002, 0x80370002, 0x80390003, 0x803c0002, 0x803e0003,
+    0x80410003, 0x80440003, 0x80470003, 0x804a0003, 0x804d0003, 0x80500003,
+    0x80530004, 0x80570004, 0x805b0003, 0x805e0004, 0x80620005, 0x80670004,
+    0x806b0004, 0x806f0005, 0x80740005, 0x80790005, 0x807e0006, 0x80840005,
+    0x80890006, 0x808f0006, 0x80950006, 0x809b0007, 0x80a20007, 0x80a90007,
+    0x80b00008, 0x80b80007, 0x80bf0008, 0x80c70009, 0x80d00009, 0x80d90009,
+    0x80e20009, 0x80eb000a, 0x80f5000b, 0x8100000b, 0x810b000b, 0x8116000c,
+    0x8122000c, 0x812e000d, 0x813b000d, 0x8148000e, 0x8156000f, 0x8165000f,
+    0x8174000f, 0x81830011, 0x81940011, 0x81a50012, 0x81b70012, 0x81c90013,
+    0x81dc0015, 0x81f10014, 0x82050016, 0x821b0017, 0x82320018, 0x824a0018,
+    0x8262001a, 0x827c001b, 0x8297001c, 0x82b3001d, 0x82d0001e, 0x82ee0020,
+    0x830e0021, 0x832f0022, 0x83510023, 0x83740026, 0x839a0026, 0x83c00028,
+    0x83e8002a, 0x8412002c, 0x843e002d, 0x846b0030, 0x849b0031, 0x84cc0033,
+    0x84ff0035, 0x85340038, 0x856c003a, 0x85a6003c, 0x85e2003e, 0x86200041,
+    0x86610044, 0x86a50046, 0x86eb004a, 0x8735004c, 0x8781004f, 0x87d00052,
+    0x88220056, 0x88780059, 0x88d1005d, 0x892e0060, 0x898e0064, 0x89f20068,
+    0x8a5a006c, 0x8ac60070, 0x8b360075, 0x8bab0079, 0x8c24007e, 0x8ca20082,
+    0x8d240088, 0x8dac008c, 0x8e380092, 0x8eca0097, 0x8f61009e, 0x8fff00a2,
+    0x90a100a9, 0x914a00af, 0x91f900b6, 0x92af00bc, 0x936b00c3, 0x942e00ca,
+    0x94f800d1, 0x95c900d8, 0x96a100e0, 0x978100e7, 0x986800f0, 0x995800f8,
+    0x9a500100, 0x9b500108, 0x9c580111, 0x9d69011b, 0x9e840123, 0x9fa7012c,
+    0xa0d30136, 0xa2090140, 0xa3490149, 0xa4920154, 0xa5e6015d, 0xa7430168,
+    0xa8ab0172, 0xaa1d017d, 0xab9a0187, 0xad210192, 0xaeb3019c, 0xb04f01a8,
+    0xb1f701b2, 0xb3a901be, 0xb56701c8, 0xb72f01d3, 0xb90201de, 0xbae001e9,
+    0xbcc901f4, 0xbebd01ff, 0xc0bc0209, 0xc2c50214, 0xc4d9021e, 0xc6f70228,
+    0xc91f0232, 0xcb51023c, 0xcd8d0245, 0xcfd2024f, 0xd2210257, 0xd4780260,
+    0xd6d80268, 0xd9400270, 0xdbb00278, 0xde28027e, 0xe0a60285, 0xe32b028b,
+    0xe5b60291, 0xe8470295, 0xeadc029b, 0xed77029e, 0xf01502a2, 0xf2b702a4,
+    0xf55b02a8, 0xf80302a8, 0xfaab02aa, 0xfd5502ab, 0x000002ab, 0x02ab02aa,
+    0x055502a8, 0x07fd02a8, 0x0aa502a4, 0x0d4902a2, 0x0feb029e, 0x1289029b,
+    0x15240295, 0x17b90291, 0x1a4a028b, 0x1cd50285, 0x1f5a027e, 0x21d80278,
+    0x24500270, 0x26c00268, 0x29280260, 0x2b880257, 0x2ddf024f, 0x302e0245,
+    0x3273023c, 0x34af0232, 0x36e10228, 0x3909021e, 0x3b270214, 0x3d3b0209,
+    0x3f4401ff, 0x414301f4, 0x433701e9, 0x452001de, 0x46fe01d3, 0x48d101c8,
+    0x4a9901be, 0x4c5701b2, 0x4e0901a8, 0x4fb1019c, 0x514d0192, 0x52df0187,
+    0x5466017d, 0x55e30172, 0x57550168, 0x58bd015d, 0x5a1a0154, 0x5b6e0149,
+    0x5cb70140, 0x5df70136, 0x5f2d012c, 0x60590123, 0x617c011b, 0x62970111,
+    0x63a80108, 0x64b00100, 0x65b000f8, 0x66a800f0, 0x679800e7, 0x687f00e0,
+    0x695f00d8, 0x6a3700d1, 0x6b0800ca, 0x6bd200c3, 0x6c9500bc, 0x6d5100b6,
+    0x6e0700af, 0x6eb600a9, 0x6f5f00a2, 0x7001009e, 0x709f0097, 0x71360092,
+    0x71c8008c, 0x72540088, 0x72dc0082, 0x735e007e, 0x73dc0079, 0x74550075,
+    0x74ca0070, 0x753a006c, 0x75a60068, 0x760e0064, 0x76720060, 0x76d2005d,
+    0x772f0059, 0x77880056, 0x77de0052, 0x7830004f, 0x787f004c, 0x78cb004a,
+    0x79150046, 0x795b0044, 0x799f0041, 0x79e0003e, 0x7a1e003c, 0x7a5a003a,
+    0x7a940038, 0x7acc0035, 0x7b010033, 0x7b340031, 0x7b650030, 0x7b95002d,
+    0x7bc2002c, 0x7bee002a, 0x7c180028, 0x7c400026, 0x7c660026, 0x7c8c0023,
+    0x7caf0022, 0x7cd10021, 0x7cf20020, 0x7d12001e, 0x7d30001d, 0x7d4d001c,
+    0x7d69001b, 0x7d84001a, 0x7d9e0018, 0x7db60018, 0x7dce0017, 0x7de50016,
+    0x7dfb0014, 0x7e0f0015, 0x7e240013, 0x7e370012, 0x7e490012, 0x7e5b0011,
+    0x7e6c0011, 0x7e7d000f, 0x7e8c000f, 0x7e9b000f, 0x7eaa000e, 0x7eb8000d,
+    0x7ec5000d, 0x7ed2000c, 0x7ede000c, 0x7eea000b, 0x7ef5000b, 0x7f00000b,
+    0x7f0b000a, 0x7f150009, 0x7f1e0009, 0x7f270009, 0x7f300009, 0x7f390008,
+    0x7f410007, 0x7f480008, 0x7f500007, 0x7f570007, 0x7f5e0007, 0x7f650006,
+    0x7f6b0006, 0x7f710006, 0x7f770005, 0x7f7c0006, 0x7f820005, 0x7f870005,
+    0x7f8c0005, 0x7f910004, 0x7f950004, 0x7f990005, 0x7f9e0004, 0x7fa20003,
+    0x7fa50004, 0x7fa90004, 0x7fad0003, 0x7fb00003, 0x7fb30003, 0x7fb60003,
+    0x7fb90003, 0x7fbc0003, 0x7fbf0003, 0x7fc20002, 0x7fc40003, 0x7fc70002,
+    0x7fc90002, 0x7fcb0002, 0x7fcd0003, 0x7fd00001, 0x7fd10002, 0x7fd30002,
+    0x7fd50002, 0x7fd70002, 0x7fd90001, 0x7fda0002, 0x7fdc0001, 0x7fdd0002,
+    0x7fdf0001, 0x7fe00001, 0x7fe10002, 0x7fe30001, 0x7fe40001, 0x7fe50001,
+    0x7fe60001, 0x7fe70001, 0x7fe80001, 0x7fe90001, 0x7fea0001, 0x7feb0001,
+    0x7fec0001, 0x7fed0000, 0x7fed0001, 0x7fee0001, 0x7fef0001, 0x7ff00000,
+    0x7ff00001, 0x7ff10001, 0x7ff20000, 0x7ff20001, 0x7ff30000, 0x7ff30001,
+    0x7ff40000, 0x7ff40001, 0x7ff50000, 0x7ff50001, 0x7ff60000, 0x7ff60000,
+    0x7ff60001, 0x7ff70000, 0x7ff70001, 0x7ff80000, 0x7ff80000, 0x7ff80001,
+    0x7ff90000, 0x7ff90000, 0x7ff90000, 0x7ff90001, 0x7ffa0000, 0x7ffa0000,
+    0x7ffa0000, 0x7ffa0001, 0x7ffb0000, 0x7ffb0000, 0x7ffb0000, 0x7ffb0000,
+    0x7ffb0001, 0x7ffc0000, 0x7ffc0000, 0x7ffc0000, 0x7ffc0000, 0x7ffc0000,
+    0x7ffc0001, 0x7ffd0000, 0x7ffd0000, 0x7ffd0000, 0x7ffd0000, 0x7ffd0000,
+    0x7ffd0000, 0x7ffd0000, 0x7ffd0001, 0x7ffe0000, 0x7ffe0000, 0x7ffe0000,
+    0x7ffe0000, 0x7ffe0000, 0x7ffe0000, 0x7ffe0000, 0x7ffe0000, 0x7ffe0000,
+    0x7ffe0001, 0x7fff0000};
+
+struct CellPassArgs {
+  const int16_t* forget;     // 0: gate pre-activations (Q3.12)
+  const int16_t* input;      // 4
+  const int16_t* cell;       // 8
+  int16_t* state;            // 12: cell state, updated in place
+  int16_t* state_end;        // 16
+  int32_t input_round;       // 20: 2^r + 1 (input Mul shifts right by r)
+  int32_t input_shift;       // 24: r + 1
+  const uint32_t* sigmoid;   // 28: kSigmoidPairs + kSigmoidPairsMid
+  const uint32_t* tanh;      // 32: kTanhPairs + kTanhPairsMid
+  int32_t clip;              // 36: quantized cell clip (clip variant)
+};
+static_assert(offsetof(CellPassArgs, clip) == 36, "assembly field offsets");
+
+// Whether the tables are those tflite::sigmoid_table_uint16 gives.
+bool PairsMatchTflm() {
+  const uint16_t* t = tflite::sigmoid_table_uint16;
+  const auto pack = [](int32_t hi, int32_t lo) {
+    return (static_cast<uint32_t>(hi) << 16) | static_cast<uint16_t>(lo);
+  };
+  for (int j = -kSigmoidPairsMid; j < kSigmoidPairsMid; ++j) {
+    const int k = j >= 0 ? j : -j - 1;
+    const int32_t lo = j >= 0 ? t[k] + 1 - 32768 : 32769 - t[k + 1];
+    if (kSigmoidPairs[j + kSigmoidPairsMid] != pack(lo, t[k + 1] - t[k])) {
+      return false;
+    }
+  }
+  for (int j = -kTanhPairsMid; j < kTanhPairsMid; ++j) {
+    const int k = j >= 0 ? j : -j - 1;
+    const bool saturated = k == 255;  // |in| >= 255 * 256
+    const int32_t slope = saturated ? 0 : t[k + 1] - t[k];
+    const int32_t lo = j >= 0 ? t[k] - 32768
+                              : 32768 - (saturated ? t[255] : t[k + 1]);
+    if (kTanhPairs[j + kTanhPairsMid] != pack(lo, slope)) return false;
+  }
+  return true;
+}
+
+extern "C" {
+// CellPass<false, true> when both cell Muls have multiplier 2^30 and the
+// forget Mul shifts right by 14 (TFLM's Q0.15 x cell-scale Muls); the clip
+// variant clamps the new cell state to [-clip, clip] instead of int16.
+void ke_sparse_lstm_cell_pass(const CellPassArgs* args);
+void ke_sparse_lstm_cell_pass_clip(const CellPassArgs* args);
+}
+
+// A Mul by 2^30 with right shift r, RequantizeFast's SMMULR(2p, 2^30) =
+// (p + 1) >> 1 followed by its rounding shift, is one shift of p:
+// (p + 2^r + 1 + 2 * (p >> 31)) >> (r + 1); the sign of p = s * v (s >= 0 a
+// sigmoid) is that of v, or p = 0 where both signs give 0.
+// Registers: r0-r3 forget, input, cell, state; r4, r5 the tables; r6 2^24,
+// r7 128, r8 2^14 + 1 (the forget Mul's rounding); r9-r12, lr the element;
+// [sp] state_end, [sp, #4] input_round, [sp, #8] input_shift, [sp, #12]
+// -clip. About 52 cycles an element, 57 with the clip (GCC's loop and
+// clip loop: about 107 and 11).
+__asm__(R"(
+  .syntax unified
+  .thumb
+  .macro KE_CELL_PASS name, clip
+  .section .text.\name, "ax", %progbits
+  .align 2
+  .global \name
+  .type \name, %function
+  .thumb_func
+\name:
+  push {r4-r11, lr}
+  ldr r9, [r0, #16]
+  ldr r10, [r0, #20]
+  ldr r11, [r0, #24]
+  ldr r12, [r0, #36]
+  ldr r4, [r0, #28]
+  ldr r5, [r0, #32]
+  ldr r1, [r0, #4]
+  ldr r2, [r0, #8]
+  ldr r3, [r0, #12]
+  ldr r0, [r0, #0]
+  rsb r12, r12, #0
+  push {r9-r12}
+  cmp r3, r9
+  beq 9f
+  mov.w r6, #0x1000000
+  movs r7, #128
+  movw r8, #16385
+  .align 2
+1:
+  ldrsh.w r9, [r1], #2
+  ldrsh.w lr, [r2], #2
+  add.w r9, r9, r9, lsl #1
+  add.w lr, lr, lr, lsl #1
+  asr.w r10, r9, #9
+  ssat r11, #9, lr, asr #8
+  ldr.w r10, [r4, r10, lsl #2]
+  ldr.w r11, [r5, r11, lsl #2]
+  mov.w r12, #0x2000000
+  bfi r12, r9, #0, #9
+  add.w r9, r6, r9, asr #31
+  smlad r9, r10, r12, r9
+  mov.w r12, #0x1000000
+  bfi r12, lr, #0, #8
+  add.w lr, r7, lr, asr #31
+  smlad lr, r11, r12, lr
+  lsr.w r9, r9, #10
+  asr.w lr, lr, #8
+  ldr r10, [sp, #4]
+  ldr r11, [sp, #8]
+  smlabb r9, r9, lr, r10
+  add.w r9, r9, lr, asr #31
+  add.w r9, r9, lr, asr #31
+  asr.w r9, r9, r11
+  ssat r9, #16, r9
+  ldrsh.w r10, [r0], #2
+  ldrsh.w lr, [r3]
+  add.w r10, r10, r10, lsl #1
+  asr.w r11, r10, #9
+  mov.w r12, #0x2000000
+  bfi r12, r10, #0, #9
+  add.w r10, r6, r10, asr #31
+  ldr.w r11, [r4, r11, lsl #2]
+  smlad r10, r11, r12, r10
+  .if \clip
+  ldr r11, [sp, #12]
+  .endif
+  lsr.w r10, r10, #10
+  smlabb r10, r10, lr, r8
+  add.w r10, r10, lr, asr #31
+  add.w r10, r10, lr, asr #31
+  ssat r10, #16, r10, asr #15
+  add r9, r10
+  .if \clip
+  cmp r9, r11
+  it lt
+  movlt r9, r11
+  neg r11, r11
+  cmp r9, r11
+  it gt
+  movgt r9, r11
+  .else
+  ssat r9, #16, r9
+  .endif
+  strh r9, [r3], #2
+  ldr r12, [sp]
+  cmp r3, r12
+  bne 1b
+9:
+  add sp, #16
+  pop {r4-r11, pc}
+  .size \name, . - \name
+  .endm
+  KE_CELL_PASS ke_sparse_lstm_cell_pass, 0
+  KE_CELL_PASS ke_sparse_lstm_cell_pass_clip, 1
+  .purgem KE_CELL_PASS
+  .text
+)");
 #else
 #define KE_SPARSE_USE_ASM 0
 #endif
@@ -285,6 +603,10 @@ struct OpDataSparseLstm {
     int32_t tanh_round;
     bool clip_cell;     // cell_clip > 0, as UpdateLstmCell tests it
     int16_t cell_clip;  // quantized
+    // Cortex-M4: CellPass<false, true> runs ke_sparse_lstm_cell_pass.
+    bool cell_asm;
+    int32_t cell_asm_round;  // 2^r + 1, r the input Mul's right shift
+    int32_t cell_asm_shift;  // r + 1
   } ew;
 };
 
@@ -421,13 +743,16 @@ void CellPass(const int16_t* forget, const int16_t* input, const int16_t* cell,
         sparse::SaturateInt16(RequantizeProduct<kFast>(in * g, iq, ifq));
     cell_state[i] = static_cast<int16_t>(sparse::SaturateInt16(kept + added));
   }
-  if (data.ew.clip_cell) {
-    const int32_t clip = data.ew.cell_clip;
-    for (int i = 0; i < n; ++i) {
-      const int32_t c = cell_state[i];
-      cell_state[i] =
-          static_cast<int16_t>(c > clip ? clip : (c < -clip ? -clip : c));
-    }
+}
+
+// UpdateLstmCell's Clipping, after the cell pass.
+void ClipCellState(int n, const OpDataSparseLstm& data, int16_t* cell_state) {
+  if (!data.ew.clip_cell) return;
+  const int32_t clip = data.ew.cell_clip;
+  for (int i = 0; i < n; ++i) {
+    const int32_t c = cell_state[i];
+    cell_state[i] =
+        static_cast<int16_t>(c > clip ? clip : (c < -clip ? -clip : c));
   }
 }
 
@@ -685,12 +1010,31 @@ void SparseLstmStep(const LstmStepManager& step, const OpDataSparseLstm& data,
       step.CellStateOffset();
   const int n = n_batch * n_cell;
   const bool sigmoid = lstm.cell_gate_nonlinear_type == kTfLiteActSigmoid;
-  if (data.ew.fast_mul) {
-    (sigmoid ? &CellPass<true, true> : &CellPass<false, true>)(
-        forget_gate, input_gate, cell_gate, n, data, cell_state);
-  } else {
-    (sigmoid ? &CellPass<true, false> : &CellPass<false, false>)(
-        forget_gate, input_gate, cell_gate, n, data, cell_state);
+#if KE_SPARSE_USE_ASM
+  if (data.ew.cell_asm && !sigmoid) {
+    const CellPassArgs args = {forget_gate,
+                               input_gate,
+                               cell_gate,
+                               cell_state,
+                               cell_state + n,
+                               data.ew.cell_asm_round,
+                               data.ew.cell_asm_shift,
+                               kSigmoidPairs + kSigmoidPairsMid,
+                               kTanhPairs + kTanhPairsMid,
+                               data.ew.cell_clip};
+    (data.ew.clip_cell ? ke_sparse_lstm_cell_pass_clip
+                       : ke_sparse_lstm_cell_pass)(&args);
+  } else  // NOLINT(readability/braces)
+#endif
+  {
+    if (data.ew.fast_mul) {
+      (sigmoid ? &CellPass<true, true> : &CellPass<false, true>)(
+          forget_gate, input_gate, cell_gate, n, data, cell_state);
+    } else {
+      (sigmoid ? &CellPass<true, false> : &CellPass<false, false>)(
+          forget_gate, input_gate, cell_gate, n, data, cell_state);
+    }
+    ClipCellState(n, data, cell_state);
   }
 
   int16_t* output_gate = buffers.buffer0;  // forget gate no longer needed
@@ -900,6 +1244,21 @@ TfLiteStatus SparseLstmPrepare(TfLiteContext* context, TfLiteNode* node) {
     data->ew.tanh_round = 1 << (-tanh_left_shift - 1);
   }
   data->ew.clip_cell = lstm.cell_state_info.cell_clip > 0;
+#if KE_SPARSE_USE_ASM
+  // The assembly's Muls: by 2^30, the forget Mul shifting right by 14 and
+  // the input Mul by r <= 29 (so 2^r + 1 + |i * g| < 2^31).
+  const int32_t input_mul_shift = -inter.input_mul_params.output_shift;
+  data->ew.cell_asm =
+      data->ew.fast_mul &&
+      inter.forget_cell_mul_params.output_multiplier == (1 << 30) &&
+      inter.forget_cell_mul_params.output_shift == -14 &&
+      inter.input_mul_params.output_multiplier == (1 << 30) &&
+      input_mul_shift <= 29 && PairsMatchTflm();
+  if (data->ew.cell_asm) {
+    data->ew.cell_asm_round = (1 << input_mul_shift) + 1;
+    data->ew.cell_asm_shift = input_mul_shift + 1;
+  }
+#endif
   data->ew.cell_clip = lstm.cell_state_info.quantized_cell_clip;
 
   // The stock kernel's four gate/scratch buffers, same sizes.
