@@ -156,6 +156,25 @@ def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outpu
         np.testing.assert_array_equal(outputs, expected, err_msg=f"{encoding} library vs the stock firmware")
 
 
+def test_library_example_sketch_compiles_without_a_warning(models, tmp_path):
+    """The Arduino sketch, against a stub Arduino.h, with the board's CMSIS names (the device header) and without
+    them (its own register definitions), at -Wall -Wextra -Werror."""
+    toolchain = require_toolchain("cortex-m4")
+    library = write_library(models["plain"], tmp_path / "lib", "cortex-m4", "reference")
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub" / "Arduino.h").write_text(
+        "#include <stdint.h>\nstruct SerialStub {\n  void begin(int) {}\n  explicit operator bool() const { return "
+        "true; }\n  template <class T> void print(T) {}\n  template <class T> void println(T) {}\n};\n"
+        "extern SerialStub Serial;\ninline void delay(unsigned long) {}\n")
+    cpu = [flag for flag in toolchain.flags if flag.startswith("-m")]
+    for cmsis in ([], ["-DARMCM4", "-include", "ARMCM4.h"]):
+        command = [toolchain.cxx, "-std=c++17", *cpu, "-Wall", "-Wextra", "-Werror", *cmsis, f"-I{tmp_path / 'stub'}",
+                   f"-I{library / 'src'}", "-x", "c++", "-c", str(library / "examples/ke_benchmark/ke_benchmark.ino"),
+                   "-o", str(tmp_path / "sketch.o")]
+        compiled = subprocess.run(command, capture_output=True, text=True)
+        assert compiled.returncode == 0, compiled.stderr[-2000:]
+
+
 def check_library_contents(library: Path, toolchain, encoding: str) -> None:
     """No path back to our package, the TFLM trees or their common parent; only the kernels the model registers;
     the manifests, licences and example."""

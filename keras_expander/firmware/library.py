@@ -650,5 +650,7 @@ no compile flags to libraries: add these to `compiler.c.extra_flags` and `compil
 ## PlatformIO
 
 Put this folder under `lib/` of your project (or `lib_deps = file://path/to/this/folder`); `library.json` gives
-the flags. The example: `examples/ke_benchmark/ke_benchmark.ino`.
+the flags. TFLM needs C++17: where the framework defaults to an older standard, add `build_unflags = -std=gnu++11
+-std=gnu++14` and `build_flags = -std=gnu++17` to `platformio.ini`. The example:
+`examples/ke_benchmark/ke_benchmark.ino`.
 """
