@@ -23,13 +23,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from keras_expander import __version__
-from keras_expander.files import write_atomic
+from keras_expander.files import staged_folder, write_atomic
 from keras_expander.firmware import deploy, device, project
 from keras_expander.firmware.model_edit import tflm_compression
 from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
@@ -58,7 +57,8 @@ def write_library(model_content: bytes, folder: str | os.PathLike, target: str =
     """Writes a source library of the model for one core, to add to one's own build (CMake, Zephyr, ESP-IDF
     wrapper, Arduino, PlatformIO).
 
-    The folder is written whole or not at all: a staging folder beside it is renamed onto it at the end.
+    The folder is written whole or not at all: a staging folder beside it takes its place at the end
+    (`files.staged_folder`).
 
     Example:
         >>> write_library(open("int8.tflite", "rb").read(), "ke_model_lib", "cortex-m4", "cmsis_nn")
@@ -86,15 +86,8 @@ def write_library(model_content: bytes, folder: str | os.PathLike, target: str =
                          f"Received: target={target!r}")
     toolchain = find_toolchain(target, kernels, tree)
     io = _int8_io(model_content)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
-    try:
-        _write(model_content, staging, toolchain, io)
-        if folder.exists():
-            folder.rmdir()  # empty, checked above
-        os.rename(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_folder(folder, "folder") as staging:  # the whole library or nothing (an empty folder stays empty)
+        _write(model_content, Path(staging), toolchain, io)
     return folder
 
 
