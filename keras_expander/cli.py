@@ -294,9 +294,10 @@ def run_firmware(args) -> int:
                       f"unrolled ops) -> {layer.op}", flush=True)
             for note in rewrite.notes:
                 print(f"note: {note}", flush=True)
+            checked = ("" if args.library else "; the firmware's outputs are checked against the plain model under "
+                       "the TFLite Micro interpreter")
             print(f"keras_expander kernels: {len(plain):,} -> {len(content):,} bytes ({len(rewrite.fused_layers)} "
-                  f"fused layer(s), {len(rewrite.sparse_ops)} sparse op(s)); the firmware's outputs are checked "
-                  f"against the plain model under the TFLite Micro interpreter", flush=True)
+                  f"fused layer(s), {len(rewrite.sparse_ops)} sparse op(s)){checked}", flush=True)
         if args.library:
             print(f"writing the library for {builds[0][0]} with {builds[0][1]} kernels (the arena is measured "
                   f"under QEMU) ...", flush=True)
