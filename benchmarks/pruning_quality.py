@@ -104,7 +104,8 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
     row = {
         "cell": cell, "method": method, "target_sparsity": sparsity if method != "dense" else 0.0,
         "stop_rule": stop_rule if method == "expander" else "", "seed": seed,
-        "mask_policy": mask_policy if method == "expander" else "", "base": base if method == "expander" else "", "test_accuracy": float(accuracy),
+        "mask_policy": mask_policy if method == "expander" else "", "base": base if method == "expander" else "",
+        "test_accuracy": float(accuracy),
         "measured_sparsity": summary.sparsity, "worst_delta_r": summary.worst_delta_r,
         "worst_delta_s": summary.worst_delta_s, "worst_weighted_delta_r": summary.worst_weighted_delta_r,
         "isolated_nodes": summary.isolated_nodes,

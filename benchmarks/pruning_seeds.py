@@ -246,7 +246,8 @@ def to_markdown(payload: dict) -> str:
         lines += ["", "## Beside Zhang and Stadie (ICLR 2020), 95 % sparsity", "",
                   "Their setting differs: 400 units (ours: the units above), their own training budget, and "
                   "validation error (ours: test error on the 10,000 test images). Published: "
-                  + "; ".join(f"{cell}: " + ", ".join(f"{name} {value:.2f} %" for name, value in PUBLISHED[cell].items())
+                  + "; ".join(f"{cell}: " + ", ".join(f"{name} {value:.2f} %"
+                                                      for name, value in PUBLISHED[cell].items())
                               for cell in sorted({s["cell"] for s in published})) + ".", "",
                   "| cell | method | test error (%), mean (min-max) | published counterpart (%) |", "|---|---|---|---|"]
         for s in published:

@@ -95,8 +95,9 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
 
 def import_tensorflow_quietly() -> None:
     """Loads TensorFlow with its start-up log lines held back, for command-line entry points: TensorFlow writes
-    them to the C-level stderr before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them. They are shown if the import fails. A TF_CPP_MIN_LOG_LEVEL the user set
-    is kept; otherwise C++ log lines are hidden (real failures still raise Python errors)."""
+    them to the C-level stderr before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them. They are
+    shown if the import fails. A TF_CPP_MIN_LOG_LEVEL the user set is kept; otherwise C++ log lines are hidden
+    (real failures still raise Python errors)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved = os.dup(2)

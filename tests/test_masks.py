@@ -67,7 +67,8 @@ def test_random_biregular_is_seeded():
 
 def test_lstm_policies_act_per_gate():
     weights = np.random.default_rng(6).normal(size=(16, 64))
-    weights[:, :16] = 100 + np.abs(weights[:, :16])  # gate i dominates: magnitude takes its edges, per-gate policies do not
+    # gate i dominates: magnitude takes its edges, per-gate policies do not
+    weights[:, :16] = 100 + np.abs(weights[:, :16])
     per_gate = masks.compute_mask(weights, 0.75, "degree_floor_magnitude", num_gates=4)
     for block in np.split(per_gate, 4, axis=1):
         assert block.sum() == 64

@@ -122,9 +122,9 @@ def test_stereo_clip_is_mixed_down_to_the_mean_of_its_channels(tmp_path):
 
 
 def wake_word_folder(root, labels=("hey_device", "other", "stop")):
-    for l, label in enumerate(labels):
+    for k, label in enumerate(labels):
         for s, speaker in enumerate(("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi")):
-            write_wav(root / label / f"{speaker}_{l}.wav", tone(1000 + 10 * l + s, 12000), rate=22050)
+            write_wav(root / label / f"{speaker}_{k}.wav", tone(1000 + 10 * k + s, 12000), rate=22050)
     return root
 
 
@@ -192,9 +192,9 @@ def test_audio_folder_on_a_release_follows_its_official_lists(tmp_path):
 
 def label_speaker_folder(root, labels=("down", "go", "up"), speakers=("alice", "bob", "carol", "dave", "erin")):
     """<label>/<label>_<speaker>_0.wav: the text before the first "_" is the label, not the speaker."""
-    for l, label in enumerate(labels):
+    for k, label in enumerate(labels):
         for s, speaker in enumerate(speakers):
-            write_wav(root / label / f"{label}_{speaker}_0.wav", tone(2000 + 10 * l + s))
+            write_wav(root / label / f"{label}_{speaker}_0.wav", tone(2000 + 10 * k + s))
     return root
 
 

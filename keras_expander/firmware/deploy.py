@@ -295,7 +295,16 @@ def within_tolerance(report: "FirmwareReport") -> bool:
     return report.max_abs_difference <= limit
 
 
-def _check_cmsis_nn_decode(ops: list[str], kernels: str) -> None:
+def check_cmsis_nn_decode(ops: list[str], kernels: str) -> None:
+    """Refuses a DECODE-compressed LSTM on CMSIS-NN kernels, which cannot run it.
+
+    Args:
+        ops: The model's op names (builtin names and custom codes).
+        kernels: "reference" or "cmsis_nn".
+
+    Raises:
+        FirmwareError: kernels is "cmsis_nn" and the ops hold both TFLM_DECODE and UNIDIRECTIONAL_SEQUENCE_LSTM.
+    """
     if kernels == "cmsis_nn" and "TFLM_DECODE" in ops and "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops:
         raise FirmwareError(
             "CMSIS-NN's UNIDIRECTIONAL_SEQUENCE_LSTM precomputes kernel sums from constant weights in Prepare, so "
@@ -394,7 +403,7 @@ def deploy(model_content: bytes, x: np.ndarray, y: np.ndarray | None = None, tar
         shutil.rmtree(folder)
     start = time.perf_counter()
     registrations = project.write_project(model_content, folder, toolchain.tree)
-    _check_cmsis_nn_decode(list(registrations), kernels)
+    check_cmsis_nn_decode(list(registrations), kernels)
     if toolchain.core:
         project.write_linker_script(toolchain.tree, folder, toolchain.core.code_bytes, toolchain.core.ram_bytes,
                                     device.STACK_BYTES, device.HEAP_BYTES, target)

@@ -173,8 +173,8 @@ def tflm_fully_connected_params(input_q, weight_scale, output_q, activation: int
         [input_offset, multiplier, shift, output_offset, act_min, act_max].
     """
     # GetQuantizedConvolutionMultipler (kernel_util.cc of the TFLM trees we build against, commit 90b983c; see
-    # docs/deployment.md) multiplies the two scales in float, then divides in double; the double product of newer TFLM (the pip build) changes the multiplier's low
-    # bits and, rarely, an output by one step.
+    # docs/deployment.md) multiplies the two scales in float, then divides in double; the double product of newer
+    # TFLM (the pip build) changes the multiplier's low bits and, rarely, an output by one step.
     product = np.float32(input_q[0]) * np.float32(weight_scale)
     multiplier, shift = quantize_multiplier(float(product) / float(output_q[0]))
     return [-input_q[1], multiplier, shift, output_q[1], *activation_range(activation, *output_q)]

@@ -33,7 +33,7 @@ from keras_expander.firmware import deploy, device, project
 from keras_expander.firmware.model_edit import tflm_compression
 from keras_expander.firmware.ops import KERNELS_DIR, CustomOp
 from keras_expander.firmware.toolchain import (CORES, FirmwareError, Toolchain, core_sources, find_toolchain,
-                                               kernel_sources)
+                                               is_kernel_path, kernel_sources)
 
 LIBRARY_NAME = "ke_model"
 ARENA_ALIGNMENT = 16  # bytes; TFLM aligns its arena to 16, the measured size assumes an aligned start
@@ -131,7 +131,7 @@ def _write(model_content: bytes, out: Path, toolchain: Toolchain, io: dict) -> N
     src = out / "src"
     src.mkdir()
     registrations = project.resolve_ops(project.model_ops(model_content), toolchain.tree)
-    deploy._check_cmsis_nn_decode(list(registrations), toolchain.kernels)
+    deploy.check_cmsis_nn_decode(list(registrations), toolchain.kernels)
     arena_bytes = measured_arena_bytes(model_content, toolchain, out / "arena_probe", io["input"]["bytes"])
     shutil.rmtree(out / "arena_probe")
     project.write_model_data(model_content, src)
@@ -147,8 +147,8 @@ def _write(model_content: bytes, out: Path, toolchain: Toolchain, io: dict) -> N
     (out / "cmake").mkdir()
     write_atomic(out / "cmake" / "arm-none-eabi.cmake", _TOOLCHAIN_FILE)
     sources = sorted(path for path in placed if path.endswith((".cc", ".c")))
-    kernel_destinations = {_destination(toolchain, path) for path in kernel_files}
-    fast = [path for path in sources if _is_kernel(path, kernel_destinations)]
+    our_names = {source.name for source in ours}
+    fast = [path for path in sources if is_kernel_path(None if path in our_names else path)]
     write_atomic(out / "CMakeLists.txt", _cmake_lists(toolchain, [p for p in sources if p not in fast], fast))
     write_atomic(out / "library.properties", _arduino_properties(toolchain))
     write_atomic(out / "library.json", _platformio_manifest(toolchain))
@@ -190,11 +190,6 @@ def _device_header(toolchain: Toolchain) -> str | None:
 
 def _include_roots(toolchain: Toolchain) -> list[Path]:
     return [Path(flag[2:]) for flag in toolchain.include_flags] + [KERNELS_DIR]
-
-
-def _is_kernel(relative: str, kernel_files: set[str]) -> bool:
-    """Compiled at -O2 as TFLM's Makefile does (kernels, CMSIS-NN, ours); the rest of the core at -Os."""
-    return relative in kernel_files or "/kernels/" in relative or relative.startswith("third_party/cmsis_nn")
 
 
 def _destination(toolchain: Toolchain, source: Path) -> str:

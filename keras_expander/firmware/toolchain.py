@@ -390,9 +390,19 @@ def _object_path(cache: Path, toolchain: Toolchain, source: Path, out_folder: Pa
     return Path(out_folder) / (source.stem + ".o"), False
 
 
-def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
-    relative = source.relative_to(toolchain.tree).as_posix() if source.is_relative_to(toolchain.tree) else None
+def is_kernel_path(relative: str | None) -> bool:
+    """Whether a source compiles at -O2, as TFLM's Makefile compiles kernels, rather than at the core's -Os.
+
+    Args:
+        relative: The source's path in the tree (a kernel folder's or CMSIS-NN's source is a kernel), or None for
+            a source outside the tree (ours: kernels and harness).
+    """
     return relative is None or "/kernels/" in relative or relative.startswith("third_party/cmsis_nn")
+
+
+def _is_kernel(toolchain: Toolchain, source: Path) -> bool:
+    return is_kernel_path(source.relative_to(toolchain.tree).as_posix() if source.is_relative_to(toolchain.tree)
+                          else None)
 
 
 def compile_objects(toolchain: Toolchain, sources: list[Path], out_folder: Path | None = None,

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MASK_POLICIES = ("magnitude", "per_gate_magnitude", "degree_floor_magnitude", "right_regular_magnitude", "random_biregular", "random")
+MASK_POLICIES = ("magnitude", "per_gate_magnitude", "degree_floor_magnitude", "right_regular_magnitude",
+                 "random_biregular", "random")
 
 
 def kept_edges(size: int, sparsity: float) -> int:
