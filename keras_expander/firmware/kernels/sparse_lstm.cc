@@ -39,18 +39,19 @@
 // widened to int16 (the hidden state is widened by the previous step's hidden
 // update), so the inner loop per non-zero is one index load, one value load,
 // one activation load and one multiply-accumulate. On Cortex-M4 the gate rows
-// with one-byte indices run Thumb-2 assembly (below): about 17 instructions
+// with one-byte indices run Thumb-2 assembly (below): about 15 instructions
 // per gate row and matrix (count, table branch, requantization, saturation,
 // store) plus 4 per non-zero. The recurrent product is added into the gate
 // buffer in place, so the stock kernel's fourth scratch buffer (its recurrent
 // FC output) is free to hold the widened hidden state. Per step: forget,
 // input and cell gate pre-activations, one fused pass for their
 // nonlinearities and the cell update, the output gate, one fused pass for the
-// hidden update and output (about 160 instructions per cell and step).
-// Measured (results/mcu_footprint.md: GCC 12 -O2, QEMU instruction counts,
-// sequential-MNIST LSTM(128), 28 steps): 1.95 M instructions per inference
-// at 90 % sparsity and 1.51 M at 95 %, against 6.14 M for CMSIS-NN's dense
-// kernel and 25.2 M for TFLM's reference kernel.
+// hidden update and output (on Cortex-M4 both in assembly as well: about 85
+// instructions per cell and step). Measured (GCC 12 -O2, QEMU instruction
+// counts, sequential-MNIST LSTM(128), 28 steps): 1.59 M instructions per
+// inference (2.01 M cycles, estimate) at 90 % sparsity and 1.14 M (1.50 M
+// cycles) at 95 %, against 6.14 M instructions for CMSIS-NN's dense kernel
+// and 25.2 M for TFLM's reference kernel.
 //
 // Arena: the stock kernel's four n_batch x n_cell int16 scratch buffers plus
 // n_input int16 (times n_batch when time major) for the widened input.
@@ -480,7 +481,7 @@ void ke_sparse_lstm_cell_pass_clip(const CellPassArgs* args);
 // Registers: r0-r3 forget, input, cell, state; r4, r5 the tables; r6 2^24,
 // r7 128, r8 2^14 + 1 (the forget Mul's rounding); r9-r12, lr the element;
 // [sp] state_end, [sp, #4] input_round, [sp, #8] input_shift, [sp, #12]
-// -clip. About 52 cycles an element, 57 with the clip (GCC's loop and
+// -clip. About 50 cycles an element, 58 with the clip (GCC's loop and
 // clip loop: about 107 and 11).
 __asm__(R"(
   .syntax unified
@@ -612,7 +613,7 @@ void ke_sparse_lstm_hidden_pass(const HiddenPassArgs* args);
 // Registers: r0 output_gate, r1 cell_state, r2 output, r3 hidden16, r4, r5
 // the tables, r6 2^24, r7 128, r8 multiplier, r9 rounding, r10-r12, lr the
 // element; [sp] cell_end, [sp, #4] right_shift, [sp, #8] hidden_offset,
-// [sp, #12] tanh_multiplier. About 35 cycles an element (GCC's: about 80).
+// [sp, #12] tanh_multiplier. About 40 cycles an element (GCC's: about 80).
 __asm__(R"(
   .syntax unified
   .thumb
