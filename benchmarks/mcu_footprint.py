@@ -193,7 +193,7 @@ def cycle_ratio(row: dict, other: dict) -> float | None:
 
 
 # The matrix-vector loops among the estimate's functions: CMSIS-NN's int8 kernels and our dense and sparse row loops.
-MATRIX_LOOPS = re.compile(r"vec_mat_mul|SparseFc|DenseFc|_rows_")
+MATRIX_LOOPS = re.compile(r"vec_mat_mul|SparseFc|DenseFc|_rows(_|$)")
 
 
 def cycles_table(rows: list) -> list[str]:
@@ -350,7 +350,8 @@ def to_markdown(payload: dict) -> str:
               "stock reference kernels built from the same tree.", "", "Targets of the sparse kernels (`ke_sparse` "
               "against the plain model on CMSIS-NN):", "", *targets_table(rows, find), "",
               "Where the cycles go (estimate, the traced sequence): the matrix-vector loops (CMSIS-NN's "
-              "`arm_nn_vec_mat_mul*`, our `DenseFc`, `SparseFc` and LSTM gate rows `ke_sparse_*_rows_*`) per MAC "
+              "`arm_nn_vec_mat_mul*`, our `DenseFc`, `SparseFc` and assembly row loops `ke_sparse_*_rows_*` and "
+              "`ke_fused_rnn_fc_rows*`) per MAC "
               "they perform, i.e. per non-zero MAC for `ke_sparse` (the output layer's MACs included), and the other "
               "functions with at least 3 % of the cycles.", "", *cycles_table(rows), "",
               "## Every core", "",
