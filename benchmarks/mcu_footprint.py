@@ -358,9 +358,10 @@ def to_markdown(payload: dict) -> str:
               "The Cortex-M4 (mps2-an386), M7 (mps2-an500), M33 (mps2-an505, Secure) and M55 (mps3-an547) builds of "
               "the same int8 models from the same trees; CMSIS-NN compiles its DSP code for the M4, M7 and M33 and "
               "its Helium (MVE) code for the M55; our kernels have no Helium path. Instructions are counted by QEMU: "
-              "on the M55 one MVE instruction does the work of up to 16 int8 lanes in several beats, so instruction "
-              "counts understate Helium work and favour CMSIS-NN's Helium kernels less than cycles would; there is "
-              "no cycle model for cores other than the M4 (keras_expander/firmware/cycles.py).", "",
+              "on the M55 one MVE instruction works on 16 int8 lanes in several beats, so instruction counts "
+              "understate the cycles of CMSIS-NN's Helium kernels more than those of our scalar kernels: the ratios "
+              "below flatter CMSIS-NN there. There is no cycle model for cores other than the M4 "
+              "(keras_expander/firmware/cycles.py).", "",
               *cores_table(every_core)]
     return "\n".join(lines) + "\n"
 
