@@ -1,8 +1,10 @@
 """The source library (`keras_expander.firmware.library`, `keras-expander firmware --library`): copied alone to a
 clean folder it refers to nothing of ours or of the TFLM trees, builds as a static library with CMake and an
 arm-none-eabi toolchain file without a warning at -Wall, and, linked into a small semihosting program and run
-under QEMU, gives outputs identical byte for byte to the stock firmware build (`deploy.deploy`, reference kernels)
-of the same model, plain and rewritten to our sparse kernels.
+under QEMU on its core's board, gives outputs identical byte for byte to the stock firmware build of the same core
+(`deploy.deploy`, reference kernels) of the same model, plain and rewritten to our sparse kernels. The Cortex-M4
+(reference kernels) runs by default; every other core of `toolchain.CORES`, and the Cortex-M55 library with
+CMSIS-NN (its Helium code) and our sparse kernels, with `make test-slow`.
 
 These tests need the Arm toolchain, QEMU, CMake and Ninja (skipped without them, as test_firmware.py says).
 """
@@ -21,6 +23,7 @@ from keras_expander import cli
 from keras_expander.firmware import deploy, device, project
 from keras_expander.firmware.library import write_library
 from keras_expander.firmware.rewrites import kernel_rewrite
+from keras_expander.firmware.toolchain import CORES, startup_sources
 from keras_expander.tflite import export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,18 +68,26 @@ int main(void) {
 }
 """
 
-# The board side: CMSIS start-up from the tree (newlib's rdimon crt0 clears .bss and calls main), the QEMU
-# board's linker script; the library comes in through add_subdirectory and gives the core's flags.
+# The board side: the core's CMSIS start-up from the tree (newlib's rdimon crt0 clears .bss and calls main), its
+# QEMU board's linker script; the library comes in through add_subdirectory and gives the core's flags.
 APP_CMAKE = """cmake_minimum_required(VERSION 3.16)
 project(ke_library_test C CXX)
-add_subdirectory(${KE_LIBRARY} ke_model)
-add_executable(app main.cc startup_ARMCM4.c system_ARMCM4.c)
-target_compile_definitions(app PRIVATE ARMCM4 ARMCM4_FP)
+add_subdirectory(${{KE_LIBRARY}} ke_model)
+add_executable(app main.cc startup_{device}.c system_{device}.c)
+target_compile_definitions(app PRIVATE {defines})
 set_source_files_properties(main.cc PROPERTIES COMPILE_OPTIONS "-Wall;-Wextra;-Werror")
 target_link_libraries(app PRIVATE ke_model)
-target_link_options(app PRIVATE -T${CMAKE_CURRENT_SOURCE_DIR}/link.ld --specs=nano.specs --specs=rdimon.specs
+target_link_options(app PRIVATE -T${{CMAKE_CURRENT_SOURCE_DIR}}/link.ld --specs=nano.specs --specs=rdimon.specs
                     -Wl,--gc-sections)
 """
+
+# (target, kernels, encodings): the Cortex-M4 with reference kernels by default, the other cores with `-m slow`,
+# the Cortex-M55 also with CMSIS-NN (Helium) and our sparse kernels on CMSIS-NN; each against the stock
+# reference firmware of its core.
+CASES = [pytest.param("cortex-m4", "reference", id="cortex-m4"),
+         *(pytest.param(target, "reference", id=target, marks=pytest.mark.slow)
+           for target in CORES if target != "cortex-m4"),
+         pytest.param("cortex-m55", "cmsis_nn", id="cortex-m55-cmsis_nn", marks=pytest.mark.slow)]
 
 
 def require_cmake():
@@ -94,25 +105,35 @@ def models():
 
 @pytest.fixture(scope="module")
 def stock_outputs(models, tmp_path_factory):
-    """Inputs and the stock Cortex-M4 firmware's outputs (reference kernels, plain model), uint8 (N, bytes)."""
-    require_toolchain("cortex-m4")
-    x = sequences(12, seed=7)
-    report = deploy.deploy(models["plain"], x, target="cortex-m4", kernels="reference",
-                           out_dir=tmp_path_factory.mktemp("stock") / "fw")
-    outputs = np.fromfile(Path(report.project_dir) / "run" / "outputs.bin", np.uint8).reshape(len(x), -1)
-    return deploy.device_inputs(models["plain"], x), outputs
+    """target -> inputs and that core's stock firmware outputs (reference kernels, plain model), uint8 (N, bytes);
+    each core built once per module."""
+    built = {}
+
+    def outputs(target: str) -> tuple[np.ndarray, np.ndarray]:
+        if target not in built:
+            require_toolchain(target)
+            x = sequences(12, seed=7)
+            report = deploy.deploy(models["plain"], x, target=target, kernels="reference",
+                                   out_dir=tmp_path_factory.mktemp(f"stock-{target}") / "fw")
+            expected = np.fromfile(Path(report.project_dir) / "run" / "outputs.bin", np.uint8).reshape(len(x), -1)
+            built[target] = deploy.device_inputs(models["plain"], x), expected
+        return built[target]
+
+    return outputs
 
 
-def build_app(library: Path, folder: Path, tree: Path) -> tuple[Path, str]:
-    """Builds the test program against `library` with CMake and Ninja (again in `folder`'s build folder if there
-    is one); returns (ELF image, build log)."""
+def build_app(library: Path, folder: Path, toolchain) -> tuple[Path, str]:
+    """Builds the test program against `library` for the toolchain's core with CMake and Ninja (again in
+    `folder`'s build folder if there is one); returns (ELF image, build log)."""
+    core, tree = toolchain.core, toolchain.tree
     folder.mkdir(exist_ok=True)
     (folder / "main.cc").write_text(MAIN)
-    (folder / "CMakeLists.txt").write_text(APP_CMAKE)
-    for name in ("startup_ARMCM4.c", "system_ARMCM4.c"):
-        shutil.copyfile(tree / "third_party/cmsis/Cortex_DFP/Device/ARMCM4/Source" / name, folder / name)
-    project.write_linker_script(tree, folder, device.QEMU_FLASH_BYTES, device.QEMU_RAM_BYTES, device.STACK_BYTES,
-                                device.HEAP_BYTES)
+    defines = " ".join([core.device, *(flag.removeprefix("-D") for flag in core.device_defines)])
+    (folder / "CMakeLists.txt").write_text(APP_CMAKE.format(device=core.device, defines=defines))
+    for source in startup_sources(toolchain):
+        shutil.copyfile(source, folder / source.name)
+    project.write_linker_script(tree, folder, core.code_bytes, core.ram_bytes, device.STACK_BYTES, device.HEAP_BYTES,
+                                core.target)
     configure = subprocess.run(
         ["cmake", "-G", "Ninja", "-S", str(folder), "-B", str(folder / "build"), f"-DKE_LIBRARY={library}",
          f"-DCMAKE_TOOLCHAIN_FILE={library / 'cmake' / 'arm-none-eabi.cmake'}", "-DCMAKE_C_FLAGS=-Wall",
@@ -125,27 +146,29 @@ def build_app(library: Path, folder: Path, tree: Path) -> tuple[Path, str]:
     return folder / "build" / "app", log
 
 
-def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outputs, tmp_path):
+@pytest.mark.parametrize("target, kernels", CASES)
+def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outputs, target, kernels, tmp_path):
     """The plain model's library, then the ke_sparse one written over it in the same place and rebuilt in the same
-    build folder (TFLM's files keep the tree's times, so only what changed recompiles)."""
-    toolchain = require_toolchain("cortex-m4")
+    build folder (TFLM's files keep the tree's times, so only what changed recompiles); both against the stock
+    reference firmware of the same core."""
+    toolchain = require_toolchain(target, kernels)
     require_cmake()
+    inputs, expected = stock_outputs(target)
     library = tmp_path / "clean" / "ke_model"
     for encoding in ("plain", "ke_sparse"):
-        written = write_library(models[encoding], tmp_path / "written", "cortex-m4", "reference")
+        written = write_library(models[encoding], tmp_path / "written", target, kernels)
         shutil.rmtree(library, ignore_errors=True)
         shutil.copytree(written, library)
         shutil.rmtree(written)
         check_library_contents(library, toolchain, encoding)
         app = tmp_path / "app"
-        image, log = build_app(library, app, toolchain.tree)
+        image, log = build_app(library, app, toolchain)
         warnings = [line for line in log.splitlines() if "warning:" in line]
-        assert not warnings, "\n".join(warnings[:20])
+        assert not warnings, f"{target} {kernels} {encoding}:\n" + "\n".join(warnings[:20])
         assert (app / "build" / "ke_model" / "libke_model.a").is_file()
         compiled = len(re.findall(r"Building CX*X? object", log))
         assert encoding == "plain" or compiled < 12, f"{compiled} files recompiled for a new model"
 
-        inputs, expected = stock_outputs
         run_dir = tmp_path / f"run-{encoding}"
         run_dir.mkdir()
         device.write_inputs(run_dir / "inputs.bin", inputs)
@@ -153,7 +176,8 @@ def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outpu
                                     timeout_s=300, cwd=run_dir)
         assert result.returncode == 0 and "KE done" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
         outputs = np.fromfile(run_dir / "outputs.bin", np.uint8).reshape(len(inputs), -1)
-        np.testing.assert_array_equal(outputs, expected, err_msg=f"{encoding} library vs the stock firmware")
+        np.testing.assert_array_equal(outputs, expected,
+                                      err_msg=f"{target} {kernels} {encoding} library vs the stock firmware")
 
 
 def test_library_example_sketch_compiles_without_a_warning(models, tmp_path):
