@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # recurrent state reset before each sequence, as the firmware harness does.
 MAIN = """#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "ke_model.h"
@@ -66,9 +67,26 @@ int main(void) {
   puts("KE done");
   return 0;
 }
+
+// Start-up as the firmware harness does it (-nostartfiles): newlib's rdimon crt0 hangs on the Cortex-M55 board.
+// CMSIS' reset handler calls _start: clear .bss, run the constructors, open semihosting, main, exit.
+extern "C" void _init(void) {}
+extern "C" void _fini(void) {}
+extern "C" {
+void* __dso_handle = &__dso_handle;
+}
+extern "C" void __libc_init_array(void);
+extern "C" void initialise_monitor_handles(void);
+extern "C" __attribute__((noreturn)) void _start(void) {
+  extern uint32_t __bss_start__, __bss_end__;
+  for (uint32_t* word = &__bss_start__; word < &__bss_end__; ++word) *word = 0;
+  __libc_init_array();
+  initialise_monitor_handles();
+  exit(main());
+}
 """
 
-# The board side: the core's CMSIS start-up from the tree (newlib's rdimon crt0 clears .bss and calls main), its
+# The board side: the core's CMSIS start-up from the tree (its reset handler calls MAIN's _start), its
 # QEMU board's linker script; the library comes in through add_subdirectory and gives the core's flags.
 APP_CMAKE = """cmake_minimum_required(VERSION 3.16)
 project(ke_library_test C CXX)
@@ -78,7 +96,7 @@ target_compile_definitions(app PRIVATE {defines})
 set_source_files_properties(main.cc PROPERTIES COMPILE_OPTIONS "-Wall;-Wextra;-Werror")
 target_link_libraries(app PRIVATE ke_model)
 target_link_options(app PRIVATE -T${{CMAKE_CURRENT_SOURCE_DIR}}/link.ld --specs=nano.specs --specs=rdimon.specs
-                    -Wl,--gc-sections)
+                    -nostartfiles -Wl,--gc-sections)
 """
 
 # (target, kernels, encodings): the Cortex-M4 with reference kernels by default, the other cores with `-m slow`,
