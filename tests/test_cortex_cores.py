@@ -6,7 +6,8 @@ to these cores; a board of another core than --target is refused.
 
 Needs the Arm toolchain, QEMU and the TFLM trees, like tests/test_firmware.py (skipped without them). From an
 empty firmware cache each core compiles two TFLM core archives (reference and CMSIS-NN, a few minutes on two
-cores; about 100 s per core); the Cortex-M55 (Helium) runs by default, the M7 and M33 with `make test-slow`.
+cores; about 100 s per core), so all three run with `make test-slow`; by default tests/test_library.py builds the
+Cortex-M55 (Helium) library and compares it with that core's reference build.
 """
 
 import numpy as np
@@ -25,8 +26,8 @@ def lstm_int8():
     return export.convert(tiny_model("lstm", 16, 0.8), "int8", sequences(64, seed=5))[0]
 
 
-@pytest.mark.parametrize("target", [pytest.param("cortex-m7", marks=pytest.mark.slow),
-                                    pytest.param("cortex-m33", marks=pytest.mark.slow), "cortex-m55"])
+@pytest.mark.parametrize("target", [pytest.param(target, marks=pytest.mark.slow)
+                                    for target in ("cortex-m7", "cortex-m33", "cortex-m55")])
 def test_core_builds_equal_its_reference_build_byte_for_byte(lstm_int8, target, tmp_path):
     require_toolchain(target, "cmsis_nn")
     x = sequences(4)
