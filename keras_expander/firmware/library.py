@@ -182,12 +182,6 @@ def measured_arena_bytes(model_content: bytes, toolchain: Toolchain, workdir: Pa
     return deploy.tight_arena_image(toolchain, workdir, registrations, probe)[1]
 
 
-def _device_header(toolchain: Toolchain) -> str | None:
-    """The CMSIS device header the flags name (CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE), e.g. "ARMCM4.h"."""
-    found = re.search(r'HEADER_FILE="([^"]+)"', " ".join(toolchain.flags))
-    return found.group(1) if found else None
-
-
 def _include_roots(toolchain: Toolchain) -> list[Path]:
     return [Path(flag[2:]) for flag in toolchain.include_flags] + [KERNELS_DIR]
 
@@ -221,11 +215,11 @@ def copy_include_closure(toolchain: Toolchain, sources: list[Path], src: Path) -
     for source in sources:
         placed[_destination(toolchain, source)] = source
         queue.append((source, _destination(toolchain, source)))
-    device_header = _device_header(toolchain)
-    if device_header:  # included through a macro (CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE), invisible below
-        header = next(root / device_header for root in roots if (root / device_header).is_file())
-        placed[device_header] = header
-        queue.append((header, device_header))
+    # Included through a macro (CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE), so invisible to the scan below.
+    device_header = toolchain.core.device_header
+    header = next(root / device_header for root in roots if (root / device_header).is_file())
+    placed[device_header] = header
+    queue.append((header, device_header))
     while queue:
         origin, destination = queue.pop()
         for bracket, name in _INCLUDE.findall(origin.read_text(errors="replace")):
@@ -594,7 +588,8 @@ string when your toolchain file already gives the core's flags. `cmake/arm-none-
 arm-none-eabi-gcc toolchain file: `cmake -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/arm-none-eabi.cmake -B build`,
 then `cmake --build build` builds `libke_model.a` alone. Your board gives the start-up code, linker script and
 `SystemCoreClock`; TFLM's Cortex-M port includes the CMSIS device header that
-`CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE` names (`{_device_header(toolchain)}`, shipped in `src/`) for its timer only.
+`CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE` names (`{toolchain.core.device_header}`, shipped in `src/`) for its
+timer only.
 
 ## Zephyr
 

@@ -60,6 +60,11 @@ class CortexCore:
         """The core's name for reports, e.g. "Cortex-M33"."""
         return "Cortex-" + self.target.split("-")[1].upper()
 
+    @property
+    def device_header(self) -> str:
+        """The CMSIS device header, e.g. "ARMCM4.h" (TFLM's Cortex-M port includes it through a macro)."""
+        return f"{self.device}.h"
+
 
 # The QEMU boards' memories: mps2-an386 and mps2-an500, 4 MiB SSRAM at 0x0 and 4 MiB at 0x20000000 (25 MHz);
 # mps2-an505 boots Secure, so the Secure aliases of its 4 MiB SSRAM (0x10000000) and of its 2 x 2 MiB SSRAM
@@ -142,7 +147,8 @@ class Toolchain:
         if self.core:
             device = self.core.device
             flags += [*self.core.cpu_flags, "-mthumb", "-DTF_LITE_MCU_DEBUG_LOG", f"-D{device}",
-                      *self.core.device_defines, f'-DCMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE="{device}.h"',
+                      *self.core.device_defines,
+                      f'-DCMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE="{self.core.device_header}"',
                       "-DKE_CORTEX_M"]
         else:
             flags += _HOST_FLAGS
