@@ -227,6 +227,7 @@ def sequential_mnist(data_dir: str | os.PathLike | None = None):
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_ARCHIVE = "cifar10_jpeg.tar.gz"
+CIFAR10_ORDER_SEED = 0  # the fixed order in which the offline archive's images are returned (numpy permutation)
 
 
 def default_cache_dir() -> Path:
@@ -286,7 +287,8 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
     Offline, the JPEG archive ``cifar10/cifar10_jpeg.tar.gz`` (layout ``train|test/<class>/NNNN.jpg``) is decoded
     once and cached as an .npz in `cache_dir`. That copy is JPEG quality 75: per-channel means match the original
     to 1e-4, standard deviations are about 0.002 lower, so results are close to, not identical with, results on
-    the original pickles.
+    the original pickles. The archive is ordered by class; its images are returned in a fixed shuffled order
+    (`CIFAR10_ORDER_SEED`), as the original batches are, so that every slice of a split holds every class.
 
     Args:
         data_dir: Folder holding ``cifar10/`` (default $KERAS_EXPANDER_DATA); only without either, TensorFlow
@@ -310,6 +312,13 @@ def sequential_cifar10(data_dir: str | os.PathLike | None = None, cache_dir: str
         stamp = f"{archive.stat().st_size}_{int(archive.stat().st_mtime)}"
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         arrays = _cached(cache / f"cifar10_{stamp}.npz", lambda: _decode_cifar_archive(archive))
+        # The archive groups the images by class: without a shuffle the last 10 % of the training split (Keras'
+        # validation_split, or a [-5000:] slice) would be trucks only, and a [:20000] slice four classes.
+        shuffled = {}
+        for split in ("train", "test"):
+            order = np.random.default_rng(CIFAR10_ORDER_SEED).permutation(len(arrays[f"{split}_labels"]))
+            shuffled.update({f"{split}_{kind}": arrays[f"{split}_{kind}"][order] for kind in ("images", "labels")})
+        arrays = shuffled
     else:
         arrays = _online_route("CIFAR-10", _cifar_online)
     out = []

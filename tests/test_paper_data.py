@@ -77,6 +77,34 @@ def test_tfds_speech_labels_map_onto_our_label_order(tmp_path):
     assert sorted(mapped.tolist()) == list(range(12))
 
 
+def test_sequential_cifar10_returns_a_class_grouped_archive_shuffled_so_every_slice_has_every_class(tmp_path):
+    """The archive lists its images class by class; a slice of the split as returned (the last 10 % that Keras'
+    validation_split takes) must not be one class, and every image must keep its label."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    archive = tmp_path / "data" / "cifar10" / datasets.CIFAR10_ARCHIVE
+    archive.parent.mkdir(parents=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for split, count in (("train", 20), ("test", 10)):
+            for label in range(10):
+                for index in range(count):
+                    image = io.BytesIO()
+                    Image.new("RGB", (32, 32), (25 * label, 0, 0)).save(image, "JPEG", quality=100)
+                    member = tarfile.TarInfo(f"{split}/{datasets.CIFAR10_CLASSES[label]}/{index:04d}.jpg")
+                    member.size = image.tell()
+                    image.seek(0)
+                    tar.addfile(member, image)
+    (x_train, y_train), (x_test, y_test) = datasets.sequential_cifar10(tmp_path / "data", cache_dir=tmp_path)
+    assert np.array_equal(np.bincount(y_train), np.full(10, 20))
+    assert np.array_equal(np.bincount(y_test), np.full(10, 10))
+    assert len(set(y_train[-20:].tolist())) >= 5 and len(set(y_test[:10].tolist())) >= 4  # grouped: 1 class each
+    for x, y in ((x_train, y_train), (x_test, y_test)):  # red channel 25 * label / 255 (JPEG: within 2 levels)
+        assert np.allclose(x[:, :, 0::3].mean(axis=(1, 2)), 25 * y / 255.0, atol=2 / 255)
+
+
 @pytest.mark.slow  # decodes all 60,000 JPEG images (30 s)
 def test_sequential_cifar10_shapes_and_balance(data_dir, tmp_path):
     (x_train, y_train), (x_test, y_test) = datasets.sequential_cifar10(data_dir, cache_dir=tmp_path)
