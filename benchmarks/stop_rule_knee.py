@@ -26,6 +26,8 @@ ExpanderPruningCallback(holdout=...) on the recorder's held-out batch; its rule_
 rule_accuracy that run's test accuracy (measured, not interpolated):
   tolerance_<points>           stop_rule="tolerance", tolerance=<points> (tolerance_window=3, the default)
   tolerance_<points>_window1   the same judging single measurements (tolerance_window=1)
+  tolerance_1_trend            tolerance_reference="trend": the best of the fit credited with the unpruned model's
+                               gain projected from the calibration phase (decision.projected_gain)
 The default rule (the one ExpanderPruningSchedule's defaults implement) is marked in the outputs.
 
 Writes <out>/<name>.json (rows per (cell, dataset, rule): cell, dataset, rule {name, settings}, knee_q,
@@ -62,7 +64,7 @@ from benchmarks.recipes import chance_check, label_counts, labels_from_counts  #
 from keras_expander.files import write_atomic  # noqa: E402
 
 CELLS = ("lstm", "gru", "simple_rnn")
-DATASETS = ("mnist", "speech")
+DATASETS = ("mnist", "cifar10", "speech")
 Q_GRID = (50.0, 30.0, 20.0, 15.0, 10.0, 7.0, 5.0)
 VIEWS = ("per_gate", "union", "stacked")
 # name -> settings; evaluated by `rule_fails` on one step's measurements.
@@ -85,12 +87,17 @@ LIVE_RULES = {
     **{f"tolerance_{points:g}": {"kind": "live", "stop_rule": "tolerance", "tolerance": points, "tolerance_window": 3}
        for points in (0.5, 1.0)},
     "tolerance_1_window1": {"kind": "live", "stop_rule": "tolerance", "tolerance": 1.0, "tolerance_window": 1},
+    "tolerance_1_trend": {"kind": "live", "stop_rule": "tolerance", "tolerance": 1.0, "tolerance_window": 3,
+                          "tolerance_reference": "trend"},
 }
+LIVE_RULE_SETTINGS = ("tolerance", "tolerance_window", "tolerance_reference")
 # A (cell, dataset) whose dense model stays below this test accuracy (%) has not learnt the task at the budget: it
 # has no knee to land on, so its rows are shown but not counted.
 MIN_DENSE_ACCURACY = 50.0
 SEQUENTIAL_MNIST_NOTE = ("MNIST IDX files, row-wise 28 x 28; the first --mnist-train training images train, the "
                          "last 5,000 are validation (the held-out batch is drawn from them), test 10,000")
+SEQUENTIAL_CIFAR10_NOTE = ("CIFAR-10 JPEG archive, row-wise 32 x 96 (32 RGB pixels a row); the first --cifar-train "
+                            "training images train, the last 5,000 are validation, test 10,000")
 SPEECH_NOTE = ("Speech Commands v0.02 official test set only (4,890 clips), split by speaker 80/10/10 into "
                "train/validation/test; 49 x 40 log-mel frames")
 
@@ -103,7 +110,8 @@ def default_rule_name() -> str:
 
     defaults = {name: p.default for name, p in inspect.signature(ExpanderPruningSchedule).parameters.items()}
     for name, rule in LIVE_RULES.items():
-        if all(rule[key] == defaults[key] for key in ("stop_rule", "tolerance", "tolerance_window")):
+        if rule["stop_rule"] == defaults["stop_rule"] and all(
+                rule.get(key, "best") == defaults[key] for key in LIVE_RULE_SETTINGS):
             return name
     for name, rule in RULES.items():
         if (rule["kind"] == "delta" and rule["criterion"] == defaults["criterion"]
@@ -112,15 +120,18 @@ def default_rule_name() -> str:
     raise RuntimeError(f"no rule of RULES matches the schedule defaults {defaults}")
 
 
-def load(dataset: str, data_dir, mnist_train: int):
-    """(train, validation, test) pairs of float32 (N, T, F) inputs and int labels."""
+def load(dataset: str, data_dir, train_images: dict):
+    """(train, validation, test) pairs of float32 (N, T, F) inputs and int labels; `train_images` gives the
+    training images of mnist and cifar10 (the validation split is the last 5,000 of their training set)."""
     from keras_expander import datasets
 
     if dataset == "speech":
         splits = datasets.speech_commands(data_dir)
         return splits["train"], splits["validation"], splits["test"]
-    (x_train, y_train), test = datasets.sequential_mnist(data_dir)
-    return (x_train[:mnist_train], y_train[:mnist_train]), (x_train[-5000:], y_train[-5000:]), test
+    loader = datasets.sequential_mnist if dataset == "mnist" else datasets.sequential_cifar10
+    (x_train, y_train), test = loader(data_dir)
+    count = train_images[dataset]
+    return (x_train[:count], y_train[:count]), (x_train[-5000:], y_train[-5000:]), test
 
 
 class StepRecorder:
@@ -177,6 +188,31 @@ class StepRecorder:
                            "holdout_accuracy_before_step": self.latest})
 
 
+class DenseCurveRecorder:
+    """Records the held-out accuracy of a model trained without pruning every `frequency` batches, at the steps
+    where a pruning run of the same budget measures its own (before its pruning step): the dense counterfactual."""
+
+    def __init__(self, holdout, frequency: int):
+        from keras_expander.pruning.callback import DualKerasCallback
+
+        recorder = self
+
+        class _Curve(DualKerasCallback):
+            train_batch_hooks = True
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if recorder.batches % frequency == 0 and recorder.batches <= 20 * frequency:
+                    logits = self.model(recorder.holdout[0], training=False).numpy()
+                    recorder.points.append({"step": recorder.batches, "holdout_accuracy": float(
+                        np.mean(np.argmax(logits, axis=1) == recorder.holdout[1]))})
+                recorder.batches += 1
+
+        self.callback = _Curve()
+        self.holdout = holdout
+        self.batches = 0
+        self.points: list[dict] = []
+
+
 def rule_fails(rule: dict, steps: list[dict], index: int, reference_accuracy: float) -> bool:
     """Whether `rule` holds the layer at pruning step `index` of a recorded trajectory (nan counts as failing)."""
     if rule["kind"] == "candidate_tolerance":  # the candidate's accuracy, right after the step
@@ -225,14 +261,16 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
     if q is not None:
         model.load_weights(dense_weights)
         epochs = args.prune_epochs[dataset]
+    frequency = max(1, int(0.6 * epochs * math.ceil(len(x_train) / args.batch_size)) // 20)
+    dense_curve = None
+    if q == 100:  # the dense counterfactual's held-out accuracy at the pruning runs' steps
+        dense_curve = DenseCurveRecorder(holdout_batch(data, seed, args.holdout), frequency)
+        callbacks.append(dense_curve.callback)
     if q is not None and q < 100:
-        steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-        frequency = max(1, int(0.6 * epochs * steps_per_epoch) // 20)
         rule = LIVE_RULES[live] if live else {"stop_rule": "monitor"}
         schedule = ke.ExpanderPruningSchedule(final_sparsity=1.0 - q / 100.0, begin_step=0, end_step=20 * frequency,
                                               frequency=frequency, stop_rule=rule["stop_rule"],
-                                              **{key: rule[key] for key in ("tolerance", "tolerance_window")
-                                                 if key in rule})
+                                              **{key: rule[key] for key in LIVE_RULE_SETTINGS if key in rule})
         model = ke.prune_expander(model, schedule, seed=seed)
         pruning = ke.ExpanderPruningCallback(holdout=holdout_batch(data, seed, args.holdout) if live else None)
         callbacks.append(pruning)
@@ -261,6 +299,8 @@ def train_run(cell: str, dataset: str, seed: int, q: float | None, data, args, l
               "measured_q": 100.0 * sum(np.count_nonzero(w) for w in weights) / sum(w.size for w in weights)}
     if recorder is not None:
         record.update(steps=recorder.steps, reference_holdout_accuracy=recorder.reference_accuracy)
+    if dense_curve is not None:
+        record["holdout_curve"] = dense_curve.points
     if live:
         record["events"] = [{"step": e.step, "target": e.target_sparsity, "sparsity": e.sparsity,
                              "committed": e.committed, "reason": e.reason, "holdout_accuracy": e.holdout_accuracy}
@@ -351,7 +391,8 @@ def to_markdown(payload: dict) -> str:
     first = {column: next(r for r in rows if (r["cell"], r["dataset"]) == column) for column in columns}
     lines = [f"# Stop rules against the accuracy knee, {payload['date']}", "",
              f"Reproduce: `{payload['command']}`. {payload['protocol']}", "",
-             f"Data: sequential MNIST ({SEQUENTIAL_MNIST_NOTE}); speech ({SPEECH_NOTE}). The speech test split "
+             f"Data: sequential MNIST ({SEQUENTIAL_MNIST_NOTE}); sequential CIFAR-10 ({SEQUENTIAL_CIFAR10_NOTE}); "
+             f"speech ({SPEECH_NOTE}). The speech test split "
              "is about 490 clips, so one clip is 0.2 points: its knees are noisy.", "",
              "Mean test accuracy (%) over the seeds by remaining edges q (%), and the knee (smallest q within 1 "
              "point of dense):", "",
@@ -454,8 +495,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="stop rules measured by runs of their own (default: all)")
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images (default 20,000)")
+    parser.add_argument("--cifar-train", type=int, default=20000, help="CIFAR-10 training images (default 20,000)")
     parser.add_argument("--dense-epochs-mnist", type=int, default=4)
     parser.add_argument("--prune-epochs-mnist", type=int, default=6)
+    parser.add_argument("--dense-epochs-cifar10", type=int, default=4)
+    parser.add_argument("--prune-epochs-cifar10", type=int, default=6)
     parser.add_argument("--dense-epochs-speech", type=int, default=15)
     parser.add_argument("--prune-epochs-speech", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -468,9 +512,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", default="stop_rule_knee", help="stem of the output files (default stop_rule_knee)")
     parser.add_argument("--report-only", action="store_true", help="write the outputs from the runs kept")
     args = parser.parse_args(argv)
-    args.dense_epochs = {"mnist": args.dense_epochs_mnist, "speech": args.dense_epochs_speech}
-    args.prune_epochs = {"mnist": args.prune_epochs_mnist, "speech": args.prune_epochs_speech}
-    args.seeds_of = {"mnist": args.seeds, "speech": args.seeds_speech}
+    args.dense_epochs = {"mnist": args.dense_epochs_mnist, "cifar10": args.dense_epochs_cifar10,
+                         "speech": args.dense_epochs_speech}
+    args.prune_epochs = {"mnist": args.prune_epochs_mnist, "cifar10": args.prune_epochs_cifar10,
+                         "speech": args.prune_epochs_speech}
+    args.seeds_of = {"mnist": args.seeds, "cifar10": args.seeds, "speech": args.seeds_speech}
+    args.train_images = {"mnist": args.mnist_train, "cifar10": args.cifar_train}
     return args
 
 
@@ -495,7 +542,7 @@ def main(argv=None) -> int:
                         if os.path.exists(path):
                             continue
                         if dataset not in data:
-                            data[dataset] = load(dataset, args.data_dir, args.mnist_train)
+                            data[dataset] = load(dataset, args.data_dir, args.train_images)
                         record = train_run(cell, dataset, seed, q, data[dataset], args)
                         write_atomic(path, json.dumps(record))
                         report(record)
@@ -504,7 +551,7 @@ def main(argv=None) -> int:
                         if os.path.exists(path):
                             continue
                         if dataset not in data:
-                            data[dataset] = load(dataset, args.data_dir, args.mnist_train)
+                            data[dataset] = load(dataset, args.data_dir, args.train_images)
                         record = train_run(cell, dataset, seed, min(args.q), data[dataset], args, live=name)
                         write_atomic(path, json.dumps(record))
                         report(record)
@@ -522,9 +569,11 @@ def main(argv=None) -> int:
         "command": "python benchmarks/stop_rule_knee.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.date.today().isoformat(),
         "protocol": (f"{args.units} units; dense trained {args.dense_epochs['mnist']} epochs (MNIST) / "
-                     f"{args.dense_epochs['speech']} (speech), Adam {args.learning_rate:g}, batch {args.batch_size}; "
+                     f"{args.dense_epochs['cifar10']} (CIFAR-10) / {args.dense_epochs['speech']} (speech), "
+                     f"Adam {args.learning_rate:g}, batch {args.batch_size}; "
                      f"each q pruned from the trained dense model over 60 % of {args.prune_epochs['mnist']} / "
-                     f"{args.prune_epochs['speech']} more epochs (20 pruning steps, degree_floor_magnitude, "
+                     f"{args.prune_epochs['cifar10']} / {args.prune_epochs['speech']} more epochs (20 pruning "
+                     "steps, degree_floor_magnitude, "
                      "stop_rule='monitor') and fine-tuned for the rest; dense (q = 100) trained those epochs without "
                      "pruning. Spectral and candidate rule stops come from the run to the smallest q, their "
                      "accuracies interpolated between grid points; each tolerance rule is a run of its own to the "

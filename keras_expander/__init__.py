@@ -33,6 +33,7 @@ _LAZY = {
     "ExpanderPruningSchedule": "keras_expander.pruning.schedule",
     "ExpanderPruningCallback": "keras_expander.pruning.callback",
     "PruningEvent": "keras_expander.pruning.callback",
+    "StillLearningWarning": "keras_expander.pruning.callback",
     "PruneExpander": "keras_expander.pruning.tf_keras_wrapper",
     "prune_expander": "keras_expander.pruning.prune",
     "strip_pruning": "keras_expander.pruning.prune",

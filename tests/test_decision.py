@@ -168,3 +168,27 @@ def test_settings_of_a_schedule_like_object():
     settings = decision.DecisionSettings.of(Schedule(), "per_gate_magnitude", 2, 7, "dense")
     assert settings == decision.DecisionSettings("delta_s", "weighted", 0.5, "stacked", "monitor",
                                                  "per_gate_magnitude", 2, 7, "dense")
+
+
+def test_learning_trend_is_the_least_squares_line_in_points_per_thousand_steps():
+    # 50, 52, 54, 56 % at steps 0, 10, 20, 30: 0.2 points a step = 200 points per 1,000 steps, exactly on the line
+    trend = decision.learning_trend([0, 10, 20, 30], [0.50, 0.52, 0.54, 0.56])
+    assert trend.slope == pytest.approx(200.0) and trend.standard_error == pytest.approx(0.0, abs=1e-9)
+    assert (trend.first_step, trend.last_step, trend.measurements) == (0, 30, 4)
+    assert (trend.first_accuracy, trend.last_accuracy) == pytest.approx((50.0, 56.0))
+    assert trend.still_learning and trend.gain(100) == pytest.approx(20.0)
+    # residuals +-1 point about a flat line: slope 0, standard error sqrt(4 / 2 / 500) * 1000 = 63.2 per 1,000 steps
+    flat = decision.learning_trend([0, 10, 20, 30], [0.51, 0.49, 0.49, 0.51])
+    assert flat.slope == pytest.approx(0.0, abs=1e-9) and flat.standard_error == pytest.approx(63.2456, rel=1e-4)
+    assert not flat.still_learning
+    # a rise within two standard errors is not called learning: slope 40, residuals 3, -3, -3, 3 -> error 189.7
+    noisy = decision.learning_trend([0, 10, 20, 30], [0.53, 0.474, 0.478, 0.542])
+    assert noisy.slope == pytest.approx(40.0) and noisy.standard_error == pytest.approx(189.737, rel=1e-4)
+    assert not noisy.still_learning
+
+
+def test_learning_trend_needs_four_finite_measurements_at_two_steps_or_more():
+    assert decision.learning_trend([0, 10, 20], [0.5, 0.6, 0.7]) is None
+    assert decision.learning_trend([0, 10, 20, 30], [0.5, float("nan"), 0.6, 0.7]) is None
+    assert decision.learning_trend([5, 5, 5, 5], [0.5, 0.6, 0.7, 0.8]) is None
+    assert decision.learning_trend([0, 10, 20, 30, 40], [0.5, float("nan"), 0.6, 0.7, 0.8]).measurements == 4

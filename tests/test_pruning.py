@@ -345,6 +345,56 @@ def test_tolerance_rule_judges_the_mean_of_its_last_window_measurements(K, monke
     assert events[1].paused and events[1].reason.startswith("paused: held-out accuracy is 98.50 %, 1.50 points")
 
 
+def scripted_tolerance_fit(K, monkeypatch, accuracies, **settings):
+    """A real fit of LSTM(16) pruned at every batch (20 steps, polynomial decay to 90 % at step 20) under
+    stop_rule="tolerance", with the held-out accuracies of its 20 measurements scripted."""
+    scripted = iter(accuracies)
+    monkeypatch.setattr(ke.ExpanderPruningCallback, "_holdout_accuracy", lambda self: next(scripted))
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=20, frequency=1, **settings)
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
+    x, y = data(n=20 * 32)
+    callback = ke.ExpanderPruningCallback(holdout=(x, y))
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
+    return callback
+
+
+def test_a_model_still_learning_while_it_is_pruned_is_warned_with_its_trend(K, monkeypatch):
+    # Steps 1-5 are measured while the layer is at most 50 % sparse (targets 12.9, 24.4, 34.7, 43.9 % committed
+    # before them; 52.0 % at step 5): they rise 2 points a step, 2,000 points per 1,000 steps on a least-squares
+    # line, which projects 28 points, far more than the 1-point tolerance, over the 14 steps left.
+    rising = [0.50, 0.52, 0.54, 0.56, 0.58] + [0.58] * 15
+    with pytest.warns(ke.StillLearningWarning, match=r"rises \+2000.00 \+- 0.00 points per 1,000 steps \(5 "
+                      r"measurements at steps 1-5, 50.0 % -> 58.0 % on the fitted line\), \+28.0 points over the "
+                      r"14 steps left to end_step") as caught:
+        callback = scripted_tolerance_fit(K, monkeypatch, rising)
+    assert len([w for w in caught if w.category is ke.StillLearningWarning]) == 1
+    assert callback.learning_trend.slope == pytest.approx(2000.0) and callback.learning_trend.measurements == 5
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ke.StillLearningWarning)  # a flat or noisy calibration phase: no warning
+        flat = scripted_tolerance_fit(K, monkeypatch, [0.50, 0.52, 0.49, 0.51, 0.50] + [0.50] * 15)
+    assert not flat.learning_trend.still_learning
+
+
+def test_trend_reference_credits_the_best_with_the_projected_gain_of_the_unpruned_model(K, monkeypatch):
+    # Calibration (steps 1-5): 50.0 -> 52.0 % in steps of 0.5 points, 500 points per 1,000 steps, no scatter.
+    # Then flat at 52 %. "best": the mean of the last 3 reaches 52 % and never falls: no pause. "trend": the best
+    # mean of step 5 (51.5 %) gains 0.005 * 4 * ln(1 + (k - 5) / 4) by step k (decision.projected_gain, span 4
+    # steps); at step 10 that is 1.62 points, 52 % is 1.12 points below 53.12 %: a pause, none before.
+    accuracies = [0.500, 0.505, 0.510, 0.515, 0.520] + [0.52] * 15
+    with pytest.warns(ke.StillLearningWarning, match="measures drops against the best held-out accuracy"):
+        best = scripted_tolerance_fit(K, monkeypatch, accuracies, tolerance_reference="best")
+    assert all(e.committed for e in best.events)
+    with pytest.warns(ke.StillLearningWarning, match="tolerance_reference='trend' credits the best"):
+        trend = scripted_tolerance_fit(K, monkeypatch, accuracies, tolerance_reference="trend")
+    paused = [e for e in trend.events if e.paused]
+    assert paused and paused[0].step == 10 and all(e.committed for e in trend.events if e.step < 10)
+    assert paused[0].reason == ("paused: held-out accuracy (mean of the last 3 steps) is 52.00 %, 1.12 points below "
+                                "53.12 %, the unpruned model's accuracy projected from this fit's learning trend "
+                                "(best 52.00 %; tolerance 1 points)")
+
+
 def test_tolerance_rule_needs_a_holdout_of_matching_lengths(K):
     schedule = ExpanderPruningSchedule(final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
                                        stop_rule="tolerance")

@@ -28,6 +28,11 @@ from keras_expander.pruning.wrapper import mask_sparsity, pruning_wrappers
 from keras_expander.pruning.wrapper import value as variable_value
 
 
+class StillLearningWarning(UserWarning):
+    """The held-out accuracy of a model under ``stop_rule="tolerance"`` was still rising when pruning passed
+    CALIBRATION_SPARSITY (`ExpanderPruningCallback.learning_trend`): the rule's answer may be past the knee."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PruningEvent:
     """One pruning step of one layer.
@@ -131,6 +136,10 @@ class ExpanderPruningCallback(DualKerasCallback):
 
     Attributes:
         events: List of `PruningEvent`, one per pruning step per layer, in order.
+        learning_trend: Under ``stop_rule="tolerance"``, the `decision.LearningTrend` of the held-out accuracies
+            measured while every layer was at most `decision.CALIBRATION_SPARSITY` sparse (fitted when the first
+            layer passes it; None before, or with fewer than 4 such measurements). A `StillLearningWarning` says
+            when it rises by more than the tolerance over the rest of the schedule.
 
     Raises:
         ValueError: `verbose` not 0 or 1, or `holdout` not a pair of arrays of the same length; (at `set_model`)
@@ -160,6 +169,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.log_graphs = bool(log_graphs)
         self.holdout = holdout
         self._holdout_history = []  # held-out accuracies of this fit's pruning steps, oldest first (tolerance rule)
+        self._holdout_steps = []  # the training step of each of those measurements
+        self._calibration = ([], [])  # (steps, accuracies) measured while no layer was past CALIBRATION_SPARSITY
+        self.learning_trend: decision_lib.LearningTrend | None = None
         # How the model's outputs become predicted labels, and `holdout`'s labels as class indices (on_train_begin).
         self._holdout_reading = self._holdout_labels = None
         self._committed_target = {}  # layer name -> last committed target sparsity (tolerance rule)
@@ -223,6 +235,9 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._bar_in_place = self.params.get("verbose") == 1 and bool(progbar(1)._dynamic_display)
         self._sync_clock()
         self._holdout_history = []
+        self._holdout_steps = []
+        self._calibration = ([], [])
+        self.learning_trend = None
         self._committed_target = {}
         if self.holdout is not None and any(is_expander(layer) and layer.pruning_schedule.stop_rule == "tolerance"
                                             for layer in self.prunable_layers):
@@ -310,6 +325,8 @@ class ExpanderPruningCallback(DualKerasCallback):
                                                 for layer in self._expanders):
                 # Once per step, before any layer commits: every layer is judged on the same model.
                 self._holdout_history.append(self._holdout_accuracy())
+                self._holdout_steps.append(step)
+                self._check_learning_trend(step)
             for layer in self._expanders:
                 if not layer.pruning_schedule.is_pruning_turn(step):
                     continue
@@ -319,6 +336,45 @@ class ExpanderPruningCallback(DualKerasCallback):
                     with spectral.single_threaded_blas():
                         self._prune_layer(layer, float(target), step)
 
+    def _check_learning_trend(self, step: int) -> None:
+        """Collects the held-out measurements of the calibration phase (every layer at most CALIBRATION_SPARSITY
+        sparse: pruning there costs nothing measurable, so they follow the unpruned model's learning curve); when
+        it ends, fits `learning_trend` and warns once if the model is still learning by more than the tolerance
+        over what remains of the schedule (the tolerance rule's reference, the best accuracy of this fit, then
+        lags what the model would reach unpruned)."""
+        if self.learning_trend is not None or self._calibration is None:
+            return
+        if max(self._committed_target.values(), default=0.0) <= decision_lib.CALIBRATION_SPARSITY:
+            self._calibration[0].append(step)
+            self._calibration[1].append(self._holdout_history[-1])
+            return
+        trend = decision_lib.learning_trend(*self._calibration)
+        self._calibration = None  # judged once per fit
+        if trend is None:
+            return
+        self.learning_trend = trend
+        schedules = [layer.pruning_schedule for layer in self._expanders
+                     if layer.pruning_schedule.stop_rule == "tolerance"]
+        end_step = max((s.end_step for s in schedules if s.end_step is not None), default=None)
+        left = max(0, end_step - step) if end_step is not None else None
+        tolerance = min(s.tolerance for s in schedules)
+        if not trend.still_learning or (left is not None and trend.gain(left) <= tolerance):
+            return
+        projection = (f", {trend.gain(left):+.1f} points over the {left:,} steps left to end_step" if left is not None
+                      else "")
+        warn_user(f"ExpanderPruningCallback: the model is still learning while it is pruned: held-out accuracy "
+                  f"rises {trend.slope:+.2f} +- {trend.standard_error:.2f} points per 1,000 steps "
+                  f"({trend.measurements} measurements at steps {trend.first_step}-{trend.last_step}, "
+                  f"{trend.first_accuracy:.1f} % -> {trend.last_accuracy:.1f} % on the fitted line){projection}. "
+                  + ("tolerance_reference='trend' credits the best held-out accuracy of this fit with the gain this "
+                     "trend projects, an extrapolation, "
+                     if any(s.tolerance_reference == "trend" for s in schedules) else
+                     "stop_rule='tolerance' measures drops against the best held-out accuracy of this fit, which "
+                     "lags what the model would reach unpruned, ")
+                  + "so it may prune past the knee. Prune a converged model "
+                  "(begin_step after held-out accuracy levels off) or fine-tune longer after end_step.",
+                  StillLearningWarning)
+
     def _prune_layer(self, layer, target: float, step: int) -> None:
         schedule: ExpanderPruningSchedule = layer.pruning_schedule
         old_sparsity = mask_sparsity(layer)
@@ -327,9 +383,12 @@ class ExpanderPruningCallback(DualKerasCallback):
             # The model as trained up to this step: right after a step, before any fine-tuning, accuracy says little
             # about where it recovers to (results/stop_rule_knee.md, candidate_tolerance rules).
             committed = self._committed_target.get(layer.layer.name, old_sparsity)
+            credit = None
+            if schedule.tolerance_reference == "trend" and self.learning_trend is not None:
+                credit = [decision_lib.projected_gain(self.learning_trend, t) for t in self._holdout_steps]
             plan = decision_lib.tolerance_plan(self._holdout_history, schedule.tolerance_window, schedule.tolerance,
                                                target, schedule.next_target(committed), schedule.final_sparsity,
-                                               schedule.is_last_turn(step))
+                                               schedule.is_last_turn(step), credit)
             if not plan.prune:
                 self._pause(layer, step, target, old_sparsity, plan)
                 return

@@ -219,7 +219,7 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
                     + (" and no blend with random edges repaired it" if settings.stop_rule == "correct" else ""))
 
 
-def smoothed_holdout(history, window: int) -> tuple[float, float]:
+def smoothed_holdout(history, window: int, credit=None) -> tuple[float, float]:
     """The two held-out accuracies that ``stop_rule="tolerance"`` compares at a pruning step.
 
     One measurement on a held-out batch of n samples varies by about sqrt(p (1 - p) / n) (binomial sampling) plus
@@ -233,26 +233,35 @@ def smoothed_holdout(history, window: int) -> tuple[float, float]:
         history: Held-out accuracies in [0, 1] of this fit's pruning steps so far, oldest first, the present step's
             last; length >= 1.
         window: Measurements averaged, >= 1 (1: the present measurement and the best single one).
+        credit: None, or the unpruned model's projected gain in accuracy (fraction, not points) at each measurement
+            (`projected_gain`), shape as `history`: each earlier mean is then credited with the gain projected
+            between its measurement and the present one before the largest is taken.
 
     Returns:
         (accuracy, reference): the mean of the last `window` measurements (of all of them while fewer were taken),
-        and the largest such mean over the fit (its steps so far, this one included). A nan measurement makes the
-        accuracy nan, which pauses.
+        and the largest such mean over the fit (its steps so far, this one included), each plus credit[-1] -
+        credit[its last measurement] when `credit` is given. A nan measurement makes the accuracy nan, which
+        pauses.
 
     Raises:
-        ValueError: `history` empty or not 1-D, or `window` not an integer >= 1.
+        ValueError: `history` empty or not 1-D, `window` not an integer >= 1, or `credit` of another length.
     """
     values = np.asarray(history, dtype=np.float64)
     if values.ndim != 1 or not len(values) or int(window) != window or window < 1:
         raise ValueError(f"smoothed_holdout needs a non-empty 1-D history and an integer window >= 1. Received: "
                          f"history of shape {values.shape}, window={window!r}")
+    gains = np.zeros(len(values)) if credit is None else np.asarray(credit, dtype=np.float64)
+    if gains.shape != values.shape:
+        raise ValueError(f"smoothed_holdout needs one credit per measurement. Received: credit of shape "
+                         f"{gains.shape} for a history of shape {values.shape}")
     window = int(window)
     means = np.array([np.mean(values[max(0, end - window):end]) for end in range(1, len(values) + 1)])
-    finite = means[~np.isnan(means)]
+    aged = means + gains[-1] - gains
+    finite = aged[~np.isnan(aged)]
     return float(means[-1]), float(finite.max()) if len(finite) else float("nan")
 
 
-def tolerance_verdict(history, window: int, tolerance: float) -> tuple[bool, str]:
+def tolerance_verdict(history, window: int, tolerance: float, credit=None) -> tuple[bool, str]:
     """Rule ``stop_rule="tolerance"``: pause pruning while held-out accuracy is more than `tolerance` below the
     reference.
 
@@ -262,6 +271,7 @@ def tolerance_verdict(history, window: int, tolerance: float) -> tuple[bool, str
             committed yet), the first was measured before any pruning.
         window: Measurements averaged (`smoothed_holdout`), >= 1.
         tolerance: Allowed drop in accuracy points (%), >= 0.
+        credit: None (the reference is the best of this fit) or the projected gains of `smoothed_holdout`.
 
     Returns:
         (pause, reason): pause is True when 100 * (reference - accuracy) > tolerance, both from
@@ -271,13 +281,18 @@ def tolerance_verdict(history, window: int, tolerance: float) -> tuple[bool, str
     Raises:
         ValueError: from `smoothed_holdout`.
     """
-    accuracy, reference = smoothed_holdout(history, window)
+    accuracy, reference = smoothed_holdout(history, window, credit)
     drop = 100.0 * (reference - accuracy)
     if drop <= tolerance + 1e-9:  # a drop of exactly the tolerance (k / N accuracies in floating point) passes
         return False, ""
     measured = "held-out accuracy" if window == 1 else f"held-out accuracy (mean of the last {window} steps)"
-    return True, (f"{measured} is {100 * accuracy:.2f} %, {drop:.2f} points below the best "
-                  f"{100 * reference:.2f} % of this fit (tolerance {tolerance:g} points)")
+    best = smoothed_holdout(history, window)[1]
+    if credit is None or reference <= best:
+        return True, (f"{measured} is {100 * accuracy:.2f} %, {drop:.2f} points below the best "
+                      f"{100 * reference:.2f} % of this fit (tolerance {tolerance:g} points)")
+    return True, (f"{measured} is {100 * accuracy:.2f} %, {drop:.2f} points below {100 * reference:.2f} %, the "
+                  f"unpruned model's accuracy projected from this fit's learning trend (best {100 * best:.2f} %; "
+                  f"tolerance {tolerance:g} points)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +318,7 @@ class TolerancePlan:
 
 
 def tolerance_plan(history, window: int, tolerance: float, scheduled_target: float, next_target: float,
-                   final_sparsity: float, last_step: bool) -> TolerancePlan:
+                   final_sparsity: float, last_step: bool, credit=None) -> TolerancePlan:
     """The decision of ``stop_rule="tolerance"`` at one pruning step.
 
     While held-out accuracy is more than `tolerance` points below the reference (`tolerance_verdict`) the layer
@@ -321,6 +336,7 @@ def tolerance_plan(history, window: int, tolerance: float, scheduled_target: flo
             (`ExpanderPruningSchedule.next_target`), in [0, 1).
         final_sparsity: The schedule's final sparsity, in [0, 1).
         last_step: Whether this is the schedule's last pruning step.
+        credit: None or the projected gains of `smoothed_holdout` (``tolerance_reference="trend"``).
 
     Returns:
         A `TolerancePlan`.
@@ -328,7 +344,7 @@ def tolerance_plan(history, window: int, tolerance: float, scheduled_target: flo
     Raises:
         ValueError: from `smoothed_holdout`.
     """
-    pause, reason = tolerance_verdict(history, window, tolerance)
+    pause, reason = tolerance_verdict(history, window, tolerance, credit)
     if pause:
         return TolerancePlan(False, scheduled_target, last_step, reason if last_step else "paused: " + reason)
     target = min(scheduled_target, next_target)
@@ -337,3 +353,93 @@ def tolerance_plan(history, window: int, tolerance: float, scheduled_target: flo
                                                  f"final_sparsity {final_sparsity:g}, after pauses for held-out "
                                                  f"accuracy")
     return TolerancePlan(True, target, False)
+
+
+# Below this share of zeros, pruning costs no measurable held-out accuracy on any row of results/stop_rule_knee.md
+# (q = 50 % is within noise of dense on every cell and data set), so the held-out measurements taken while every
+# layer is at most this sparse follow the unpruned model's learning curve.
+CALIBRATION_SPARSITY = 0.5
+# Measurements a learning trend needs: a least-squares line through fewer says little at 1-2 points of noise each.
+MIN_TREND_MEASUREMENTS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningTrend:
+    """The held-out learning curve of a model over the first pruning steps of a fit (ordinary least squares).
+
+    Attributes:
+        slope: Held-out accuracy change, points (%) per 1,000 training steps.
+        standard_error: The slope's standard error (same unit), from the residuals (n - 2 degrees of freedom).
+        first_step, last_step: Training steps of the first and last measurement used.
+        first_accuracy, last_accuracy: The fitted line at those steps, in %.
+        measurements: Measurements used (>= MIN_TREND_MEASUREMENTS).
+    """
+
+    slope: float
+    standard_error: float
+    first_step: int
+    last_step: int
+    first_accuracy: float
+    last_accuracy: float
+    measurements: int
+
+    @property
+    def still_learning(self) -> bool:
+        """The slope is positive by more than two standard errors (about 95 % one-sided at n >= 4)."""
+        return self.slope > 2.0 * self.standard_error
+
+    def gain(self, steps: int) -> float:
+        """Points (%) the trend adds over `steps` more training steps."""
+        return self.slope * steps / 1000.0
+
+
+def learning_trend(steps, accuracies) -> LearningTrend | None:
+    """Least-squares line through held-out accuracies measured at training steps.
+
+    Args:
+        steps: Training steps of the measurements (integers, increasing), shape (n,).
+        accuracies: Held-out accuracies in [0, 1], shape (n,); nan measurements are left out.
+
+    Returns:
+        The `LearningTrend`, or None with fewer than MIN_TREND_MEASUREMENTS finite measurements or all at one step.
+    """
+    t = np.asarray(steps, dtype=np.float64)
+    y = 100.0 * np.asarray(accuracies, dtype=np.float64)
+    keep = ~np.isnan(y)
+    t, y = t[keep], y[keep]
+    if len(t) < MIN_TREND_MEASUREMENTS or np.ptp(t) == 0:
+        return None
+    centred = t - t.mean()
+    slope = float(np.dot(centred, y - y.mean()) / np.dot(centred, centred))
+    residuals = y - (y.mean() + slope * centred)
+    error = float(np.sqrt(np.dot(residuals, residuals) / (len(t) - 2) / np.dot(centred, centred)))
+    return LearningTrend(1000.0 * slope, 1000.0 * error, int(t[0]), int(t[-1]),
+                         float(y.mean() + slope * (t[0] - t.mean())), float(y.mean() + slope * (t[-1] - t.mean())),
+                         len(t))
+
+
+# Standard errors taken off the calibration slope before it is projected: a rise the calibration cannot tell from
+# noise projects no gain, and the reference stays the best of the fit.
+TREND_SHRINK = 1.0
+
+
+def projected_gain(trend: LearningTrend | None, step: int) -> float:
+    """Accuracy (fraction) the unpruned model is projected to gain from the end of the calibration phase to `step`.
+
+    Learning curves flatten: the gain rate is taken to fall as 1 / (1 + elapsed / span), where span is the
+    calibration phase's length in steps, so the projection is rate * span * ln(1 + elapsed / span) (the integral
+    of that rate): over one more span it adds 69 % of what a straight line would, over four 40 %. The rate is the
+    calibration slope less TREND_SHRINK standard errors, at least 0.
+
+    Args:
+        trend: The calibration phase's `LearningTrend` (None: no projection).
+        step: Training step, >= 0.
+
+    Returns:
+        The projected gain in [0, 1); 0 before the calibration phase ends or without a trend.
+    """
+    if trend is None or step <= trend.last_step:
+        return 0.0
+    rate = max(0.0, trend.slope - TREND_SHRINK * trend.standard_error) / 1000.0 / 100.0  # fraction per step
+    span = max(1, trend.last_step - trend.first_step)
+    return rate * span * math.log1p((step - trend.last_step) / span)

@@ -21,6 +21,7 @@ BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
 REPRESENTATIONS = ("unweighted", "weighted")
 STOP_RULES = ("hold", "correct", "monitor", "tolerance")
+TOLERANCE_REFERENCES = ("best", "trend")
 
 
 def _real(name: str, value) -> float:
@@ -103,6 +104,11 @@ class ExpanderPruningSchedule:
             averaged, the present one and those before it, both for the accuracy judged and for the best of the fit
             (`keras_expander.pruning.decision.smoothed_holdout`), an integer >= 1 (default 3; 1 judges single
             measurements, which pause on noise when the held-out batch is small).
+        tolerance_reference: Under ``stop_rule="tolerance"``, what a drop is measured against: "best" (the best
+            averaged held-out accuracy of this fit) or "trend" (that best, credited with the gain the unpruned model
+            is projected to make since, from the learning trend of the calibration phase:
+            `keras_expander.pruning.decision.projected_gain`; the same as "best" for a model that has stopped
+            learning).
 
     Raises:
         ValueError: any argument out of range or not among the allowed values, polynomial_decay without
@@ -120,12 +126,13 @@ class ExpanderPruningSchedule:
                  initial_sparsity: float = 0.0, power: float = 3.0, frequency: int = 100,
                  base: str = "polynomial_decay", criterion: str = "delta_r", representation: str = "unweighted",
                  margin: float = 0.0, gate_view: str = "union", stop_rule: str = "tolerance", tolerance: float = 1.0,
-                 tolerance_window: int = 3):
+                 tolerance_window: int = 3, tolerance_reference: str = "best"):
         _choice("base", base, BASE_SCHEDULES)
         _choice("criterion", criterion, CRITERIA)
         _choice("representation", representation, REPRESENTATIONS)
         _choice("gate_view", gate_view, GATE_VIEWS)
         _choice("stop_rule", stop_rule, STOP_RULES)
+        _choice("tolerance_reference", tolerance_reference, TOLERANCE_REFERENCES)
         if stop_rule == "correct" and representation == "weighted":
             raise ValueError("Argument `stop_rule='correct'` needs representation='unweighted': the edges it moves "
                              "start at weight 0, so the weighted graph would not contain them. Received: "
@@ -174,6 +181,7 @@ class ExpanderPruningSchedule:
         self.stop_rule = stop_rule
         self.tolerance = tolerance
         self.tolerance_window = tolerance_window
+        self.tolerance_reference = tolerance_reference
         self._stopped = None
         self._sparsity_cap = None
         self._warned_unbound = False
@@ -300,7 +308,8 @@ class ExpanderPruningSchedule:
             "initial_sparsity": self.initial_sparsity, "power": self.power, "frequency": self.frequency,
             "base": self.base, "criterion": self.criterion, "representation": self.representation,
             "margin": self.margin, "gate_view": self.gate_view, "stop_rule": self.stop_rule,
-            "tolerance": self.tolerance, "tolerance_window": self.tolerance_window}}
+            "tolerance": self.tolerance, "tolerance_window": self.tolerance_window,
+            "tolerance_reference": self.tolerance_reference}}
 
     @classmethod
     def from_config(cls, config: dict) -> "ExpanderPruningSchedule":
