@@ -36,7 +36,7 @@ from keras_expander.expansion import analysis  # noqa: E402
 from keras_expander.expansion.graphs import GATE_VIEWS  # noqa: E402
 from keras_expander.files import atomic_path, write_atomic  # noqa: E402
 from keras_expander.pruning.masks import MASK_POLICIES  # noqa: E402
-from keras_expander.pruning.schedule import CRITERIA, STOP_RULES  # noqa: E402
+from keras_expander.pruning.schedule import CRITERIA, STOP_RULES, TOLERANCE_REFERENCES  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="stop_rule=tolerance: allowed drop of held-out accuracy, points (default 1.0)")
     parser.add_argument("--tolerance-window", type=int, default=3,
                         help="stop_rule=tolerance: pruning steps whose held-out accuracies are averaged (default 3)")
+    parser.add_argument("--tolerance-reference", choices=TOLERANCE_REFERENCES, default="best",
+                        help="stop_rule=tolerance: drops measured against the best of the fit, or that best credited "
+                             "with the unpruned model's projected learning trend (default best)")
     parser.add_argument("--frequency", type=int, default=50, help="prune every N steps (default 50)")
     parser.add_argument("--prune-begin", type=float, default=0.33,
                         help="fraction of training before the first pruning step (default 0.33: the held-out "
@@ -149,7 +152,7 @@ def run(args: argparse.Namespace) -> dict:
         final_sparsity=args.final_sparsity, begin_step=begin_step, end_step=end_step, frequency=frequency,
         criterion=args.criterion, representation=args.representation, margin=args.margin,
         gate_view=args.gate_view, stop_rule=args.stop_rule, tolerance=args.tolerance,
-        tolerance_window=args.tolerance_window)
+        tolerance_window=args.tolerance_window, tolerance_reference=args.tolerance_reference)
     model = ke.prune_expander(build_model(args.cell, args.units), schedule, mask_policy=args.policy,
                               seed=args.seed)
     model.compile(optimizer=tf_keras.optimizers.Adam(args.learning_rate),
