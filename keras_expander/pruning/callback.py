@@ -355,7 +355,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.learning_trend = trend
         schedules = [layer.pruning_schedule for layer in self._expanders
                      if layer.pruning_schedule.stop_rule == "tolerance"]
-        end_step = max((s.end_step for s in schedules if s.end_step is not None), default=None)
+        end_step = max((s.end_step for s in schedules if s.end_step != -1), default=None)  # -1: constant_sparsity
         left = max(0, end_step - step) if end_step is not None else None
         tolerance = min(s.tolerance for s in schedules)
         if not trend.still_learning or (left is not None and trend.gain(left) <= tolerance):
