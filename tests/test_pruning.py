@@ -345,14 +345,15 @@ def test_tolerance_rule_judges_the_mean_of_its_last_window_measurements(K, monke
     assert events[1].paused and events[1].reason.startswith("paused: held-out accuracy is 98.50 %, 1.50 points")
 
 
-def scripted_tolerance_fit(K, monkeypatch, accuracies, **settings):
-    """A real fit of LSTM(16) pruned at every batch (20 steps, polynomial decay to 90 % at step 20) under
-    stop_rule="tolerance", with the held-out accuracies of its 20 measurements scripted."""
+def scripted_tolerance_fit(K, monkeypatch, accuracies, begin_step=0, **settings):
+    """A real fit of LSTM(16) pruned at every batch from `begin_step` (20 steps, polynomial decay to 90 % at
+    begin_step + 20) under stop_rule="tolerance", with the held-out accuracies of its measurements scripted."""
     scripted = iter(accuracies)
     monkeypatch.setattr(ke.ExpanderPruningCallback, "_holdout_accuracy", lambda self: next(scripted))
-    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=0, end_step=20, frequency=1, **settings)
+    schedule = ExpanderPruningSchedule(final_sparsity=0.9, begin_step=begin_step, end_step=begin_step + 20,
+                                       frequency=1, **settings)
     model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
-    x, y = data(n=20 * 32)
+    x, y = data(n=(begin_step + 21) * 32)  # a batch past end_step: the schedule ends inside the fit
     callback = ke.ExpanderPruningCallback(holdout=(x, y))
     model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
     return callback
@@ -375,6 +376,17 @@ def test_a_model_still_learning_while_it_is_pruned_is_warned_with_its_trend(K, m
         warnings.simplefilter("error", ke.StillLearningWarning)  # a flat or noisy calibration phase: no warning
         flat = scripted_tolerance_fit(K, monkeypatch, [0.50, 0.52, 0.49, 0.51, 0.50] + [0.50] * 15)
     assert not flat.learning_trend.still_learning
+
+
+def test_the_learning_trend_takes_the_unpruned_steps_before_begin_step(K, monkeypatch):
+    # begin_step 8: the unpruned model is measured at steps 4-7 (the later half before it), then as before at the
+    # pruning steps 8-13 (8 at sparsity 0, then 12.9-43.9 % committed): 10 measurements, 1 point a step.
+    rising = [0.40 + 0.01 * i for i in range(10)] + [0.49] * 15
+    with pytest.warns(ke.StillLearningWarning, match=r"rises \+1000.00 \+- 0.00 points per 1,000 steps \(10 "
+                      r"measurements at steps 4-13"):
+        callback = scripted_tolerance_fit(K, monkeypatch, rising, begin_step=8)
+    assert callback.learning_trend.first_step == 4 and callback.learning_trend.measurements == 10
+    assert [e.holdout_accuracy for e in callback.events][:2] == [0.44, 0.45]  # the rule's own history from step 8
 
 
 def test_trend_reference_credits_the_best_with_the_projected_gain_of_the_unpruned_model(K, monkeypatch):

@@ -137,8 +137,9 @@ class ExpanderPruningCallback(DualKerasCallback):
     Attributes:
         events: List of `PruningEvent`, one per pruning step per layer, in order.
         learning_trend: Under ``stop_rule="tolerance"``, the `decision.LearningTrend` of the held-out accuracies
-            measured while every layer was at most `decision.CALIBRATION_SPARSITY` sparse (fitted when the first
-            layer passes it; None before, or with fewer than 4 such measurements). A `StillLearningWarning` says
+            measured while every layer was at most `decision.CALIBRATION_SPARSITY` sparse, and every `frequency`
+            steps over the later half of the steps before `begin_step` (fitted when the first layer passes it;
+            None before, or with fewer than 4 such measurements). A `StillLearningWarning` says
             when it rises by more than the tolerance over the rest of the schedule.
 
     Raises:
@@ -239,6 +240,12 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._calibration = ([], [])
         self.learning_trend = None
         self._committed_target = {}
+        tolerance = [layer.pruning_schedule for layer in self._expanders
+                     if layer.pruning_schedule.stop_rule == "tolerance"]
+        # (begin_step, frequency) of the first tolerance schedule: the unpruned model is measured at its pruning
+        # frequency over the later half of the steps before it (the calibration phase's unconfounded part).
+        first = min(tolerance, key=lambda schedule: schedule.begin_step, default=None)
+        self._pre_pruning = (first.begin_step, first.frequency) if first and self.holdout is not None else None
         if self.holdout is not None and any(is_expander(layer) and layer.pruning_schedule.stop_rule == "tolerance"
                                             for layer in self.prunable_layers):
             self._holdout_reading, self._holdout_labels = self._read_outputs()
@@ -319,6 +326,11 @@ class ExpanderPruningCallback(DualKerasCallback):
             last = min(last, self._epoch_start + self.params["steps"])
         self._bar_open = self._bar_in_place and batch > 0
         for step in range(first, last + 1):
+            if self._pre_pruning and self._calibration is not None:
+                begin, frequency = self._pre_pruning
+                if begin / 2 <= step < begin and (begin - step) % frequency == 0:
+                    self._calibration[0].append(step)
+                    self._calibration[1].append(self._holdout_accuracy())
             if self.holdout is not None and any(layer.pruning_schedule.stop_rule == "tolerance"
                                                 and layer.pruning_schedule.is_pruning_turn(step)
                                                 and not float(variable_value(layer.expansion_stopped))
@@ -338,10 +350,11 @@ class ExpanderPruningCallback(DualKerasCallback):
 
     def _check_learning_trend(self, step: int) -> None:
         """Collects the held-out measurements of the calibration phase (every layer at most CALIBRATION_SPARSITY
-        sparse: pruning there costs nothing measurable, so they follow the unpruned model's learning curve); when
-        it ends, fits `learning_trend` and warns once if the model is still learning by more than the tolerance
-        over what remains of the schedule (the tolerance rule's reference, the best accuracy of this fit, then
-        lags what the model would reach unpruned)."""
+        sparse: pruning there costs nothing measurable, so they follow the unpruned model's learning curve; with
+        the measurements of the unpruned model before begin_step); when it ends, fits `learning_trend` and warns
+        once if the model is still learning by more than the tolerance over what remains of the schedule (the
+        tolerance rule's reference, the best accuracy of this fit, then lags what the model would reach
+        unpruned)."""
         if self.learning_trend is not None or self._calibration is None:
             return
         if max(self._committed_target.values(), default=0.0) <= decision_lib.CALIBRATION_SPARSITY:
