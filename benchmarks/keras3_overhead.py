@@ -15,7 +15,6 @@ Writes <out>/keras3_overhead.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -27,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras  # noqa: E402
 
+from benchmarks.recipes import write_report  # noqa: E402
 from keras_expander.pruning.callback import DualKerasCallback  # noqa: E402
 
 KERAS_VERSIONS = ("tf_keras", "keras3")
@@ -115,7 +115,6 @@ def main(argv=None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from keras_expander import datasets
-    from keras_expander.files import write_atomic
 
     (x_train, y_train), _ = datasets.sequential_mnist(args.data_dir)
     if args.train_samples:
@@ -140,11 +139,7 @@ def main(argv=None) -> int:
         "ratio_pruned": medians["keras3"]["pruned"] / medians["tf_keras"]["pruned"],
         "ratio_dense": medians["keras3"]["dense"] / medians["tf_keras"]["dense"],
     }
-    os.makedirs(args.out, exist_ok=True)
-    write_atomic(os.path.join(args.out, "keras3_overhead.json"), json.dumps(result, indent=2))
-    markdown = to_markdown(result)
-    write_atomic(os.path.join(args.out, "keras3_overhead.md"), markdown)
-    print(markdown)
+    write_report(args.out, "keras3_overhead", result, to_markdown(result))
     return 0
 
 

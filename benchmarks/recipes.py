@@ -127,6 +127,17 @@ def run_main_job(train_argv: list[str]) -> dict:
         return json.load(stream)
 
 
+def write_report(out_dir: str, name: str, payload: dict, markdown: str) -> None:
+    """Writes a benchmark's <out_dir>/<name>.json (`payload`) and <name>.md (`markdown`), each atomically, and prints
+    the Markdown."""
+    from keras_expander.files import write_atomic
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomic(os.path.join(out_dir, f"{name}.json"), json.dumps(payload, indent=2))
+    write_atomic(os.path.join(out_dir, f"{name}.md"), markdown)
+    print(markdown)
+
+
 def main_job_command(train_argv: list[str]) -> str:
     """The command line that reproduces a main-job run, as recorded in results."""
     return " ".join(["python", MAIN_JOB, *train_argv])
