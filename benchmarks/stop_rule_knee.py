@@ -449,7 +449,8 @@ def plot(payload: dict, path: str) -> None:
 
     pairs = [(r["cell"], r["dataset"]) for r in payload["rows"] if r["default"]]
     figure, axes = plt.subplots(len(DATASETS), len(CELLS), figsize=(13, 7), squeeze=False)
-    shown = ("delta_r_per_gate", "delta_r_union", "delta_r_stacked", "candidate_tolerance_1", "tolerance_1")
+    shown = ("delta_r_per_gate", "delta_r_union", "delta_r_stacked", "candidate_tolerance_1", "tolerance_1",
+             "tolerance_1_trend")
     for axis in axes.flat:
         axis.set_visible(False)
     for cell, dataset in pairs:
