@@ -359,7 +359,8 @@ def scripted_tolerance_fit(K, monkeypatch, accuracies, begin_step=0, **settings)
     return callback
 
 
-def test_a_model_still_learning_while_it_is_pruned_is_warned_with_its_trend(K, monkeypatch):
+def test_a_model_still_learning_while_it_is_pruned_is_warned_with_its_trend(monkeypatch):
+    K = keras  # the callback's logic, the same for both Kerases (their step clocks: the test below)
     # Steps 1-5 are measured while the layer is at most 50 % sparse (targets 12.9, 24.4, 34.7, 43.9 % committed
     # before them; 52.0 % at step 5): they rise 2 points a step, 2,000 points per 1,000 steps on a least-squares
     # line, which projects 28 points, far more than the 1-point tolerance, over the 14 steps left.
@@ -389,7 +390,8 @@ def test_the_learning_trend_takes_the_unpruned_steps_before_begin_step(K, monkey
     assert [e.holdout_accuracy for e in callback.events][:2] == [0.44, 0.45]  # the rule's own history from step 8
 
 
-def test_trend_reference_credits_the_best_with_the_projected_gain_of_the_unpruned_model(K, monkeypatch):
+def test_trend_reference_credits_the_best_with_the_projected_gain_of_the_unpruned_model(monkeypatch):
+    K = keras
     # Calibration (steps 1-5): 50.0 -> 52.0 % in steps of 0.5 points, 500 points per 1,000 steps, no scatter.
     # Then flat at 52 %. "best": the mean of the last 3 reaches 52 % and never falls: no pause. "trend": the best
     # mean of step 5 (51.5 %) gains 0.005 * 4 * ln(1 + (k - 5) / 4) by step k (decision.projected_gain, span 4
