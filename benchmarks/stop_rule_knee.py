@@ -135,6 +135,12 @@ def load(dataset: str, data_dir, train_images: dict):
     return (x_train[:count], y_train[:count]), (x_train[-5000:], y_train[-5000:]), test
 
 
+def holdout_accuracy(model, holdout) -> float:
+    """Accuracy in [0, 1] of `model` (argmax of its logits) on the held-out pair (x, y)."""
+    logits = model(holdout[0], training=False).numpy()
+    return float(np.mean(np.argmax(logits, axis=1) == holdout[1]))
+
+
 class StepRecorder:
     """Records, at each pruning step of the callback, q, every view's graph metrics and the held-out accuracy of the
     model as trained so far (before the step) and with the step's masks (right after it)."""
@@ -169,8 +175,7 @@ class StepRecorder:
         self.reference_accuracy = None
 
     def holdout_accuracy(self, model) -> float:
-        logits = model(self.holdout[0], training=False).numpy()
-        return float(np.mean(np.argmax(logits, axis=1) == self.holdout[1]))
+        return holdout_accuracy(model, self.holdout)
 
     def record(self, model, event) -> None:
         from keras_expander.expansion import analysis
@@ -203,9 +208,8 @@ class DenseCurveRecorder:
 
             def on_train_batch_begin(self, batch, logs=None):
                 if recorder.batches % frequency == 0 and recorder.batches <= 20 * frequency:
-                    logits = self.model(recorder.holdout[0], training=False).numpy()
-                    recorder.points.append({"step": recorder.batches, "holdout_accuracy": float(
-                        np.mean(np.argmax(logits, axis=1) == recorder.holdout[1]))})
+                    recorder.points.append({"step": recorder.batches,
+                                            "holdout_accuracy": holdout_accuracy(self.model, recorder.holdout)})
                 recorder.batches += 1
 
         self.callback = _Curve()

@@ -172,6 +172,8 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._holdout_history = []  # held-out accuracies of this fit's pruning steps, oldest first (tolerance rule)
         self._holdout_steps = []  # the training step of each of those measurements
         self._calibration = ([], [])  # (steps, accuracies) measured while no layer was past CALIBRATION_SPARSITY
+        self._tolerance_schedules = []  # the schedules with stop_rule="tolerance" (on_train_begin)
+        self._pre_pruning = None  # (begin_step, frequency) for the unpruned measurements before begin_step
         self.learning_trend: decision_lib.LearningTrend | None = None
         # How the model's outputs become predicted labels, and `holdout`'s labels as class indices (on_train_begin).
         self._holdout_reading = self._holdout_labels = None
@@ -240,11 +242,11 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._calibration = ([], [])
         self.learning_trend = None
         self._committed_target = {}
-        tolerance = [layer.pruning_schedule for layer in self._expanders
-                     if layer.pruning_schedule.stop_rule == "tolerance"]
+        self._tolerance_schedules = [layer.pruning_schedule for layer in self._expanders
+                                     if layer.pruning_schedule.stop_rule == "tolerance"]
         # (begin_step, frequency) of the first tolerance schedule: the unpruned model is measured at its pruning
         # frequency over the later half of the steps before it (the calibration phase's unconfounded part).
-        first = min(tolerance, key=lambda schedule: schedule.begin_step, default=None)
+        first = min(self._tolerance_schedules, key=lambda schedule: schedule.begin_step, default=None)
         self._pre_pruning = (first.begin_step, first.frequency) if first and self.holdout is not None else None
         if self.holdout is not None and any(is_expander(layer) and layer.pruning_schedule.stop_rule == "tolerance"
                                             for layer in self.prunable_layers):
@@ -366,8 +368,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         if trend is None:
             return
         self.learning_trend = trend
-        schedules = [layer.pruning_schedule for layer in self._expanders
-                     if layer.pruning_schedule.stop_rule == "tolerance"]
+        schedules = self._tolerance_schedules
         end_step = max((s.end_step for s in schedules if s.end_step != -1), default=None)  # -1: constant_sparsity
         left = max(0, end_step - step) if end_step is not None else None
         tolerance = min(s.tolerance for s in schedules)
