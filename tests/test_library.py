@@ -67,31 +67,14 @@ int main(void) {
   puts("KE done");
   return 0;
 }
-
-// Start-up as the firmware harness does it (-nostartfiles): newlib's rdimon crt0 hangs on the Cortex-M55 board.
-// CMSIS' reset handler calls _start: clear .bss, run the constructors, open semihosting, main, exit.
-extern "C" void _init(void) {}
-extern "C" void _fini(void) {}
-extern "C" {
-void* __dso_handle = &__dso_handle;
-}
-extern "C" void __libc_init_array(void);
-extern "C" void initialise_monitor_handles(void);
-extern "C" __attribute__((noreturn)) void _start(void) {
-  extern uint32_t __bss_start__, __bss_end__;
-  for (uint32_t* word = &__bss_start__; word < &__bss_end__; ++word) *word = 0;
-  __libc_init_array();
-  initialise_monitor_handles();
-  exit(main());
-}
 """
 
-# The board side: the core's CMSIS start-up from the tree (its reset handler calls MAIN's _start), its
+# The board side: the start-up of toolchain.startup_sources (CMSIS' from the tree, then our _start), its
 # QEMU board's linker script; the library comes in through add_subdirectory and gives the core's flags.
 APP_CMAKE = """cmake_minimum_required(VERSION 3.16)
 project(ke_library_test C CXX)
 add_subdirectory(${{KE_LIBRARY}} ke_model)
-add_executable(app main.cc startup_{device}.c system_{device}.c)
+add_executable(app main.cc startup_{device}.c system_{device}.c semihosting_start.cc)
 target_compile_definitions(app PRIVATE {defines})
 set_source_files_properties(main.cc PROPERTIES COMPILE_OPTIONS "-Wall;-Wextra;-Werror")
 target_link_libraries(app PRIVATE ke_model)

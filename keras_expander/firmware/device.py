@@ -82,7 +82,7 @@ def link(toolchain: Toolchain, project: Path, registrations: dict, arena_bytes: 
 
 
 def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_script: Path | None = None,
-                 start_files: bool = False, extra_flags: tuple[str, ...] = ()) -> list[str]:
+                 extra_flags: tuple[str, ...] = ()) -> list[str]:
     """The compiler command that links objects and archives into an executable (host) or a Cortex-M ELF image.
 
     Args:
@@ -90,8 +90,6 @@ def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_s
         inputs: Objects and archives, in link order.
         image: Output path; the command ends with "-o", image.
         linker_script: The board's `link.ld` (Cortex-M only).
-        start_files: Cortex-M: link newlib's semihosting start-up (rdimon crt0: .bss, constructors, main, exit);
-            False when the program provides `_start` itself, as the firmware harness does (-nostartfiles).
         extra_flags: More linker flags (e.g. a map file).
 
     Returns:
@@ -100,8 +98,8 @@ def link_command(toolchain: Toolchain, inputs: list[Path], image: Path, linker_s
     command = [toolchain.cxx, *map(str, inputs), "-Wl,--gc-sections", *extra_flags]
     if toolchain.core:
         command[1:1] = [flag for flag in toolchain.flags if flag.startswith("-m")]
-        command += [f"-T{linker_script}", "--specs=nano.specs", "--specs=rdimon.specs"]
-        command += [] if start_files else ["-nostartfiles"]
+        # -nostartfiles: the objects include `startup_sources` (our _start).
+        command += [f"-T{linker_script}", "--specs=nano.specs", "--specs=rdimon.specs", "-nostartfiles"]
     return command + ["-lm", "-o", str(image)]
 
 

@@ -161,7 +161,7 @@ def write_op_resolver(registrations: dict[str, Registration | CustomOp], folder:
 
 
 def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: int, stack_bytes: int,
-                        heap_bytes: int, target: str = "cortex-m4") -> Path:
+                        heap_bytes: int, target: str = "cortex-m4", ram_origin: int | None = None) -> Path:
     """Writes link.ld: the tree's CMSIS `<device>_gcc.ld` of the core, with the code and RAM origins of its QEMU
     board (`toolchain.CORES`: e.g. the Cortex-M33's Secure aliases 0x10000000 and 0x38000000) and the given sizes.
 
@@ -171,6 +171,8 @@ def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: i
         flash_bytes, ram_bytes: Code memory and RAM, bytes.
         stack_bytes, heap_bytes: Stack and heap reserved in RAM, bytes.
         target: The Cortex-M core, a key of `toolchain.CORES`.
+        ram_origin: Another RAM address of the board (default: the core's `ram_origin`), e.g. the Cortex-M55
+            board's DDR at 0x60000000 for programs larger than its 512 KiB DTCM.
 
     Returns:
         The path written.
@@ -183,8 +185,9 @@ def write_linker_script(tree: Path, folder: Path, flash_bytes: int, ram_bytes: i
     if not template.is_file():
         raise FirmwareError(f"{template} not found: the {target} build needs the CMSIS linker template.")
     text = template.read_text()
+    ram_base = core.ram_origin if ram_origin is None else ram_origin
     for symbol, value in (("__ROM_BASE", core.code_origin), ("__ROM_SIZE", flash_bytes),
-                          ("__RAM_BASE", core.ram_origin), ("__RAM_SIZE", ram_bytes),
+                          ("__RAM_BASE", ram_base), ("__RAM_SIZE", ram_bytes),
                           ("__STACK_SIZE", stack_bytes), ("__HEAP_SIZE", heap_bytes)):
         text, count = re.subn(rf"^{symbol}\s*=\s*0x[0-9A-Fa-f]+;", f"{symbol} = 0x{value:08X};", text, flags=re.M)
         if count != 1:

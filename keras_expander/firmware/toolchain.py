@@ -26,6 +26,7 @@ from pathlib import Path
 KERNEL_SETS = ("reference", "cmsis_nn")
 APT_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib qemu-system-arm"
 _SHARED_TFLM = Path(__file__).resolve().parents[3] / "shared" / "tflm"
+SEMIHOSTING_START = Path(__file__).parent / "harness" / "semihosting_start.cc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,12 +355,14 @@ def core_sources(toolchain: Toolchain) -> list[Path]:
 
 
 def startup_sources(toolchain: Toolchain) -> list[Path]:
-    """The core's CMSIS startup and system files (vector table, FPU enable); none for the host."""
+    """The start-up of a semihosting program under QEMU: the core's CMSIS startup and system files (vector table,
+    FPU enable) and our `_start` (harness/semihosting_start.cc: .bss, constructors, stdio, main, exit; linked with
+    -nostartfiles); none for the host."""
     if not toolchain.core:
         return []
     device = toolchain.core.device
     folder = toolchain.tree / f"third_party/cmsis/Cortex_DFP/Device/{device}/Source"
-    return [folder / f"startup_{device}.c", folder / f"system_{device}.c"]
+    return [folder / f"startup_{device}.c", folder / f"system_{device}.c", SEMIHOSTING_START]
 
 
 def cache_root() -> Path:

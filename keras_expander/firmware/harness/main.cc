@@ -30,7 +30,6 @@ extern const size_t g_tensor_arena_bytes;
 #include CMSIS_DEVICE_ARM_CORTEX_M_XX_HEADER_FILE
 #include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
 
-extern "C" void initialise_monitor_handles(void);
 extern "C" uint32_t __StackLimit;  // NOLINT: linker symbols of the CMSIS gcc linker script
 extern "C" uint32_t __StackTop;    // NOLINT
 
@@ -97,25 +96,6 @@ extern "C" void HardFault_Handler(void) {
   fputs("KE error hard fault\n", stdout);
   exit(4);
 }
-
-// CMSIS' reset handler ends in __cmsis_start (it copies .data), which calls _start: clear .bss, run the C++
-// constructors, main, and leave through semihosting exit so that QEMU ends with main's status.
-// -nostartfiles leaves out crti/crtbegin: provide the empty _init that __libc_init_array calls (and the _fini
-// that the Armv8-M newlib-nano libraries refer to), and the handle that static objects' destructor registration
-// refers to (they are never destroyed: main exits the program).
-extern "C" void _init(void) {}
-extern "C" void _fini(void) {}
-extern "C" {
-void* __dso_handle = &__dso_handle;
-}
-extern "C" void __libc_init_array(void);
-extern "C" __attribute__((noreturn)) void _start(void) {
-  extern uint32_t __bss_start__, __bss_end__;
-  for (uint32_t* word = &__bss_start__; word < &__bss_end__; ++word) *word = 0;
-  __libc_init_array();
-  extern int main(void);
-  exit(main());
-}
 #else
 namespace {
 uint64_t Instructions() { return 0; }
@@ -151,7 +131,6 @@ int Fail(const char* what) {
 
 int main(void) {
 #if defined(KE_CORTEX_M)
-  initialise_monitor_handles();
   RegisterDebugLogCallback(LogToStdout);
   StartInstructionCounter();
 #endif
