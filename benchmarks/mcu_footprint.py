@@ -153,10 +153,11 @@ def compare_outputs(payload: dict, args, x_test) -> None:
     """Adds to every row, from the output files the device builds wrote:
     `bitexact_vs_stock_reference_build`: equal, byte for byte, to the plain model on TFLM's stock reference kernels
     built from the same tree for the same core (the criterion for encodings and the sparse kernels: same TFLM
-    source);
+    source), or for the Cortex-M4 where the core's own outputs are not at hand (`stock_reference_core` says which);
     `mismatched_sequences_vs_tflm_python` and `max_abs_difference_vs_tflm_python` (int8 steps): against the pip
     interpreter, which is built from a newer TFLM commit than the trees. Rows of an earlier run whose files are not
-    in --work-dir keep the values that run computed."""
+    in --work-dir (or whose files there are from a run with another sample count) keep the values that run
+    computed."""
     python_outputs = {}
     for row in payload["rows"]:
         model = f"{row['cell']}-{row['sparsity']:g}"
@@ -164,10 +165,23 @@ def compare_outputs(payload: dict, args, x_test) -> None:
         where = lambda encoding, kernels: os.path.join(  # noqa: E731
             build_folder(args.work_dir, row["target"], row["cell"], row["sparsity"], encoding, kernels), "run",
             "outputs.bin")
-        if "error" in row or not os.path.exists(where(row["encoding"], row["kernels"])):
+        path = where(row["encoding"], row["kernels"])
+        if "error" in row or not os.path.exists(path):
             continue
-        outputs = np.fromfile(where(row["encoding"], row["kernels"]), np.int8).reshape(row["samples"], -1)
-        stock = np.fromfile(where("plain", "reference"), np.int8).reshape(row["samples"], -1)
+        outputs = np.fromfile(path, np.int8)
+        # The same core's stock build, else the Cortex-M4's (same tree and source; a run with another sample
+        # count may have rewritten the core's own file).
+        stock, stock_core = None, None
+        for core in dict.fromkeys((row["target"], "cortex-m4")):
+            file = os.path.join(build_folder(args.work_dir, core, row["cell"], row["sparsity"], "plain", "reference"),
+                                "run", "outputs.bin")
+            if os.path.exists(file) and os.path.getsize(file) == outputs.size:
+                stock, stock_core = np.fromfile(file, np.int8), core
+                break
+        if stock is None or outputs.size % row["samples"]:  # files of a run with another sample count
+            continue
+        outputs, stock = outputs.reshape(row["samples"], -1), stock.reshape(row["samples"], -1)
+        row["stock_reference_core"] = stock_core
         if model not in python_outputs:
             with open(os.path.join(folder, "int8.tflite"), "rb") as stream:
                 plain = stream.read()
@@ -357,11 +371,12 @@ def to_markdown(payload: dict) -> str:
               "## Every core", "",
               "The Cortex-M4 (mps2-an386), M7 (mps2-an500), M33 (mps2-an505, Secure) and M55 (mps3-an547) builds of "
               "the same int8 models from the same trees; CMSIS-NN compiles its DSP code for the M4, M7 and M33 and "
-              "its Helium (MVE) code for the M55; our kernels have no Helium path. Instructions are counted by QEMU: "
-              "on the M55 one MVE instruction works on 16 int8 lanes in several beats, so instruction counts "
-              "understate the cycles of CMSIS-NN's Helium kernels more than those of our scalar kernels: the ratios "
-              "below flatter CMSIS-NN there. There is no cycle model for cores other than the M4 "
-              "(keras_expander/firmware/cycles.py).", "",
+              "its Helium (MVE) code for the M55; our sparse LSTM's gate rows run Helium code on the M55 (gathers "
+              "of the int8 activations by index, one VMLADAV per row of up to 16 non-zeros), our other kernels "
+              "scalar Thumb-2 on every core. Instructions are counted by QEMU: on the M55 one MVE instruction works "
+              "on up to 16 int8 lanes in several beats, so instruction counts understate the cycles of Helium code "
+              "(CMSIS-NN's and our LSTM's) more than those of scalar code. There is no cycle model for cores other "
+              "than the M4 (keras_expander/firmware/cycles.py).", "",
               *cores_table(every_core)]
     return "\n".join(lines) + "\n"
 

@@ -51,10 +51,15 @@
 // counts, sequential-MNIST LSTM(128), 28 steps): 1.56 M instructions per
 // inference (1.98 M cycles, estimate) at 90 % sparsity and 1.11 M (1.47 M
 // cycles) at 95 %, against 6.14 M instructions for CMSIS-NN's dense kernel
-// and 25.2 M for TFLM's reference kernel.
+// and 25.2 M for TFLM's reference kernel. On Cortex-M55 (Helium) the gate
+// rows run MVE assembly instead (below: gathers of the int8 activations by
+// index, one VMLADAV per row of up to 16 non-zeros, four rows requantized per
+// vector) when every blob has one-byte indices and n_cell % 4 == 0.
 //
 // Arena: the stock kernel's four n_batch x n_cell int16 scratch buffers plus
-// n_input int16 (times n_batch when time major) for the widened input.
+// n_input int16 (times n_batch when time major) for the widened input; with
+// the MVE rows also 8 x n_cell int32 of persistent effective biases (the
+// size of CMSIS-NN's LSTM kernel sums: 4,096 bytes for LSTM(128)).
 
 #include <cstddef>
 #include <cstring>
@@ -685,6 +690,186 @@ ke_sparse_lstm_hidden_pass:
 #define KE_SPARSE_USE_ASM 0
 #endif
 
+// ---------------------------------------------------------------------------
+// Cortex-M55 (Helium, MVE) gate-row loops. Each row of up to 16 non-zeros is
+// one predicated block: VCTP.8 of the row's count, the column indices
+// (VLDRB.U8), the values (VLDRB.S8), a gather of the int8 activations at
+// those indices (VLDRB.U8 [x, indices]) and one VMLADAV.S8 into the row's
+// accumulator; longer rows run further 16-lane blocks out of line. The
+// activations are gathered as stored (int8, not widened), so the input
+// offset is folded into an effective bias, bias + offset * sum(row), computed
+// in Prepare as CMSIS-NN's LSTM computes its kernel sums
+// (arm_vector_sum_s8): the accumulator is the stock one modulo 2^32. Four
+// rows' accumulators are requantized together with TFLM's
+// MultiplyByQuantizedMultiplier arithmetic: VSHL by the left shift and
+// VQRDMULH (gemmlowp's SaturatingRoundingDoublingHighMul), or VQRDMULH and
+// RoundingDivideByPOT as CMSIS-NN's arm_divide_by_power_of_two_mve writes it
+// (a -1 fix-up for negative values, then VRSHL), then VQMOVNB saturates to
+// int16 (the recurrent rows add to the gate with VQADD.S16). About 11
+// instructions a row (14.5 with its share of the requantization) whatever
+// its count up to 16, against 15 + 4 per non-zero in the Thumb-2 loops.
+#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1) && \
+    !defined(__ARM_BIG_ENDIAN) && !TFLITE_SINGLE_ROUNDING && \
+    !defined(KE_SPARSE_USE_TFLM_REQUANTIZE)
+#define KE_SPARSE_USE_MVE 1
+
+// Field offsets are fixed by the assembly below (static_asserts check them).
+struct MveRowsArgs {
+  const uint8_t* counts;   // 0: one count byte per row
+  const uint8_t* indices;  // 4: column index bytes
+  const int8_t* values;    // 8: int8 non-zeros
+  const int8_t* x;         // 12: int8 activations as stored
+  int16_t* out;            // 16: first output row
+  int16_t* out_end;        // 20: one past the last row (rows % 4 == 0)
+  int32_t multiplier;      // 24
+  int32_t shift;           // 28: TFLM's output_shift (> 0 left, else right)
+  const int32_t* bias;     // 32: effective bias per row
+};
+static_assert(offsetof(MveRowsArgs, bias) == 32, "assembly field offsets");
+
+extern "C" {
+// out[r] = sat16(requant(bias[r] + W_x[r] . x)), shift > 0 / shift <= 0.
+void ke_sparse_mve_input_rows_left(const MveRowsArgs* args);
+void ke_sparse_mve_input_rows_right(const MveRowsArgs* args);
+// out[r] = sat16(out[r] + sat16(requant(bias[r] + W_h[r] . h))).
+void ke_sparse_mve_recurrent_rows_left(const MveRowsArgs* args);
+void ke_sparse_mve_recurrent_rows_right(const MveRowsArgs* args);
+// The same for matrices whose rows all have at most 16 non-zeros (no
+// count check: 2 instructions a row fewer).
+void ke_sparse_mve_input_rows_left_short(const MveRowsArgs* args);
+void ke_sparse_mve_input_rows_right_short(const MveRowsArgs* args);
+void ke_sparse_mve_recurrent_rows_left_short(const MveRowsArgs* args);
+void ke_sparse_mve_recurrent_rows_right_short(const MveRowsArgs* args);
+}
+
+using MveRows = void (*)(const MveRowsArgs*);
+// [recurrent][left shift][long rows]
+constexpr MveRows kMveRows[2][2][2] = {
+    {{ke_sparse_mve_input_rows_right_short, ke_sparse_mve_input_rows_right},
+     {ke_sparse_mve_input_rows_left_short, ke_sparse_mve_input_rows_left}},
+    {{ke_sparse_mve_recurrent_rows_right_short,
+      ke_sparse_mve_recurrent_rows_right},
+     {ke_sparse_mve_recurrent_rows_left_short,
+      ke_sparse_mve_recurrent_rows_left}}};
+
+// Registers: r0 counts, r1 indices, r2 values, r3 x, r4 out, r5 out_end,
+// r6 multiplier, r7 the row's count, r8 / r12 / r10 / lr the accumulators of
+// rows 0-3 (VMLADAV takes even registers), r9 bias, q3 the shift in every
+// lane. A zero count gives an all-false predicate, and VMLADAV of no lanes
+// writes 0. The accumulators enter q0 by single-lane VMOVs: GCC 12 (its
+// vcreateq) and QEMU 7.2 disagree on the lane order of the two-lane VMOV. The out-of-line block of a row with more than 16 non-zeros
+// leaves r7 at the count of its last block, as the in-line path has it.
+__asm__(R"(
+  .syntax unified
+  .thumb
+  .macro KE_MVE_ROW name, acc, n, long
+  ldrb r7, [r0], #1
+  vctp.8 r7
+  vpstttt
+  vldrbt.u8 q0, [r1]
+  vldrbt.s8 q1, [r2]
+  vldrbt.u8 q2, [r3, q0]
+  vmladavt.s8 \acc, q1, q2
+  .if \long
+  cmp r7, #16
+  bhi \name\()_more\n
+\name\()_back\n:
+  .endif
+  add r1, r7
+  add r2, r7
+  .endm
+  .macro KE_MVE_MORE name, acc, n
+\name\()_more\n:
+  adds r1, #16
+  adds r2, #16
+  subs r7, #16
+  vctp.8 r7
+  vpstttt
+  vldrbt.u8 q0, [r1]
+  vldrbt.s8 q1, [r2]
+  vldrbt.u8 q2, [r3, q0]
+  vmladavat.s8 \acc, q1, q2
+  cmp r7, #16
+  bhi \name\()_more\n
+  b \name\()_back\n
+  .endm
+  .macro KE_MVE_ROWS name, recurrent, right, long
+  .section .text.\name, "ax", %progbits
+  .align 2
+  .global \name
+  .type \name, %function
+  .thumb_func
+\name:
+  push {r4-r10, lr}
+  ldr r1, [r0, #4]
+  ldr r2, [r0, #8]
+  ldr r3, [r0, #12]
+  ldr r4, [r0, #16]
+  ldr r5, [r0, #20]
+  ldr r6, [r0, #24]
+  ldr r7, [r0, #28]
+  ldr r9, [r0, #32]
+  ldr r0, [r0, #0]
+  vdup.32 q3, r7
+  cmp r4, r5
+  beq 9f
+  .balign 4
+1:
+  KE_MVE_ROW \name, r8, 0, \long
+  KE_MVE_ROW \name, r12, 1, \long
+  KE_MVE_ROW \name, r10, 2, \long
+  KE_MVE_ROW \name, lr, 3, \long
+  vmov.32 q0[0], r8
+  vmov.32 q0[1], r12
+  vmov.32 q0[2], r10
+  vmov.32 q0[3], lr
+  vldrw.u32 q1, [r9], #16
+  vadd.i32 q0, q0, q1
+  .if \right
+  vqrdmulh.s32 q0, q0, r6
+  vand q1, q0, q3
+  vshr.s32 q1, q1, #31
+  vqadd.s32 q0, q0, q1
+  vrshl.s32 q0, q0, q3
+  .else
+  vshl.s32 q0, q0, q3
+  vqrdmulh.s32 q0, q0, r6
+  .endif
+  vqmovnb.s32 q0, q0
+  .if \recurrent
+  vldrh.u32 q1, [r4]
+  vqadd.s16 q0, q0, q1
+  .endif
+  vstrh.32 q0, [r4], #8
+  cmp r4, r5
+  bne 1b
+9:
+  pop {r4-r10, pc}
+  .if \long
+  KE_MVE_MORE \name, r8, 0
+  KE_MVE_MORE \name, r12, 1
+  KE_MVE_MORE \name, r10, 2
+  KE_MVE_MORE \name, lr, 3
+  .endif
+  .size \name, . - \name
+  .endm
+  KE_MVE_ROWS ke_sparse_mve_input_rows_left, 0, 0, 1
+  KE_MVE_ROWS ke_sparse_mve_input_rows_right, 0, 1, 1
+  KE_MVE_ROWS ke_sparse_mve_recurrent_rows_left, 1, 0, 1
+  KE_MVE_ROWS ke_sparse_mve_recurrent_rows_right, 1, 1, 1
+  KE_MVE_ROWS ke_sparse_mve_input_rows_left_short, 0, 0, 0
+  KE_MVE_ROWS ke_sparse_mve_input_rows_right_short, 0, 1, 0
+  KE_MVE_ROWS ke_sparse_mve_recurrent_rows_left_short, 1, 0, 0
+  KE_MVE_ROWS ke_sparse_mve_recurrent_rows_right_short, 1, 1, 0
+  .purgem KE_MVE_ROW
+  .purgem KE_MVE_MORE
+  .purgem KE_MVE_ROWS
+  .text
+)");
+#else
+#define KE_SPARSE_USE_MVE 0
+#endif
+
 using sparse::LoadIndex;
 using sparse::SparseMatrix;
 using sparse::SparseRowDot;
@@ -732,8 +917,16 @@ struct OpDataSparseLstm {
   // Init cannot fail; a bad option is reported by Prepare.
   const char* options_error;
   const char* options_key;
-  // n_input int16 per batch row of a step: input + input offset.
+  // n_input int16 per batch row of a step: input + input offset (requested
+  // but unused when the MVE rows run: n_input * 2 bytes).
   int input_scratch_index;
+  // Cortex-M55: whether the MVE gate passes run (one-byte indices in every
+  // blob, n_cell % 4 == 0, constant biases), and their effective biases,
+  // [gate][input FC, recurrent FC][n_cell] int32 (persistent).
+  bool mve;
+  const int32_t* mve_bias;
+  // Per gate, input and recurrent FC: a row has more than 16 non-zeros.
+  bool mve_long_rows[4][2];
   // Per gate (GateId order): input FC and recurrent FC requantization mode.
   RequantMode fc_modes[4][2];
   // The stock kernel's inter-gate Mul and Tanh parameters, pre-split.
@@ -971,6 +1164,10 @@ struct Gate {
   GateFc input;
   GateFc recurrent;
   const int32_t* bias;
+  // Effective biases of the MVE passes (input FC, recurrent FC), if they run,
+  // and whether a row of the FC has more than 16 non-zeros.
+  const int32_t* mve_bias[2];
+  bool mve_long_rows[2];
   // Pass instances for this gate's index widths and requantization modes.
   InputPass input_pass;
   RecurrentPass recurrent_pass;
@@ -1063,8 +1260,9 @@ GateFc MakeGateFc(const TfLiteEvalTensor* blob,
 }
 
 Gate MakeGate(const tflite::LSTMKernelContents& contents,
-              const tflite::GateParameters& params, const RequantMode* modes,
-              GateId id) {
+              const tflite::GateParameters& params,
+              const OpDataSparseLstm& data, GateId id) {
+  const RequantMode* modes = data.fc_modes[id];
   Gate gate;
   gate.input = MakeGateFc(contents.GetInternalTensor(kGateInputWeights[id]),
                           params.input_fc_params);
@@ -1077,6 +1275,12 @@ Gate MakeGate(const tflite::LSTMKernelContents& contents,
       kInputPasses[gate.input.weights.index_bytes - 1][modes[0]];
   gate.recurrent_pass =
       kRecurrentPasses[gate.recurrent.weights.index_bytes - 1][modes[1]];
+  for (int k = 0; k < 2; ++k) {
+    gate.mve_bias[k] =
+        data.mve ? data.mve_bias + (2 * id + k) * gate.input.weights.rows
+                 : nullptr;
+    gate.mve_long_rows[k] = data.mve_long_rows[id][k];
+  }
   return gate;
 }
 
@@ -1112,6 +1316,87 @@ void ComputeGate(const Gate& gate, const int16_t* x, const int16_t* h,
   }
 }
 
+#if KE_SPARSE_USE_MVE
+// One gate FC's rows through the MVE assembly; x as stored (int8).
+void MveGateRows(const GateFc& fc, const int8_t* x, const int32_t* bias,
+                 bool recurrent, bool long_rows, int16_t* out) {
+  const MveRowsArgs args = {fc.weights.row_counts, fc.weights.col_indices,
+                            fc.weights.values,     x,
+                            out,                   out + fc.weights.rows,
+                            fc.requant.multiplier, fc.requant.shift,
+                            bias};
+  kMveRows[recurrent][fc.requant.shift > 0][long_rows](&args);
+}
+
+// ComputeGate for the MVE passes: int8 input and hidden state, no widening.
+void ComputeGateMve(const Gate& gate, const int8_t* x, const int8_t* h,
+                    int n_batch, int n_input, int n_cell, int16_t* out) {
+  for (int b = 0; b < n_batch; ++b) {
+    MveGateRows(gate.input, x + b * n_input, gate.mve_bias[0], false,
+                gate.mve_long_rows[0], out + b * n_cell);
+    MveGateRows(gate.recurrent, h + b * n_cell, gate.mve_bias[1], true,
+                gate.mve_long_rows[1], out + b * n_cell);
+  }
+}
+
+// Decides whether the MVE passes run and computes their effective biases:
+// bias[r] + input_offset * sum_c W[r][c] for the input FC (the stock FC's
+// sum_c W[r][c] * (x[c] + input_offset) + bias[r], regrouped), and
+// input_offset * sum_c W[r][c] for the recurrent FC (no bias). 8 * n_cell
+// int32 of persistent arena, as CMSIS-NN's LSTM keeps for its kernel sums.
+TfLiteStatus PrepareMve(TfLiteContext* context,
+                        const tflite::LstmTensors& tensors,
+                        const tflite::GateParameters* const* gate_params,
+                        int n_cell, OpDataSparseLstm* data) {
+  data->mve = n_cell % 4 == 0;
+  for (int id = 0; id < 4 && data->mve; ++id) {
+    const TfLiteTensor* blobs[2] = {
+        tensors.GetInternalTensor(kGateInputWeights[id]),
+        tensors.GetInternalTensor(kGateRecurrentWeights[id])};
+    data->mve = tflite::IsConstantTensor(
+        tensors.GetInternalTensor(kGateBias[id]));
+    for (const TfLiteTensor* blob : blobs) {
+      data->mve = data->mve &&
+                  sparse::ViewSparseBlob(blob->data.uint8, blob->bytes)
+                          .index_bytes == 1;
+    }
+  }
+  if (!data->mve) return kTfLiteOk;
+  auto* bias = static_cast<int32_t*>(context->AllocatePersistentBuffer(
+      context, sizeof(int32_t) * 8 * n_cell));
+  TF_LITE_ENSURE(context, bias != nullptr);
+  for (int id = 0; id < 4; ++id) {
+    const int32_t* gate_bias =
+        tensors.GetInternalTensor(kGateBias[id])->data.i32;
+    const TfLiteTensor* blobs[2] = {
+        tensors.GetInternalTensor(kGateInputWeights[id]),
+        tensors.GetInternalTensor(kGateRecurrentWeights[id])};
+    const int32_t offsets[2] = {
+        gate_params[id]->input_fc_params.input_offset,
+        gate_params[id]->recurrent_fc_params.input_offset};
+    for (int k = 0; k < 2; ++k) {
+      const SparseMatrix m =
+          sparse::ViewSparseBlob(blobs[k]->data.uint8, blobs[k]->bytes);
+      const int8_t* value = m.values;
+      int32_t* out = bias + (2 * id + k) * n_cell;
+      data->mve_long_rows[id][k] = false;
+      for (int r = 0; r < n_cell; ++r) {
+        data->mve_long_rows[id][k] |= m.row_counts[r] > 16;
+        int32_t row_sum = 0;
+        for (int i = m.row_counts[r]; i > 0; --i) row_sum += *value++;
+        // Unsigned arithmetic: the stock int32 accumulator wraps the same.
+        out[r] = static_cast<int32_t>(
+            static_cast<uint32_t>(k == 0 ? gate_bias[r] : 0) +
+            static_cast<uint32_t>(offsets[k]) *
+                static_cast<uint32_t>(row_sum));
+      }
+    }
+  }
+  data->mve_bias = bias;
+  return kTfLiteOk;
+}
+#endif
+
 // One time step (all batch rows when time major), in the stock order:
 // forget, input and cell gates, cell update, output gate, hidden update,
 // copy of the hidden state to the output. `widen_hidden`: h16 does not yet
@@ -1141,22 +1426,32 @@ void SparseLstmStep(const LstmStepManager& step, const OpDataSparseLstm& data,
       lstm.forget_gate_parameters.input_fc_params.input_offset;
   const int32_t h_offset =
       lstm.forget_gate_parameters.recurrent_fc_params.input_offset;
-  for (int i = 0; i < n_batch * n_input; ++i) {
-    x16[i] = static_cast<int16_t>(x[i] + x_offset);
-  }
-  if (widen_hidden) {
-    for (int i = 0; i < n_batch * n_cell; ++i) {
-      h16[i] = static_cast<int16_t>(h[i] + h_offset);
+  const auto compute_gate = [&](GateId id, int16_t* out) {
+#if KE_SPARSE_USE_MVE
+    if (data.mve) {
+      ComputeGateMve(gates[id], x, h, n_batch, n_input, n_cell, out);
+      return;
+    }
+#endif
+    ComputeGate(gates[id], x16, h16, n_batch, n_input, n_cell, out);
+  };
+  if (!data.mve) {
+    for (int i = 0; i < n_batch * n_input; ++i) {
+      x16[i] = static_cast<int16_t>(x[i] + x_offset);
+    }
+    if (widen_hidden) {
+      for (int i = 0; i < n_batch * n_cell; ++i) {
+        h16[i] = static_cast<int16_t>(h[i] + h_offset);
+      }
     }
   }
 
   int16_t* forget_gate = buffers.buffer0;
   int16_t* input_gate = buffers.buffer1;
   int16_t* cell_gate = buffers.buffer2;
-  ComputeGate(gates[kForget], x16, h16, n_batch, n_input, n_cell, forget_gate);
-  ComputeGate(gates[kInputGate], x16, h16, n_batch, n_input, n_cell,
-              input_gate);
-  ComputeGate(gates[kCell], x16, h16, n_batch, n_input, n_cell, cell_gate);
+  compute_gate(kForget, forget_gate);
+  compute_gate(kInputGate, input_gate);
+  compute_gate(kCell, cell_gate);
 
   int16_t* cell_state =
       tflite::micro::GetTensorData<int16_t>(contents.CellStateTensor()) +
@@ -1191,8 +1486,7 @@ void SparseLstmStep(const LstmStepManager& step, const OpDataSparseLstm& data,
   }
 
   int16_t* output_gate = buffers.buffer0;  // forget gate no longer needed
-  ComputeGate(gates[kOutputGate], x16, h16, n_batch, n_input, n_cell,
-              output_gate);
+  compute_gate(kOutputGate, output_gate);
   int8_t* output =
       tflite::micro::GetTensorData<int8_t>(contents.output_tensor) +
       step.OutputOffset();
@@ -1363,6 +1657,11 @@ TfLiteStatus SparseLstmPrepare(TfLiteContext* context, TfLiteNode* node) {
         tensors.GetInternalTensor(kGateRecurrentWeights[id]), nullptr,
         g.recurrent_fc_params);
   }
+  data->mve = false;
+#if KE_SPARSE_USE_MVE
+  TF_LITE_ENSURE_OK(context,
+                    PrepareMve(context, tensors, gate_params, n_cell, data));
+#endif
 
   // Inter-gate Mul and Tanh parameters for the fused elementwise passes.
   const tflite::InterGateParameters& inter = lstm.inter_gate_parameters;
@@ -1478,14 +1777,10 @@ TfLiteStatus SparseLstmEval(TfLiteContext* context, TfLiteNode* node) {
       context->GetScratchBuffer(context, data.input_scratch_index));
 
   const Gate gates[4] = {
-      MakeGate(contents, lstm.forget_gate_parameters, data.fc_modes[kForget],
-               kForget),
-      MakeGate(contents, lstm.input_gate_parameters,
-               data.fc_modes[kInputGate], kInputGate),
-      MakeGate(contents, lstm.cell_gate_parameters, data.fc_modes[kCell],
-               kCell),
-      MakeGate(contents, lstm.output_gate_parameters,
-               data.fc_modes[kOutputGate], kOutputGate)};
+      MakeGate(contents, lstm.forget_gate_parameters, data, kForget),
+      MakeGate(contents, lstm.input_gate_parameters, data, kInputGate),
+      MakeGate(contents, lstm.cell_gate_parameters, data, kCell),
+      MakeGate(contents, lstm.output_gate_parameters, data, kOutputGate)};
 
   // Same walk over time and batch as the stock EvalLstm.
   LstmStepManager step(&lstm.size_info);
