@@ -54,7 +54,7 @@ class EpochTimer(tf_keras.callbacks.Callback):
 
 def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, data,
               mask_policy: str = "degree_floor_magnitude", base: str = "polynomial_decay", seed: int | None = None,
-              cosine_decay: bool = False) -> dict:
+              cosine_decay: bool = False, allocation: str = "uniform", model_path: str | None = None) -> dict:
     """Trains one configuration and returns its row of the results table.
 
     Args:
@@ -63,12 +63,15 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
         sparsity: Target sparsity of kernel and recurrent kernel, in [0, 1).
         stop_rule: Stop rule of the expander schedule ("monitor", "hold", "correct").
         args: Namespace with epochs, units, batch_size, frequency, seed and learning_rate (default 1e-3).
-        data: ((x_train, y_train), (x_val, y_val), (x_test, y_test)); x of shape (N, 28, 28) float32.
+        data: ((x_train, y_train), (x_val, y_val), (x_test, y_test)); x of shape (N, T, F) float32 (the model's
+            input shape and class count follow the data).
         mask_policy: keras_expander mask policy of the expander method.
         base: Base schedule of the expander method: "polynomial_decay" (pruned from step 0 to 67 % of training)
             or "constant_sparsity" (the final sparsity from step 0: a fixed mask for the random policies).
         seed: Seed of initialisation, data order and random masks; None uses args.seed.
         cosine_decay: Adam's learning rate decays to 0 along a cosine over the whole training (Keras CosineDecay).
+        allocation: Sparsity allocation of the expander method (`keras_expander.ALLOCATIONS`).
+        model_path: Where to save the trained (stripped) model as `.keras`, or None.
 
     Returns:
         A dict: configuration, test accuracy in [0, 1], measured sparsity, worst Delta values, seconds per epoch.
@@ -76,7 +79,8 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = data
     seed = args.seed if seed is None else seed
     tf_keras.utils.set_random_seed(seed)
-    model = build_model(cell, args.units)
+    model = build_model(cell, args.units, timesteps=x_train.shape[1], features=x_train.shape[2],
+                        classes=int(max(y_train.max(), y_test.max())) + 1)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     end_step = args.frequency * max(1, int(0.67 * steps_per_epoch * args.epochs) // args.frequency)
     callbacks = []
@@ -88,7 +92,7 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
     elif method == "expander":
         schedule = ke.ExpanderPruningSchedule(final_sparsity=sparsity, begin_step=0, end_step=end_step,
                                               frequency=args.frequency, stop_rule=stop_rule, base=base)
-        model = ke.prune_expander(model, schedule, mask_policy=mask_policy, seed=seed)
+        model = ke.prune_expander(model, schedule, mask_policy=mask_policy, seed=seed, allocation=allocation)
         expander_callback = ke.ExpanderPruningCallback()
         callbacks.append(expander_callback)
     learning_rate = args.learning_rate
@@ -99,19 +103,23 @@ def train_one(method: str, cell: str, sparsity: float, stop_rule: str, args, dat
                   loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, validation_data=(x_val, y_val),
               callbacks=callbacks + [timer], verbose=2)
+    if model_path:
+        strip = {"expander": ke.strip_pruning, "tfmot": tfmot.sparsity.keras.strip_pruning}.get(method, lambda m: m)
+        strip(model).save(model_path)
     accuracy, report, summaries = measure_trained_model(model, x_test, y_test)
     summary = summaries[0]
     row = {
         "cell": cell, "method": method, "target_sparsity": sparsity if method != "dense" else 0.0,
         "stop_rule": stop_rule if method == "expander" else "", "seed": seed,
         "mask_policy": mask_policy if method == "expander" else "", "base": base if method == "expander" else "",
+        "allocation": allocation if method == "expander" else "",
         "test_accuracy": float(accuracy),
         "measured_sparsity": summary.sparsity, "worst_delta_r": summary.worst_delta_r,
         "worst_delta_s": summary.worst_delta_s, "worst_weighted_delta_r": summary.worst_weighted_delta_r,
         "isolated_nodes": summary.isolated_nodes,
         "seconds_per_epoch": float(np.mean(timer.seconds)),
         "graphs": {r.name: {"delta_r": r.unweighted.delta_r, "delta_s": r.unweighted.delta_s,
-                            "weighted_delta_r": r.weighted.delta_r} for r in report},
+                            "weighted_delta_r": r.weighted.delta_r, "edges": r.unweighted.num_edges} for r in report},
     }
     if method == "expander":
         held = [e for e in expander_callback.events if not e.committed and not e.paused]

@@ -1,8 +1,9 @@
 """Benchmark: is expansion-aware pruning better than tfmot beyond seed-to-seed noise, and which ingredient helps?
 
-Trains every (cell, sparsity, method) on real row-wise sequential MNIST for N seeds with identical data, epochs,
-optimizer and pruning steps (a seed fixes initialisation, data order and random masks; the same seed is used for
-every method, so differences are paired). Methods:
+Trains every (cell, sparsity, method) on real row-wise sequential MNIST (or, with --dataset speech, the Speech
+Commands v0.02 test set split by speaker, keras_expander.datasets.speech_commands) for N seeds with identical data,
+epochs, optimizer and pruning steps (a seed fixes initialisation, data order and random masks; the same seed is used
+for every method, so differences are paired). Methods:
   dense                no pruning
   tfmot                tfmot prune_low_magnitude + PolynomialDecay (its own in-graph top-k over the stacked matrix)
   per_gate_magnitude   ablation 1: top-k within each gate's graph, no degree floor (monitor rule)
@@ -10,8 +11,14 @@ every method, so differences are paired). Methods:
   correct              ablation 3: degree_floor_magnitude with stop_rule="correct" at the same target
   random_biregular     fixed seeded degree-balanced random mask from step 0 (constant_sparsity)
   random               fixed seeded uniform random mask from step 0 (constant_sparsity)
-The pruned methods other than the random ones follow PolynomialDecay from step 0 to 67 % of training, every
---frequency steps.
+  erk                  degree_floor with allocation="erk": Erdos-Renyi split of each layer's non-zeros between its
+                       graphs (keras_expander.pruning.allocation)
+  expansion            degree_floor with allocation="expansion": equal Ramanujan gap ratios (ours)
+(degree_floor is allocation="uniform"; the three keep the same non-zeros per layer, and the allocation table pairs
+them.) The pruned methods other than the random ones follow PolynomialDecay from step 0 to 67 % of training, every
+--frequency steps. With --firmware-sparsity S, seed 0 of each allocation at S is also exported to int8, rewritten to
+the sparse kernels and run on the Cortex-M4 firmware (benchmarks/mcu_footprint.py's run_row: flash, instructions,
+on --firmware-samples test sequences).
 
 Writes <out>/<name>.json (every run, per-setting statistics, paired differences to tfmot and along the ablation
 chain with 95 % t intervals and paired t-test p-values from scipy.stats), <out>/<name>.md and one plot per cell
@@ -24,6 +31,9 @@ run is kept in <runs>/<name>/<run>.json; a rerun skips it (resumable). Prints a 
       --threads 1 --published                                                               # the long budget
   python benchmarks/pruning_seeds.py --name pruning_seeds_gru --cells gru --sparsities 0.9 \
       --methods dense tfmot per_gate_magnitude degree_floor --seeds 5 --threads 1         # GRU(128) at 90 %
+  python benchmarks/pruning_seeds.py --name allocation_mnist --cells lstm gru --sparsities 0.9 0.95 0.98 \
+      --methods dense tfmot degree_floor erk expansion --seeds 5 --threads 1 --firmware-sparsity 0.95 \
+      --data-dir ../shared/data                                                  # sparsity allocation (issue 37)
 """
 
 from __future__ import annotations
@@ -43,16 +53,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-# method -> (train_one method, mask policy, stop rule, base schedule)
+# method -> (train_one method, mask policy, stop rule, base schedule, allocation)
 METHODS = {
-    "dense": ("dense", "", "", ""),
-    "tfmot": ("tfmot", "", "", ""),
-    "per_gate_magnitude": ("expander", "per_gate_magnitude", "monitor", "polynomial_decay"),
-    "degree_floor": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay"),
-    "correct": ("expander", "degree_floor_magnitude", "correct", "polynomial_decay"),
-    "random_biregular": ("expander", "random_biregular", "monitor", "constant_sparsity"),
-    "random": ("expander", "random", "monitor", "constant_sparsity"),
+    "dense": ("dense", "", "", "", "uniform"),
+    "tfmot": ("tfmot", "", "", "", "uniform"),
+    "per_gate_magnitude": ("expander", "per_gate_magnitude", "monitor", "polynomial_decay", "uniform"),
+    "degree_floor": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay", "uniform"),
+    "correct": ("expander", "degree_floor_magnitude", "correct", "polynomial_decay", "uniform"),
+    "random_biregular": ("expander", "random_biregular", "monitor", "constant_sparsity", "uniform"),
+    "random": ("expander", "random", "monitor", "constant_sparsity", "uniform"),
+    "erk": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay", "erk"),
+    "expansion": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay", "expansion"),
 }
+# The allocation comparisons (issue 37): (method, baseline, what).
+ALLOCATION_PAIRS = (("erk", "degree_floor", "erk vs uniform"), ("expansion", "degree_floor", "expansion vs uniform"),
+                    ("expansion", "erk", "expansion vs erk"))
+# Acceptance of an allocation as the default: at least this many points over both others, paired 95 % interval
+# above 0, at one of these sparsities.
+ALLOCATION_MARGIN_POINTS = 0.5
+ALLOCATION_JUDGED_SPARSITIES = (0.95, 0.98)
 # Each ablation step adds one ingredient to the method before it.
 ABLATION_CHAIN = (("per_gate_magnitude", "tfmot", "per-gate thresholds"),
                   ("degree_floor", "per_gate_magnitude", "degree floor"),
@@ -150,6 +169,9 @@ def summarize(rows: list[dict], cells, sparsities, methods, y_test) -> list[dict
                     "vs_tfmot": paired(values, accuracies(cell, sparsity, "tfmot")) if method != "tfmot" else None,
                     **check,
                 }
+                setting["allocation_pairs"] = {
+                    what: paired(values, accuracies(cell, sparsity, baseline))
+                    for name, baseline, what in ALLOCATION_PAIRS if name == method}
                 for method_name, before, ingredient in ABLATION_CHAIN:
                     if method == method_name:
                         setting["ablation_step"] = {"ingredient": ingredient, "versus": before,
@@ -199,15 +221,66 @@ def ingredient_statements(settings: list[dict]) -> list[str]:
     return lines
 
 
+def allocation_statements(settings: list[dict], dataset: str) -> list[str]:
+    """One plain sentence per cell: which allocation, if any, beats the other two by `ALLOCATION_MARGIN_POINTS` with
+    its paired 95 % intervals above 0 at a sparsity of `ALLOCATION_JUDGED_SPARSITIES` (issue 37's acceptance)."""
+    lines = []
+    for cell in dict.fromkeys(s["cell"] for s in settings):
+        by = {(s["method"], s["sparsity"]): s for s in settings if s["cell"] == cell}
+        judged = [sparsity for sparsity in ALLOCATION_JUDGED_SPARSITIES
+                  if all((method, sparsity) in by for method in ("degree_floor", "erk", "expansion"))]
+        if not judged:
+            continue
+        if by[("degree_floor", judged[0])]["no_conclusion"]:
+            lines.append(f"- {cell}, {dataset}: {by[('degree_floor', judged[0])]['no_conclusion']}.")
+            continue
+
+        def difference(method, baseline, sparsity):
+            """(mean, 95 % interval) of method - baseline in points, or None where not measured."""
+            for name, base, what in ALLOCATION_PAIRS:
+                pair = by[(name, sparsity)]["allocation_pairs"].get(what)
+                if pair and (name, base) == (method, baseline):
+                    return pair["mean"], pair["ci95"]
+                if pair and (name, base) == (baseline, method):
+                    return -pair["mean"], [-pair["ci95"][1], -pair["ci95"][0]]
+            return None
+
+        def beats(method, baseline, sparsity):
+            found = difference(method, baseline, sparsity)
+            return found is not None and found[0] >= ALLOCATION_MARGIN_POINTS and found[1][0] > 0
+
+        winners = [(method, sparsity) for sparsity in judged for method in ("expansion", "erk", "degree_floor")
+                   if all(beats(method, other, sparsity) for other in ("expansion", "erk", "degree_floor")
+                          if other != method)]
+        differences = "; ".join(
+            f"{100 * (1 - sparsity):.0f} % kept: " + ", ".join(
+                f"{what} {pair['mean']:+.2f} [{pair['ci95'][0]:+.2f}, {pair['ci95'][1]:+.2f}]"
+                for method in ("erk", "expansion")
+                for what, pair in by[(method, sparsity)]["allocation_pairs"].items() if pair)
+            for sparsity in judged)
+        if winners:
+            names = {"expansion": "the expansion-derived allocation", "erk": "Erdos-Renyi (erk)",
+                     "degree_floor": "the uniform split"}
+            verdict = " and ".join(f"{names[m]} at {100 * s:.0f} %" for m, s in winners) + " carries the gain"
+        else:
+            verdict = (f"no allocation beats both others by {ALLOCATION_MARGIN_POINTS} points with its interval "
+                       f"above 0: the split of non-zeros between graphs carries no measured gain")
+        lines.append(f"- {cell}, {dataset}: {verdict} (paired differences in points, 95 % intervals: "
+                     f"{differences}).")
+    return lines
+
+
 def to_markdown(payload: dict) -> str:
     args = payload["arguments"]
     settings = payload["settings"]
-    lines = [f"# {payload['name']}: pruning over seeds on sequential MNIST (row-wise, 28 x 28)", "",
+    data = ("sequential MNIST (row-wise, 28 x 28)" if args.get("dataset", "mnist") == "mnist" else
+            "Speech Commands v0.02 test set split by speaker (49 x 40 log-mel frames, 12 classes)")
+    lines = [f"# {payload['name']}: pruning over seeds on {data}", "",
              f"Command: `{payload['command']}`  ",
              f"Date: {payload['date']}. Hardware: {payload['hardware']}.  ",
              f"Budget: {args['epochs']} epochs, batch {args['batch_size']}, Adam {args['learning_rate']:g}"
-             f"{' with cosine decay to 0' if args['cosine_decay'] else ''}, {args['units']} units; 55,000 train / "
-             f"5,000 validation (last training images) / 10,000 test images; pruning from step 0 to 67 % of "
+             f"{' with cosine decay to 0' if args['cosine_decay'] else ''}, {args['units']} units; "
+             f"{payload['split_sizes']}; pruning from step 0 to 67 % of "
              f"training every {args['frequency']} steps (random masks: fixed from step 0). Sparsity is of kernel "
              f"and recurrent kernel together. Seeds: {', '.join(str(s) for s in args['seed_list'])}.", "",
              "Accuracy is test accuracy in %; differences are paired (same seed) in points, with the 95 % t "
@@ -232,6 +305,42 @@ def to_markdown(payload: dict) -> str:
             lines.append(f"| {s['cell']} | {s['sparsity']:.2f} | {a['versus']} -> {s['method']} | "
                          f"{a['ingredient']} | {_interval(a)} |")
         lines += ["", "Which ingredient carries the gain:", ""] + ingredient_statements(settings)
+    allocated = [s for s in settings if s.get("allocation_pairs")]
+    if allocated:
+        lines += ["", "## Sparsity allocation: how each layer's non-zeros are split between its graphs", "",
+                  "Same non-zeros per layer in every allocation (`keras_expander.pruning.allocation`); degree_floor is "
+                  "the uniform split. Paired differences in points, 95 % t interval, p.", "",
+                  "| cell | sparsity | comparison | mean [95 % CI], p |", "|---|---|---|---|"]
+        for s in allocated:
+            for what, pair in s["allocation_pairs"].items():
+                lines.append(f"| {s['cell']} | {s['sparsity']:.2f} | {what} | {_interval(pair)} |")
+        judged = " or ".join(f"{100 * x:.0f} %" for x in ALLOCATION_JUDGED_SPARSITIES)
+        lines += ["", f"Which allocation carries the gain (at least {ALLOCATION_MARGIN_POINTS} points over both "
+                  f"others, interval above 0, at {judged} sparsity):", ""]
+        lines += allocation_statements(settings, args.get("dataset", "mnist"))
+        graphs = [r for r in payload["runs"] if r["name"] in ("degree_floor", "erk", "expansion") and r["seed"] == 0]
+        if graphs:
+            lines += ["", "Per-graph Delta_R (unweighted, seed 0; docs/METHOD.md section 2) and kept edges:", "",
+                      "| cell | sparsity | allocation | " + "graph: Delta_R (kept) |", "|---|---|---|---|"]
+            for r in sorted(graphs, key=lambda r: (r["cell"], r["target_sparsity"], r["name"])):
+                cells = ", ".join(f"{name.split('/', 1)[1]}: {values['delta_r']:.2f} ({values.get('edges', '-')})"
+                                  for name, values in r["graphs"].items())
+                lines.append(f"| {r['cell']} | {r['target_sparsity']:.2f} | {r['allocation']} | {cells} |")
+        firmware = [r for r in payload["runs"] if r.get("firmware")]
+        if firmware:
+            lines += ["", "The sparse firmware of the seed-0 models (Cortex-M4, our sparse kernels, QEMU instruction "
+                      "counts; flash = the model's flatbuffer):", "",
+                      "| cell | sparsity | allocation | model flash (B) | arena (B) | instructions / inference | "
+                      "device accuracy (%) |", "|---|---|---|---|---|---|---|"]
+            for r in sorted(firmware, key=lambda r: (r["cell"], r["target_sparsity"], r["name"])):
+                f = r["firmware"]
+                if f.get("error"):
+                    lines.append(f"| {r['cell']} | {r['target_sparsity']:.2f} | {r['allocation']} | "
+                                 f"{f['error']} | | | |")
+                    continue
+                lines.append(f"| {r['cell']} | {r['target_sparsity']:.2f} | {r['allocation']} | "
+                             f"{f['model_flash_bytes']:,} | {f['arena_bytes']:,} | "
+                             f"{f['instructions_per_inference']:,.0f} | {100 * f['accuracy']:.2f} |")
     corrected = [r for r in payload["runs"] if r["name"] == "correct"]
     if corrected:
         lines += ["", "Where `correct` ended (target as for the others):", ""]
@@ -297,6 +406,27 @@ def plot(payload: dict, cell: str, path: str) -> None:
     plt.close(fig)
 
 
+def firmware_run(args, sparsity: float, method: str, seed: int) -> bool:
+    """Whether this run's model goes to the firmware (--firmware-sparsity: seed 0 of each allocation)."""
+    return (args.firmware_sparsity is not None and seed == 0 and abs(sparsity - args.firmware_sparsity) < 1e-9
+            and method in ("degree_floor", "erk", "expansion"))
+
+
+def firmware_row(model_path: str, x_train, test, samples: int, folder: str) -> dict:
+    """Exports a saved model to full int8, rewrites it to our sparse kernels and runs it on the Cortex-M4 firmware
+    (mcu_footprint.run_row): flash, arena and instructions per inference on the first `samples` test sequences."""
+    from mcu_footprint import run_row
+
+    from keras_expander.pruning.prune import load_model
+    from keras_expander.tflite import export
+
+    content, _ = export.convert(load_model(model_path), "int8", x_train[:256])
+    row = run_row(content, "cortex-m4", "ke_sparse", "sparse", test[0][:samples], test[1][:samples], folder)
+    keep = ("error", "model_flash_bytes", "arena_bytes", "instructions_per_inference", "cycles_per_inference",
+            "accuracy", "samples")
+    return {key: row[key] for key in keep if key in row}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="pruning_seeds", help="stem of the result files (default pruning_seeds)")
@@ -319,6 +449,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test-samples", type=int, default=None, help="first N test images (smoke runs)")
     parser.add_argument("--threads", type=int, default=None,
                         help="TensorFlow intra- and inter-op threads (default: TensorFlow's choice)")
+    parser.add_argument("--dataset", choices=("mnist", "speech"), default="mnist",
+                        help="row-wise sequential MNIST (default) or the speech set split by speaker")
+    parser.add_argument("--firmware-sparsity", type=float, default=None,
+                        help="also run seed 0 of each allocation at this sparsity on the Cortex-M4 firmware")
+    parser.add_argument("--firmware-samples", type=int, default=200, help="test sequences on the firmware")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="results")
     parser.add_argument("--runs", default="runs/pruning_seeds", help="per-run cache folder (resume)")
@@ -349,19 +484,28 @@ def main(argv=None) -> int:
     from keras_expander.files import write_atomic
     from keras_expander.frameworks import tf_keras
 
-    (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
-    validation = (x_train[-VALIDATION_SIZE:], y_train[-VALIDATION_SIZE:])
-    train = (x_train[:-VALIDATION_SIZE], y_train[:-VALIDATION_SIZE])
+    if args.dataset == "speech":
+        splits = datasets.speech_commands(args.data_dir)
+        train, validation, (x_test, y_test) = splits["train"], splits["validation"], splits["test"]
+    else:
+        (x_train, y_train), (x_test, y_test) = datasets.sequential_mnist(args.data_dir)
+        validation = (x_train[-VALIDATION_SIZE:], y_train[-VALIDATION_SIZE:])
+        train = (x_train[:-VALIDATION_SIZE], y_train[:-VALIDATION_SIZE])
     if args.train_samples:
         train = (train[0][: args.train_samples], train[1][: args.train_samples])
     test = (x_test[: args.test_samples], y_test[: args.test_samples]) if args.test_samples else (x_test, y_test)
     data = (train, validation, test)
+    split_sizes = (f"{len(train[0]):,} train / {len(validation[0]):,} validation / {len(test[0]):,} test "
+                   + ("images (validation: the last training images)" if args.dataset == "mnist" else
+                      "clips, split by speaker (the official test set is all the Speech Commands audio we have)"))
     hardware = f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__} CPU" + \
         (f", {args.threads} thread(s) per process" if args.threads else "")
     cache = os.path.join(args.runs, args.name)
     os.makedirs(cache, exist_ok=True)
     settings_key = {k: getattr(args, k) for k in ("epochs", "units", "batch_size", "learning_rate", "cosine_decay",
                                                  "frequency", "train_samples", "test_samples")}
+    if args.dataset != "mnist":  # runs cached before --dataset existed are MNIST runs
+        settings_key["dataset"] = args.dataset
 
     plan = plan_runs(args.cells, args.sparsities, args.methods, args.seed_list)
     if args.only_seeds:  # in the order given, e.g. from the last seed down while another process goes up
@@ -380,11 +524,13 @@ def main(argv=None) -> int:
             print(f"[{index}/{len(plan)}] {cell} {sparsity:g} {method} seed {seed}: cached, "
                   f"{100 * row['test_accuracy']:.2f} %", flush=True)
             continue
-        kind, policy, stop_rule, base = METHODS[method]
+        kind, policy, stop_rule, base, allocation = METHODS[method]
         run_start = time.perf_counter()
         tf_keras.backend.clear_session()
+        model_path = path[:-len(".json")] + ".keras" if firmware_run(args, sparsity, method, seed) else None
         row = train_one(kind, cell, sparsity, stop_rule, args, data, mask_policy=policy or "degree_floor_magnitude",
-                        base=base or "polynomial_decay", seed=seed, cosine_decay=args.cosine_decay)
+                        base=base or "polynomial_decay", seed=seed, cosine_decay=args.cosine_decay,
+                        allocation=allocation, model_path=model_path)
         row.update(name=method, settings=settings_key, train_seconds=time.perf_counter() - run_start)
         write_atomic(path, json.dumps(analysis.nan_to_none(row), indent=2))
         rows.append(row)
@@ -395,12 +541,19 @@ def main(argv=None) -> int:
               f"q = {100 * (1 - row['measured_sparsity']):.2f} %, {row['train_seconds']:.0f} s; about "
               f"{eta / 60:.0f} min left", flush=True)
 
+    for row in rows:
+        if firmware_run(args, row["target_sparsity"], row["name"], row["seed"]) and "firmware" not in row:
+            path = os.path.join(cache, run_key(row["cell"], row["target_sparsity"], row["name"], row["seed"]))
+            row["firmware"] = firmware_row(path + ".keras", train[0], test, args.firmware_samples, path + "-firmware")
+            write_atomic(path + ".json", json.dumps(analysis.nan_to_none(row), indent=2))
+            print(f"[firmware] {row['cell']} {row['target_sparsity']:g} {row['name']}: {row['firmware']}", flush=True)
+
     if args.only_seeds:
         print("pruning_seeds: the runs are cached; run again without --only-seeds to write the tables")
         return 0
     command = "python benchmarks/pruning_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
     payload = {"name": args.name, "command": command.strip(), "date": time.strftime("%Y-%m-%d"),
-               "hardware": hardware, "arguments": vars(args), "runs": rows,
+               "hardware": hardware, "split_sizes": split_sizes, "arguments": vars(args), "runs": rows,
                "settings": summarize(rows, args.cells, args.sparsities, args.methods, test[1])}
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, f"{args.name}.json"), json.dumps(analysis.nan_to_none(payload), indent=1))

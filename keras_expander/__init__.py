@@ -9,12 +9,12 @@ C++ kernels, and the firmware build, run and measurement). `runtime` runs a `.tf
 `cli` is the `keras-expander` command; `frameworks` imports TensorFlow, Keras and tfmot on first use and `files`
 writes outputs atomically.
 
-The numpy-only API (`analyze`, `layer_graphs`, `spectral_metrics`, `compute_mask`, ...) imports no TensorFlow. The
-TensorFlow-backed API (`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`, `strip_pruning`,
-`load_model`) is loaded on first use. Importing keras_expander never changes what `tf.keras` means; tfmot is
-imported only when a tf_keras model is pruned (see `keras_expander.frameworks`). `PruneExpander` is the tf_keras
-wrapper; the Keras 3 one is `keras_expander.pruning.keras3_wrapper.PruneExpander`. The import paths of the former
-flat layout still work for one release (`keras_expander.moved_modules`).
+The numpy-only API (`analyze`, `layer_graphs`, `spectral_metrics`, `compute_mask`, `allocate`, ...) imports no
+TensorFlow. The TensorFlow-backed API (`ExpanderPruningSchedule`, `ExpanderPruningCallback`, `prune_expander`,
+`strip_pruning`, `load_model`) is loaded on first use. Importing keras_expander never changes what `tf.keras` means;
+tfmot is imported only when a tf_keras model is pruned (see `keras_expander.frameworks`). `PruneExpander` is the
+tf_keras wrapper; the Keras 3 one is `keras_expander.pruning.keras3_wrapper.PruneExpander`. The import paths of the
+former flat layout still work for one release (`keras_expander.moved_modules`).
 """
 
 import importlib
@@ -23,6 +23,7 @@ from keras_expander import moved_modules
 from keras_expander.expansion.analysis import AnalysisReport, GraphReport, analyze, print_report, summarize_layers
 from keras_expander.expansion.graphs import BipartiteGraph, layer_graphs
 from keras_expander.expansion.spectral import SpectralMetrics, first_zero_crossing, spectral_metrics
+from keras_expander.pruning.allocation import ALLOCATIONS, allocate
 from keras_expander.pruning.masks import MASK_POLICIES, compute_mask
 
 __version__ = "0.1.0"
@@ -40,9 +41,9 @@ _LAZY = {
     "load_model": "keras_expander.pruning.prune",
 }
 
-__all__ = ["AnalysisReport", "BipartiteGraph", "GraphReport", "MASK_POLICIES", "SpectralMetrics", "analyze",
-           "compute_mask", "first_zero_crossing", "layer_graphs", "print_report", "spectral_metrics",
-           "summarize_layers", *_LAZY]
+__all__ = ["ALLOCATIONS", "AnalysisReport", "BipartiteGraph", "GraphReport", "MASK_POLICIES", "SpectralMetrics",
+           "allocate", "analyze", "compute_mask", "first_zero_crossing", "layer_graphs", "print_report",
+           "spectral_metrics", "summarize_layers", *_LAZY]
 
 
 def __getattr__(name):

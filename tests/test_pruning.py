@@ -472,6 +472,10 @@ def test_prune_expander_arguments(K):
         ke.prune_expander(model_with("lstm", K=K), schedule, layers=["nope"])
     with pytest.raises(ValueError, match="mask_policy='top_k'"):
         ke.prune_expander(model_with("lstm", K=K), schedule, mask_policy="top_k")
+    with pytest.raises(ValueError, match="allocation='rigl'"):
+        ke.prune_expander(model_with("lstm", K=K), schedule, allocation="rigl")
+    with pytest.raises(ValueError, match="`allocation`='erk'.*mask_policy='magnitude'"):
+        ke.prune_expander(model_with("lstm", K=K), schedule, mask_policy="magnitude", allocation="erk")
     with pytest.raises(TypeError, match="StackedRNNCells"):
         ke.prune_expander(K.layers.RNN([K.layers.LSTMCell(4), K.layers.LSTMCell(4)]), schedule)
     with pytest.raises(TypeError, match="ConvLSTM"):
@@ -490,13 +494,14 @@ def test_prune_expander_arguments(K):
 
 def test_saved_model_resumes_with_same_masks_step_and_stop_state(tmp_path, K):
     schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.97, begin_step=0, end_step=16, frequency=2)
-    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule))
+    model = compile_(ke.prune_expander(model_with("lstm", K=K), schedule, allocation="expansion"))
     fit(model, epochs=3)
     path = str(tmp_path / "pruned.keras")
     model.save(path)
     restored = ke.load_model(path)
     original, loaded = model.layers[0], restored.layers[0]
     assert type(loaded) is type(original) and loaded.mask_policy == original.mask_policy
+    assert loaded.allocation == original.allocation == "expansion"
     assert loaded.pruning_schedule.get_config() == original.pruning_schedule.get_config()
     assert int(loaded.pruning_step.numpy()) == int(original.pruning_step.numpy()) > 0
     assert float(loaded.expansion_stopped.numpy()) == float(original.expansion_stopped.numpy()) == 1.0
@@ -547,17 +552,20 @@ def test_bidirectional_stacked_and_rnn_cell_layers_are_pruned_per_direction(K):
     model = K.Model(inputs, K.layers.Dense(2, name="out")(hidden))
     schedule = ExpanderPruningSchedule(stop_rule="hold", final_sparsity=0.5, begin_step=0, end_step=8, frequency=2,
                                        gate_view="per_gate")
-    pruned = compile_(ke.prune_expander(model, schedule))
+    pruned = compile_(ke.prune_expander(model, schedule, allocation="erk"))
     history, _ = fit(pruned, callback=ke.ExpanderPruningCallback(log_graphs=True))
     for layer in ("bi", "cell_gru", "top"):
         assert abs(history.history[f"sparsity/{layer}"][-1] - 0.5) <= 0.01
     for direction in ("forward", "backward"):
         for gate in "ifco":
             assert f"delta_r/bi/{direction}/recurrent_kernel/{gate}" in history.history
-    bi = next(layer for layer in pruned.layers if getattr(layer, "layer", None) is not None
-              and layer.layer.name == "bi")
-    for key, mask in layers_lib.mask_variables(bi).items():  # each direction at the target, not only their average
-        assert abs(1 - np.count_nonzero(mask.numpy()) / mask.numpy().size - 0.5) <= 0.01, key
+    # Each wrapped layer (both directions together) splits its budget between its graphs as the allocation says.
+    for wrapper in (layer for layer in pruned.layers if getattr(layer, "layer", None) is not None):
+        gates = len(layers_lib.layer_matrices(wrapper).gates)
+        masks = [mask.numpy() for mask in layers_lib.mask_variables(wrapper).values()]
+        kept = [int(np.count_nonzero(block)) for mask in masks for block in np.split(mask, gates, axis=1)]
+        shapes = [(mask.shape[0], mask.shape[1] // gates) for mask in masks for _ in range(gates)]
+        assert kept == ke.allocate(shapes, 0.5, "erk"), wrapper.name
 
 
 def test_gru_in_a_nested_sequential_is_pruned_stripped_and_exported(K, tmp_path):

@@ -412,7 +412,8 @@ class ExpanderPruningCallback(DualKerasCallback):
                    for key, variable in layers_lib.matrix_variables(layer).items()}
         verdict = decision_lib.decide(current.layer, current.gates, weights, target, step,
                                       decision_lib.DecisionSettings.of(schedule, layer.mask_policy,
-                                                                       layer.min_degree, layer.seed, self.method))
+                                                                       layer.min_degree, layer.seed, self.method,
+                                                                       layer.allocation))
         if not verdict.finite_weights:  # stop pruning this layer, keep training
             warn_user(f"Pruning of layer {current.layer!r} stopped at step {step}: {verdict.reason}.")
         if not verdict.commit:

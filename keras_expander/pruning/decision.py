@@ -26,6 +26,7 @@ import numpy as np
 from keras_expander import layers as layers_lib
 from keras_expander.expansion import graphs as graphs_lib
 from keras_expander.expansion import spectral
+from keras_expander.pruning import allocation as allocation_lib
 from keras_expander.pruning import masks as masks_lib
 
 # Shares of magnitude edges tried by stop_rule="correct", most faithful to the weights first. None below one half:
@@ -47,6 +48,8 @@ class DecisionSettings:
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
         seed: Seed of the random mask policies and of the corrections (the step is added to it).
         method: Eigensolver path (keras_expander.expansion.spectral).
+        allocation: How the layer's non-zeros are split between its graphs, one of
+            `keras_expander.pruning.allocation.ALLOCATIONS`.
     """
 
     criterion: str = "delta_r"
@@ -58,13 +61,15 @@ class DecisionSettings:
     min_degree: int = 1
     seed: int = 0
     method: str = "auto"
+    allocation: str = "uniform"
 
     @classmethod
-    def of(cls, schedule, mask_policy: str, min_degree: int, seed: int, method: str = "auto") -> "DecisionSettings":
+    def of(cls, schedule, mask_policy: str, min_degree: int, seed: int, method: str = "auto",
+           allocation: str = "uniform") -> "DecisionSettings":
         """Settings from an `ExpanderPruningSchedule` (or any object with its attributes) and a wrapper's options."""
         return cls(criterion=schedule.criterion, representation=schedule.representation, margin=schedule.margin,
                    gate_view=schedule.gate_view, stop_rule=schedule.stop_rule, mask_policy=mask_policy,
-                   min_degree=min_degree, seed=seed, method=method)
+                   allocation=allocation, min_degree=min_degree, seed=seed, method=method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +203,9 @@ def decide(layer: str, gates: tuple, weights: dict, target: float, step: int,
     if broken:
         return Decision(False, None, {}, float("nan"), broken[0], {},
                         f"NaN or infinite weights in graph(s) {', '.join(broken)}", finite_weights=False)
-    masks = {key: masks_lib.compute_mask(matrix, target, settings.mask_policy, num_gates=num_gates,
+    targets = allocation_lib.matrix_sparsities({key: np.shape(matrix) for key, matrix in weights.items()}, num_gates,
+                                               target, settings.allocation)
+    masks = {key: masks_lib.compute_mask(matrix, targets[key], settings.mask_policy, num_gates=num_gates,
                                          min_degree=settings.min_degree, seed=settings.seed)
              for key, matrix in weights.items()}
     values = _measure(layer, gates, weights, masks, settings)

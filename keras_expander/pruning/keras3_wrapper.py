@@ -56,6 +56,9 @@ class PruneExpander(keras.layers.Wrapper):
         pruning_schedule: An `ExpanderPruningSchedule`; the wrapper keeps its own copy (one stop state per layer).
         mask_policy: One of `keras_expander.MASK_POLICIES` (default "degree_floor_magnitude").
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
+        allocation: How each layer's non-zeros are split between its graphs: one of `keras_expander.ALLOCATIONS`
+            ("uniform", the default: every graph at the schedule's sparsity; "erk"; "expansion";
+            keras_expander.pruning.allocation gives their formulas). The layer's total is the same for all.
         seed: Seed of the random policies.
         **kwargs: Passed to `keras.layers.Wrapper` (e.g. `name`).
 
@@ -66,16 +69,18 @@ class PruneExpander(keras.layers.Wrapper):
 
     Raises:
         TypeError: `pruning_schedule` is not an `ExpanderPruningSchedule`, or the layer is unsupported.
-        ValueError: unknown `mask_policy`, `min_degree` < 1, or (at build) `min_degree` above a graph's side.
+        ValueError: unknown `mask_policy` or `allocation` (or one the policy cannot follow), `min_degree` < 1, or
+            (at build) `min_degree` above a graph's side.
     """
 
     def __init__(self, layer, pruning_schedule, mask_policy: str = "degree_floor_magnitude", min_degree: int = 1,
-                 seed: int = 0, **kwargs):
-        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
+                 seed: int = 0, allocation: str = "uniform", **kwargs):
+        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree, allocation)
         kwargs.setdefault("name", f"prune_expander_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = ExpanderPruningSchedule.from_config(pruning_schedule.get_config())
         self.mask_policy = mask_policy
+        self.allocation = allocation
         self.min_degree = int(min_degree)
         self.seed = int(seed)
         self.callback_attached = False
@@ -145,7 +150,7 @@ class PruneExpander(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config.update(pruning_schedule=self.pruning_schedule.get_config(), mask_policy=self.mask_policy,
-                      min_degree=self.min_degree, seed=self.seed)
+                      min_degree=self.min_degree, seed=self.seed, allocation=self.allocation)
         return config
 
     @classmethod

@@ -308,7 +308,8 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
 
     Args:
         weights: Float array of shape (left, num_gates * H) (Keras layout: gates side by side in columns).
-        sparsity: Target fraction of zeros, in [0, 1).
+        sparsity: Target fraction of zeros, in [0, 1); or one per gate block (a sequence of `num_gates`, from a
+            sparsity allocation: keras_expander.pruning.allocation), for the per-graph policies.
         policy: One of `MASK_POLICIES`.
         num_gates: Column blocks of the matrix (4 for LSTM, 1 for SimpleRNN and Dense).
         min_degree: Degree floor of ``degree_floor_magnitude``.
@@ -318,8 +319,8 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
         Bool array of the shape of `weights`, True = kept.
 
     Raises:
-        ValueError: unknown `policy`, `sparsity` outside [0, 1), columns not divisible by `num_gates`, or a bad
-            `min_degree`.
+        ValueError: unknown `policy`, `sparsity` outside [0, 1), columns not divisible by `num_gates`, a bad
+            `min_degree`, or per-gate sparsities of another length or with policy "magnitude".
     """
     if policy not in MASK_POLICIES:
         raise ValueError(f"Argument `policy` must be one of {MASK_POLICIES}. Received: policy={policy!r}")
@@ -327,14 +328,20 @@ def compute_mask(weights: np.ndarray, sparsity: float, policy: str, num_gates: i
     if weights.ndim != 2 or weights.shape[1] % num_gates:
         raise ValueError(f"Argument `weights` must be 2-D with columns divisible by num_gates={num_gates}. "
                          f"Received shape {weights.shape}.")
+    per_gate = np.ndim(sparsity) == 1
+    if per_gate and (len(sparsity) != num_gates or policy == "magnitude"):
+        raise ValueError(f"Argument `sparsity` must be one number, or one per gate block ({num_gates}) with a "
+                         f"per-graph policy. Received: sparsity={list(sparsity)}, policy={policy!r}")
     if policy == "magnitude":
         return magnitude_mask(weights, sparsity)
     blocks = np.split(weights, num_gates, axis=1)
+    targets = list(sparsity) if per_gate else [sparsity] * num_gates
     if policy == "per_gate_magnitude":
-        return np.concatenate([magnitude_mask(block, sparsity) for block in blocks], axis=1)
+        return np.concatenate([magnitude_mask(block, s) for block, s in zip(blocks, targets)], axis=1)
     if policy == "degree_floor_magnitude":
-        return np.concatenate([degree_floor_mask(block, sparsity, min_degree) for block in blocks], axis=1)
+        return np.concatenate([degree_floor_mask(block, s, min_degree) for block, s in zip(blocks, targets)], axis=1)
     if policy == "right_regular_magnitude":
-        return np.concatenate([right_regular_mask(block, sparsity) for block in blocks], axis=1)
+        return np.concatenate([right_regular_mask(block, s) for block, s in zip(blocks, targets)], axis=1)
     draw = random_biregular_mask if policy == "random_biregular" else random_mask
-    return np.concatenate([draw(block.shape, sparsity, seed + gate) for gate, block in enumerate(blocks)], axis=1)
+    return np.concatenate([draw(block.shape, s, seed + gate) for gate, (block, s) in enumerate(zip(blocks, targets))],
+                          axis=1)

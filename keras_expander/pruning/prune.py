@@ -77,7 +77,8 @@ def _selected(layer, layers) -> bool:
 
 
 def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
-                   mask_policy: str = "degree_floor_magnitude", min_degree: int = 1, seed: int = 0, layers=None):
+                   mask_policy: str = "degree_floor_magnitude", min_degree: int = 1, seed: int = 0, layers=None,
+                   allocation: str = "uniform"):
     """Wraps the recurrent layers of a tf_keras or Keras 3 model (or one layer) for expansion-aware pruning.
 
     Like tfmot's `prune_low_magnitude`, but only recurrent layers (SimpleRNN, LSTM, GRU, RNN over their cells,
@@ -93,6 +94,10 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
         seed: Seed of the random policies (each layer adds its position in the model).
         layers: Names of the layers to wrap; None wraps every supported recurrent layer.
+        allocation: How each layer's non-zeros are split between its graphs (per gate and matrix): "uniform"
+            (default: every graph at the schedule's sparsity), "erk" (Erdos-Renyi, Mocanu et al. 2018) or
+            "expansion" (equal Ramanujan gap ratios); `keras_expander.ALLOCATIONS`, formulas in
+            keras_expander.pruning.allocation. Every policy keeps the same non-zeros per layer.
 
     Returns:
         A new model of the same Keras sharing the original layers (wrapped where selected), or a `PruneExpander`
@@ -102,14 +107,16 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
         TypeError: a selected layer is not supported (ConvLSTM, RNN over a list of cells, ...), the object is not a
             Keras model or layer, the model is subclassed (the message shows how to make a functional model of its
             layers) or holds a subclassed model with recurrent layers, or `layers` is a string.
-        ValueError: the model is not built, a name in `layers` is not in the model, the model is already pruned, or
-            nothing would be wrapped.
+        ValueError: the model is not built, a name in `layers` is not in the model, the model is already pruned,
+            nothing would be wrapped, or `mask_policy` / `allocation` is unknown (or the allocation is not
+            "uniform" under mask_policy "magnitude", which ranks the whole matrix).
 
     Warns:
         UserWarning: naming each recurrent layer left dense (ConvLSTM, stacked cells) when `layers` is None.
     """
     impl = implementation(model_or_layer)
-    options = dict(pruning_schedule=pruning_schedule, mask_policy=mask_policy, min_degree=min_degree)
+    options = dict(pruning_schedule=pruning_schedule, mask_policy=mask_policy, min_degree=min_degree,
+                   allocation=allocation)
     if not is_model(model_or_layer):
         return impl.PruneExpander(model_or_layer, seed=seed, **options)
     model = model_or_layer

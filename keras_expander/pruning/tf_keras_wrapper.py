@@ -26,17 +26,20 @@ class PruneExpander(PruneLowMagnitude):
         pruning_schedule: An `ExpanderPruningSchedule`; the wrapper keeps its own copy (one stop state per layer).
         mask_policy: One of `keras_expander.MASK_POLICIES` (default "degree_floor_magnitude").
         min_degree: Degree floor of "degree_floor_magnitude", >= 1.
+        allocation: How each layer's non-zeros are split between its graphs: one of `keras_expander.ALLOCATIONS`
+            ("uniform", the default: every graph at the schedule's sparsity; "erk"; "expansion";
+            keras_expander.pruning.allocation gives their formulas). The layer's total is the same for all.
         seed: Seed of "random_biregular" and "random".
         **kwargs: Passed to tfmot's `PruneLowMagnitude` (e.g. `name`).
 
     Raises:
         TypeError: `pruning_schedule` is not an `ExpanderPruningSchedule`, or the layer is unsupported.
-        ValueError: unknown `mask_policy`, or `min_degree` < 1.
+        ValueError: unknown `mask_policy` or `allocation` (or one the policy cannot follow), or `min_degree` < 1.
     """
 
     def __init__(self, layer, pruning_schedule, mask_policy: str = "degree_floor_magnitude", min_degree: int = 1,
-                 seed: int = 0, **kwargs):
-        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree)
+                 seed: int = 0, allocation: str = "uniform", **kwargs):
+        wrapper_lib.check_wrapper_options(layer, pruning_schedule, mask_policy, min_degree, allocation)
         if not hasattr(layer, "get_prunable_weights"):
             # Our own list instead of tfmot's registry, which knows no Bidirectional and, when tf.keras is Keras 3,
             # looks the RNN cells up among Keras 3 classes and refuses tf_keras ones.
@@ -44,6 +47,7 @@ class PruneExpander(PruneLowMagnitude):
         super().__init__(layer, pruning_schedule=ExpanderPruningSchedule.from_config(pruning_schedule.get_config()),
                          **kwargs)
         self.mask_policy = mask_policy
+        self.allocation = allocation
         self.min_degree = int(min_degree)
         self.seed = int(seed)
         self.callback_attached = False
@@ -118,7 +122,8 @@ class PruneExpander(PruneLowMagnitude):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mask_policy=self.mask_policy, min_degree=self.min_degree, seed=self.seed)
+        config.update(mask_policy=self.mask_policy, min_degree=self.min_degree, seed=self.seed,
+                      allocation=self.allocation)
         return config
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_expander import layers as layers_lib
+from keras_expander.pruning import allocation as allocation_lib
 from keras_expander.pruning import masks as masks_lib
 from keras_expander.pruning.schedule import ExpanderPruningSchedule
 
@@ -18,12 +19,14 @@ CALLBACK_MISSING = ("Layer {name!r} is pruned by keras_expander but is training 
                     "model.fit(callbacks=[...]) (it replaces tfmot's UpdatePruningStep).")
 
 
-def check_wrapper_options(layer, pruning_schedule, mask_policy: str, min_degree: int) -> None:
+def check_wrapper_options(layer, pruning_schedule, mask_policy: str, min_degree: int,
+                          allocation: str = "uniform") -> None:
     """The argument checks shared by both `PruneExpander` wrappers.
 
     Raises:
         TypeError: `pruning_schedule` is not an `ExpanderPruningSchedule`, or the layer is unsupported.
-        ValueError: unknown `mask_policy`, or `min_degree` is not an integer >= 1.
+        ValueError: unknown `mask_policy` or `allocation`, an allocation the mask policy cannot follow
+            (`allocation.check_allocation`), or `min_degree` is not an integer >= 1.
     """
     if not isinstance(pruning_schedule, ExpanderPruningSchedule):
         raise TypeError(f"Argument `pruning_schedule` must be an ExpanderPruningSchedule. Received: "
@@ -31,6 +34,7 @@ def check_wrapper_options(layer, pruning_schedule, mask_policy: str, min_degree:
     if mask_policy not in masks_lib.MASK_POLICIES:
         raise ValueError(f"Argument `mask_policy` must be one of {masks_lib.MASK_POLICIES}. Received: "
                          f"mask_policy={mask_policy!r}")
+    allocation_lib.check_allocation(allocation, mask_policy)
     if isinstance(min_degree, bool) or not isinstance(min_degree, (int, np.integer)) or min_degree < 1:
         raise ValueError(f"Argument `min_degree` must be an integer >= 1. Received: min_degree={min_degree!r}")
     reason = layers_lib.unsupported_reason(layer)
