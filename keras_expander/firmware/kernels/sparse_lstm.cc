@@ -920,15 +920,18 @@ struct OpDataSparseLstm {
   // n_input int16 per batch row of a step: input + input offset (requested
   // but unused when the MVE rows run: n_input * 2 bytes).
   int input_scratch_index;
-  // Cortex-M55: whether the MVE gate passes run (one-byte indices in every
-  // blob, n_cell % 4 == 0, constant biases), and their effective biases,
-  // [gate][input FC, recurrent FC][n_cell] int32 (persistent).
-  bool mve;
-  const int32_t* mve_bias;
-  // Per gate, input and recurrent FC: a row has more than 16 non-zeros.
-  bool mve_long_rows[4][2];
   // Per gate (GateId order): input FC and recurrent FC requantization mode.
   RequantMode fc_modes[4][2];
+  // Cortex-M55: whether the MVE gate passes run (one-byte indices in every
+  // blob, n_cell % 4 == 0, constant biases); false on other targets.
+  bool mve;
+#if KE_SPARSE_USE_MVE
+  // Their effective biases, [gate][input FC, recurrent FC][n_cell] int32
+  // (persistent), and per gate and FC whether a row has more than 16
+  // non-zeros.
+  const int32_t* mve_bias;
+  bool mve_long_rows[4][2];
+#endif
   // The stock kernel's inter-gate Mul and Tanh parameters, pre-split.
   struct {
     sparse::Requantizer forget_mul;  // forget gate x cell state -> cell
@@ -1164,10 +1167,12 @@ struct Gate {
   GateFc input;
   GateFc recurrent;
   const int32_t* bias;
+#if KE_SPARSE_USE_MVE
   // Effective biases of the MVE passes (input FC, recurrent FC), if they run,
   // and whether a row of the FC has more than 16 non-zeros.
   const int32_t* mve_bias[2];
   bool mve_long_rows[2];
+#endif
   // Pass instances for this gate's index widths and requantization modes.
   InputPass input_pass;
   RecurrentPass recurrent_pass;
@@ -1275,12 +1280,14 @@ Gate MakeGate(const tflite::LSTMKernelContents& contents,
       kInputPasses[gate.input.weights.index_bytes - 1][modes[0]];
   gate.recurrent_pass =
       kRecurrentPasses[gate.recurrent.weights.index_bytes - 1][modes[1]];
+#if KE_SPARSE_USE_MVE
   for (int k = 0; k < 2; ++k) {
     gate.mve_bias[k] =
         data.mve ? data.mve_bias + (2 * id + k) * gate.input.weights.rows
                  : nullptr;
     gate.mve_long_rows[k] = data.mve_long_rows[id][k];
   }
+#endif
   return gate;
 }
 
