@@ -51,7 +51,7 @@ demo: install
 	else echo "stopped after the TFLite Micro (Python) run: the firmware step needs the toolchain above"; fi
 
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile
