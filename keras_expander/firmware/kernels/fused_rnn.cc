@@ -90,6 +90,7 @@
 
 #include "fused_rnn.h"
 #include "sparse_weights.h"
+#include "thumb_function.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/kernel_util.h"
 #include "tensorflow/lite/micro/kernels/kernel_util.h"
@@ -864,9 +865,7 @@ void ke_fused_rnn_fc_rows_bias(const FcRowsArgs* args);
 // count, r11 index then activation, r12 bias, lr weight. TBH jumps to the
 // slot that leaves `count` slots to run; rows of more than 32 non-zeros run
 // the excess in a loop first.
-__asm__(R"(
-  .syntax unified
-  .thumb
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
   .macro KE_RNN_SLOT
     ldrb.w r11, [r1], #1
     ldrsb.w lr, [r2], #1
@@ -874,12 +873,7 @@ __asm__(R"(
     smlabb r9, lr, r11, r9
   .endm
   .macro KE_RNN_FC_ROWS name, bias
-  .section .text.\name, "ax", %progbits
-  .align 2
-  .global \name
-  .type \name, %function
-  .thumb_func
-\name:
+  KE_FUNCTION \name
   push {r4-r11, lr}
   ldr r1, [r0, #4]
   ldr r2, [r0, #8]
@@ -941,6 +935,7 @@ __asm__(R"(
   KE_RNN_FC_ROWS ke_fused_rnn_fc_rows_bias, 1
   .purgem KE_RNN_SLOT
   .purgem KE_RNN_FC_ROWS
+  .purgem KE_FUNCTION
   .text
 )");
 #else
@@ -1046,16 +1041,9 @@ void ke_fused_rnn_sub_reversed(const AddRowsArgs* args);
 // Registers: r0 general, r1 unit, r2 out, r3 out_end, r4-r7 the general
 // input's offset, multiplier, rounding and shift, r8-r10 the output's
 // multiplier, rounding and shift, r12 and lr the element.
-__asm__(R"(
-  .syntax unified
-  .thumb
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
   .macro KE_RNN_ADD name, combine
-  .section .text.\name, "ax", %progbits
-  .align 2
-  .global \name
-  .type \name, %function
-  .thumb_func
-\name:
+  KE_FUNCTION \name
   push {r4-r10, lr}
   ldr r1, [r0, #4]
   ldr r2, [r0, #8]
@@ -1097,6 +1085,7 @@ __asm__(R"(
   KE_RNN_ADD ke_fused_rnn_sub, sub.w
   KE_RNN_ADD ke_fused_rnn_sub_reversed, rsb.w
   .purgem KE_RNN_ADD
+  .purgem KE_FUNCTION
   .text
 )");
 
@@ -1185,15 +1174,8 @@ extern "C" void ke_fused_rnn_mul(const MulRowsArgs* args);
 
 // Registers: r0 a, r1 b, r2 out, r3 out_end, r4 and r5 the input offsets,
 // r6-r8 multiplier, rounding and shift, r12 and lr the element.
-__asm__(R"(
-  .syntax unified
-  .thumb
-  .section .text.ke_fused_rnn_mul, "ax", %progbits
-  .align 2
-  .global ke_fused_rnn_mul
-  .type ke_fused_rnn_mul, %function
-  .thumb_func
-ke_fused_rnn_mul:
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
+  KE_FUNCTION ke_fused_rnn_mul
   push {r4-r8, lr}
   ldr r1, [r0, #4]
   ldr r2, [r0, #8]
@@ -1225,6 +1207,7 @@ ke_fused_rnn_mul:
 9:
   pop {r4-r8, pc}
   .size ke_fused_rnn_mul, . - ke_fused_rnn_mul
+  .purgem KE_FUNCTION
   .text
 )");
 #endif

@@ -69,6 +69,7 @@
 #include "flatbuffers/flexbuffers.h"
 #include "sparse_ops.h"
 #include "sparse_weights.h"
+#include "thumb_function.h"
 #include "tensorflow/lite/c/builtin_op_data.h"
 #include "tensorflow/lite/c/common.h"
 #include "tensorflow/lite/kernels/internal/types.h"
@@ -137,9 +138,7 @@ void ke_sparse_recurrent_rows_right(const GateRowsArgs* args);
 // `half`, and 2 * acc >> 31 stands for the product's sign (they differ only
 // where the product rounds to 0, which both shift to 0). QADD16's low lane
 // is the saturating int16 add of the recurrent product to the gate.
-__asm__(R"(
-  .syntax unified
-  .thumb
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
   .macro KE_SLOT
     ldrb.w r11, [r1], #1
     ldrsb.w lr, [r2], #1
@@ -176,12 +175,7 @@ __asm__(R"(
   bne 1b
   .endm
   .macro KE_ROWS name, recurrent, right
-  .section .text.\name, "ax", %progbits
-  .align 2
-  .global \name
-  .type \name, %function
-  .thumb_func
-\name:
+  KE_FUNCTION \name
   push {r4-r11, lr}
   ldr r1, [r0, #4]
   ldr r2, [r0, #8]
@@ -266,6 +260,7 @@ __asm__(R"(
   .purgem KE_PAIR
   .purgem KE_ROW_END
   .purgem KE_ROWS
+  .purgem KE_FUNCTION
   .text
 )");
 
@@ -491,16 +486,9 @@ void ke_sparse_lstm_cell_pass_clip(const CellPassArgs* args);
 // the element; [sp] state_end, [sp, #4] input_round, [sp, #8] input_shift,
 // [sp, #12] -clip. About 47 cycles an element, 54 with the clip (GCC's loop
 // and clip loop: about 107 and 11).
-__asm__(R"(
-  .syntax unified
-  .thumb
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
   .macro KE_CELL_PASS name, clip
-  .section .text.\name, "ax", %progbits
-  .align 2
-  .global \name
-  .type \name, %function
-  .thumb_func
-\name:
+  KE_FUNCTION \name
   push {r4-r11, lr}
   ldr r9, [r0, #16]
   ldr r10, [r0, #20]
@@ -583,6 +571,7 @@ __asm__(R"(
   KE_CELL_PASS ke_sparse_lstm_cell_pass, 0
   KE_CELL_PASS ke_sparse_lstm_cell_pass_clip, 1
   .purgem KE_CELL_PASS
+  .purgem KE_FUNCTION
   .text
 )");
 
@@ -618,15 +607,8 @@ void ke_sparse_lstm_hidden_pass(const HiddenPassArgs* args);
 // the tables, r6 2^24, r7 128, r8 multiplier, r9 rounding, r10-r12, lr the
 // element; [sp] cell_end, [sp, #4] right_shift, [sp, #8] hidden_offset,
 // [sp, #12] tanh_multiplier. About 39 cycles an element (GCC's: about 80).
-__asm__(R"(
-  .syntax unified
-  .thumb
-  .section .text.ke_sparse_lstm_hidden_pass, "ax", %progbits
-  .align 2
-  .global ke_sparse_lstm_hidden_pass
-  .type ke_sparse_lstm_hidden_pass, %function
-  .thumb_func
-ke_sparse_lstm_hidden_pass:
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
+  KE_FUNCTION ke_sparse_lstm_hidden_pass
   push {r4-r11, lr}
   ldr r10, [r0, #16]
   ldr r11, [r0, #20]
@@ -684,6 +666,7 @@ ke_sparse_lstm_hidden_pass:
   add sp, #16
   pop {r4-r11, pc}
   .size ke_sparse_lstm_hidden_pass, . - ke_sparse_lstm_hidden_pass
+  .purgem KE_FUNCTION
   .text
 )");
 #else
@@ -759,9 +742,7 @@ constexpr MveRows kMveRows[2][2][2] = {
 // writes 0. The accumulators enter q0 by single-lane VMOVs: GCC 12 (its
 // vcreateq) and QEMU 7.2 disagree on the lane order of the two-lane VMOV. The out-of-line block of a row with more than 16 non-zeros
 // leaves r7 at the count of its last block, as the in-line path has it.
-__asm__(R"(
-  .syntax unified
-  .thumb
+__asm__(KE_THUMB_FUNCTION_MACRO R"(
   .macro KE_MVE_ROW name, acc, n, long
   ldrb r7, [r0], #1
   vctp.8 r7
@@ -794,12 +775,7 @@ __asm__(R"(
   b \name\()_back\n
   .endm
   .macro KE_MVE_ROWS name, recurrent, right, long
-  .section .text.\name, "ax", %progbits
-  .align 2
-  .global \name
-  .type \name, %function
-  .thumb_func
-\name:
+  KE_FUNCTION \name
   push {r4-r10, lr}
   ldr r1, [r0, #4]
   ldr r2, [r0, #8]
@@ -864,6 +840,7 @@ __asm__(R"(
   .purgem KE_MVE_ROW
   .purgem KE_MVE_MORE
   .purgem KE_MVE_ROWS
+  .purgem KE_FUNCTION
   .text
 )");
 #else
