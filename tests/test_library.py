@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_firmware import require_toolchain, sequences, tiny_model
+from test_fused_rnn import plain_model as rnn_model
+from test_fused_rnn import sequences as rnn_sequences
 
 from keras_expander import cli
 from keras_expander.firmware import deploy, device, project
@@ -82,11 +84,25 @@ target_link_options(app PRIVATE -T${{CMAKE_CURRENT_SOURCE_DIR}}/link.ld --specs=
                     -nostartfiles -Wl,--gc-sections)
 """
 
-# (target, kernels): by default the Cortex-M55 with CMSIS-NN's Helium code (the core and kernel set furthest from
-# the Cortex-M4 that the other firmware tests cover; make test's 15 minutes hold one case), every core with the
-# reference kernels with `-m slow`; each against the stock reference firmware of its core.
-CASES = [pytest.param("cortex-m55", "cmsis_nn", id="cortex-m55-cmsis_nn"),
-         *(pytest.param(target, "reference", id=target, marks=pytest.mark.slow) for target in CORES)]
+
+def _lstm_model() -> bytes:
+    return export.convert(tiny_model("lstm", 16, 0.8), "int8", sequences(64, seed=5))[0]
+
+
+# model -> (its full-int8 flatbuffer, n -> n input sequences, the encodings whose libraries are tested): an
+# LSTM(16) 80 % sparse (KE_SPARSE_LSTM_V1 / KE_SPARSE_FC_V1), and a GRU(24) and a SimpleRNN(16) 90 % sparse (the
+# fused ops with dense and with sparse weights; tests/test_fused_rnn.py's "device" model).
+MODELS = {"lstm": (_lstm_model, lambda n: sequences(n, seed=7), ("plain", "ke_sparse")),
+          "gru_simple_rnn": (lambda: rnn_model("device"), lambda n: rnn_sequences(n, seed=7),
+                             ("plain", "ke_fused", "ke_sparse"))}
+
+# (target, kernels, model): by default the Cortex-M55 with CMSIS-NN's Helium code and the LSTM (the core and kernel
+# set furthest from the Cortex-M4 that the other firmware tests cover; make test's 15 minutes hold one case), every
+# core with the reference kernels and both models with `-m slow`; each against the stock reference firmware of its
+# core.
+CASES = [pytest.param("cortex-m55", "cmsis_nn", "lstm", id="cortex-m55-cmsis_nn-lstm"),
+         *(pytest.param(target, "reference", model, id=f"{target}-{model}", marks=pytest.mark.slow)
+           for target in CORES for model in MODELS)]
 
 
 def require_cmake():
@@ -97,26 +113,35 @@ def require_cmake():
 
 @pytest.fixture(scope="module")
 def models():
-    """LSTM(16) 80 % sparse, full int8, plain and rewritten to KE_SPARSE_LSTM_V1 / KE_SPARSE_FC_V1."""
-    plain = export.convert(tiny_model("lstm", 16, 0.8), "int8", sequences(64, seed=5))[0]
-    return {"plain": plain, "ke_sparse": kernel_rewrite(plain, "ke_sparse").content}
+    """model name (`MODELS`) -> encoding -> full-int8 flatbuffer, each converted once per module."""
+    built = {}
+
+    def of(name: str) -> dict:
+        if name not in built:
+            convert, _, encodings = MODELS[name]
+            plain = convert()
+            built[name] = {"plain": plain, **{encoding: kernel_rewrite(plain, encoding).content
+                                              for encoding in encodings if encoding != "plain"}}
+        return built[name]
+
+    return of
 
 
 @pytest.fixture(scope="module")
 def stock_outputs(models, tmp_path_factory):
-    """target -> inputs and that core's stock firmware outputs (reference kernels, plain model), uint8 (N, bytes);
-    each core built once per module."""
+    """(target, model name) -> inputs and that core's stock firmware outputs (reference kernels, plain model), uint8
+    (N, bytes); each built once per module."""
     built = {}
 
-    def outputs(target: str) -> tuple[np.ndarray, np.ndarray]:
-        if target not in built:
+    def outputs(target: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if (target, name) not in built:
             require_toolchain(target)
-            x = sequences(12, seed=7)
-            report = deploy.deploy(models["plain"], x, target=target, kernels="reference",
-                                   out_dir=tmp_path_factory.mktemp(f"stock-{target}") / "fw")
+            plain, x = models(name)["plain"], MODELS[name][1](12)
+            report = deploy.deploy(plain, x, target=target, kernels="reference",
+                                   out_dir=tmp_path_factory.mktemp(f"stock-{target}-{name}") / "fw")
             expected = np.fromfile(Path(report.project_dir) / "run" / "outputs.bin", np.uint8).reshape(len(x), -1)
-            built[target] = deploy.device_inputs(models["plain"], x), expected
-        return built[target]
+            built[(target, name)] = deploy.device_inputs(plain, x), expected
+        return built[(target, name)]
 
     return outputs
 
@@ -145,21 +170,22 @@ def build_app(library: Path, folder: Path, toolchain) -> tuple[Path, str]:
     return folder / "build" / "app", log
 
 
-@pytest.mark.parametrize("target, kernels", CASES)
-def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outputs, target, kernels, tmp_path):
-    """The plain model's library, then the ke_sparse one written over it in the same place and rebuilt in the same
-    build folder (TFLM's files keep the tree's times, so only what changed recompiles); both against the stock
+@pytest.mark.parametrize("target, kernels, model", CASES)
+def test_library_builds_alone_and_matches_the_stock_firmware(models, stock_outputs, target, kernels, model,
+                                                             tmp_path):
+    """The plain model's library, then each encoding's written over it in the same place and rebuilt in the same
+    build folder (TFLM's files keep the tree's times, so only what changed recompiles); all against the stock
     reference firmware of the same core."""
     toolchain = require_toolchain(target, kernels)
     require_cmake()
-    inputs, expected = stock_outputs(target)
+    inputs, expected = stock_outputs(target, model)
     library = tmp_path / "clean" / "ke_model"
-    for encoding in ("plain", "ke_sparse"):
-        written = write_library(models[encoding], tmp_path / "written", target, kernels)
+    for encoding in MODELS[model][2]:
+        written = write_library(models(model)[encoding], tmp_path / "written", target, kernels)
         shutil.rmtree(library, ignore_errors=True)
         shutil.copytree(written, library)
         shutil.rmtree(written)
-        check_library_contents(library, toolchain, encoding)
+        check_library_contents(library, toolchain, encoding, model)
         app = tmp_path / "app"
         image, log = build_app(library, app, toolchain)
         warnings = [line for line in log.splitlines() if "warning:" in line]
@@ -183,7 +209,7 @@ def test_library_example_sketch_compiles_without_a_warning(models, tmp_path):
     """The Arduino sketch, against a stub Arduino.h, with the board's CMSIS names (the device header) and without
     them (its own register definitions), at -Wall -Wextra -Werror."""
     toolchain = require_toolchain("cortex-m4")
-    library = write_library(models["plain"], tmp_path / "lib", "cortex-m4", "reference")
+    library = write_library(models("lstm")["plain"], tmp_path / "lib", "cortex-m4", "reference")
     (tmp_path / "stub").mkdir()
     (tmp_path / "stub" / "Arduino.h").write_text(
         "#include <stdint.h>\nstruct SerialStub {\n  void begin(int) {}\n  explicit operator bool() const { return "
@@ -198,7 +224,7 @@ def test_library_example_sketch_compiles_without_a_warning(models, tmp_path):
         assert compiled.returncode == 0, compiled.stderr[-2000:]
 
 
-def check_library_contents(library: Path, toolchain, encoding: str) -> None:
+def check_library_contents(library: Path, toolchain, encoding: str, model: str = "lstm") -> None:
     """No path back to our package, the TFLM trees or their common parent; only the kernels the model registers;
     the manifests, licences and example."""
     for path in library.rglob("*"):
@@ -208,7 +234,8 @@ def check_library_contents(library: Path, toolchain, encoding: str) -> None:
                 assert forbidden.encode() not in text, f"{path.relative_to(library)} names {forbidden}"
     names = {path.name for path in (library / "src").rglob("*")}
     assert {"ke_model.h", "ke_model.cc", "model_data.cc", "model_op_resolver.h", "micro_interpreter.cc"} <= names
-    assert ("sparse_lstm.cc" in names) == (encoding == "ke_sparse")
+    ours = {"lstm": "sparse_lstm.cc", "gru_simple_rnn": "fused_rnn.cc"}[model]
+    assert {"sparse_lstm.cc", "fused_rnn.cc"} & names == ({ours} if encoding != "plain" else set())
     assert not any(name.endswith("_test.cc") for name in names)
     assert {"library.properties", "library.json", "CMakeLists.txt", "README.md"} <= set(os.listdir(library))
     assert (library / "LICENSES" / "tflite-micro" / "LICENSE").is_file()
@@ -220,10 +247,10 @@ def test_library_refuses_a_non_empty_folder_and_several_builds(models, tmp_path,
     folder.mkdir()
     (folder / "mine.txt").write_text("keep me")
     with pytest.raises(ValueError, match=re.escape(str(folder))):
-        write_library(models["plain"], folder, "cortex-m4")
+        write_library(models("lstm")["plain"], folder, "cortex-m4")
     assert os.listdir(folder) == ["mine.txt"]  # untouched
     model_path = tmp_path / "int8.tflite"
-    model_path.write_bytes(models["plain"])
+    model_path.write_bytes(models("lstm")["plain"])
     assert cli.main(["firmware", str(model_path), "--library", str(folder), "--target", "cortex-m4",
                      "--kernels", "reference"]) == 2
     error = capsys.readouterr().err.strip()
