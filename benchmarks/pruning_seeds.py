@@ -65,6 +65,8 @@ METHODS = {
     "erk": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay", "erk"),
     "expansion": ("expander", "degree_floor_magnitude", "monitor", "polynomial_decay", "expansion"),
 }
+# The splits of payloads written before --dataset existed (all MNIST).
+MNIST_SPLITS = "55,000 train / 5,000 validation / 10,000 test images (validation: the last training images)"
 # The allocation comparisons (issue 37): (method, baseline, what).
 ALLOCATION_PAIRS = (("erk", "degree_floor", "erk vs uniform"), ("expansion", "degree_floor", "expansion vs uniform"),
                     ("expansion", "erk", "expansion vs erk"))
@@ -280,7 +282,7 @@ def to_markdown(payload: dict) -> str:
              f"Date: {payload['date']}. Hardware: {payload['hardware']}.  ",
              f"Budget: {args['epochs']} epochs, batch {args['batch_size']}, Adam {args['learning_rate']:g}"
              f"{' with cosine decay to 0' if args['cosine_decay'] else ''}, {args['units']} units; "
-             f"{payload['split_sizes']}; pruning from step 0 to 67 % of "
+             f"{payload.get('split_sizes', MNIST_SPLITS)}; pruning from step 0 to 67 % of "
              f"training every {args['frequency']} steps (random masks: fixed from step 0). Sparsity is of kernel "
              f"and recurrent kernel together. Seeds: {', '.join(str(s) for s in args['seed_list'])}.", "",
              "Accuracy is test accuracy in %; differences are paired (same seed) in points, with the 95 % t "
