@@ -36,11 +36,15 @@ import numpy as np
 ALLOCATIONS = ("uniform", "erk", "expansion")
 
 
+def _check_name(allocation: str) -> None:
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"Argument `allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+
+
 def check_allocation(allocation: str, mask_policy: str) -> None:
     """Raises ValueError for an unknown `allocation`, or one that needs per-graph budgets under a mask policy that
     ranks the whole matrix ("magnitude", tfmot's top-k over the stacked gates)."""
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"Argument `allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+    _check_name(allocation)
     if allocation != "uniform" and mask_policy == "magnitude":
         raise ValueError(f"Argument `allocation`={allocation!r} splits the budget per graph, which "
                          f"mask_policy='magnitude' (one top-k over the whole matrix) ignores: use a per-graph mask "
@@ -119,8 +123,7 @@ def allocate(shapes: list[tuple[int, int]], sparsity: float, allocation: str = "
     Raises:
         ValueError: unknown `allocation`, `sparsity` outside [0, 1), or a shape with a side below 1.
     """
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"Argument `allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+    _check_name(allocation)
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"Argument `sparsity` must be in [0, 1). Received: sparsity={sparsity}")
     if not shapes or min(min(shape) for shape in shapes) < 1:
@@ -178,8 +181,7 @@ def matrix_sparsities(shapes: dict, num_gates: int, sparsity: float, allocation:
         ValueError: an unknown `allocation`; for the other policies also as `allocate`, or columns not divisible by
             `num_gates`.
     """
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"Argument `allocation` must be one of {ALLOCATIONS}. Received: allocation={allocation!r}")
+    _check_name(allocation)
     if allocation == "uniform":  # the masks check the sparsity
         return {key: sparsity for key in shapes}
     graphs = []

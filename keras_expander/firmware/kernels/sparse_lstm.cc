@@ -743,14 +743,17 @@ constexpr MveRows kMveRows[2][2][2] = {
 // vcreateq) and QEMU 7.2 disagree on the lane order of the two-lane VMOV. The out-of-line block of a row with more than 16 non-zeros
 // leaves r7 at the count of its last block, as the in-line path has it.
 __asm__(KE_THUMB_FUNCTION_MACRO R"(
-  .macro KE_MVE_ROW name, acc, n, long
-  ldrb r7, [r0], #1
+  .macro KE_MVE_BLOCK acc, mac
   vctp.8 r7
   vpstttt
   vldrbt.u8 q0, [r1]
   vldrbt.s8 q1, [r2]
   vldrbt.u8 q2, [r3, q0]
-  vmladavt.s8 \acc, q1, q2
+  \mac\().s8 \acc, q1, q2
+  .endm
+  .macro KE_MVE_ROW name, acc, n, long
+  ldrb r7, [r0], #1
+  KE_MVE_BLOCK \acc, vmladavt
   .if \long
   cmp r7, #16
   bhi \name\()_more\n
@@ -764,12 +767,7 @@ __asm__(KE_THUMB_FUNCTION_MACRO R"(
   adds r1, #16
   adds r2, #16
   subs r7, #16
-  vctp.8 r7
-  vpstttt
-  vldrbt.u8 q0, [r1]
-  vldrbt.s8 q1, [r2]
-  vldrbt.u8 q2, [r3, q0]
-  vmladavat.s8 \acc, q1, q2
+  KE_MVE_BLOCK \acc, vmladavat
   cmp r7, #16
   bhi \name\()_more\n
   b \name\()_back\n
@@ -837,6 +835,7 @@ __asm__(KE_THUMB_FUNCTION_MACRO R"(
   KE_MVE_ROWS ke_sparse_mve_input_rows_right_short, 0, 1, 0
   KE_MVE_ROWS ke_sparse_mve_recurrent_rows_left_short, 1, 0, 0
   KE_MVE_ROWS ke_sparse_mve_recurrent_rows_right_short, 1, 1, 0
+  .purgem KE_MVE_BLOCK
   .purgem KE_MVE_ROW
   .purgem KE_MVE_MORE
   .purgem KE_MVE_ROWS
@@ -1332,18 +1331,17 @@ TfLiteStatus PrepareMve(TfLiteContext* context,
                         const tflite::LstmTensors& tensors,
                         const tflite::GateParameters* const* gate_params,
                         int n_cell, OpDataSparseLstm* data) {
+  // Gate id's input (k = 0) or recurrent (k = 1) weight blob.
+  const auto blob = [&](int id, int k) {
+    const TfLiteTensor* t = tensors.GetInternalTensor(
+        k == 0 ? kGateInputWeights[id] : kGateRecurrentWeights[id]);
+    return sparse::ViewSparseBlob(t->data.uint8, t->bytes);
+  };
   data->mve = n_cell % 4 == 0;
   for (int id = 0; id < 4 && data->mve; ++id) {
-    const TfLiteTensor* blobs[2] = {
-        tensors.GetInternalTensor(kGateInputWeights[id]),
-        tensors.GetInternalTensor(kGateRecurrentWeights[id])};
     data->mve = tflite::IsConstantTensor(
-        tensors.GetInternalTensor(kGateBias[id]));
-    for (const TfLiteTensor* blob : blobs) {
-      data->mve = data->mve &&
-                  sparse::ViewSparseBlob(blob->data.uint8, blob->bytes)
-                          .index_bytes == 1;
-    }
+                    tensors.GetInternalTensor(kGateBias[id])) &&
+                blob(id, 0).index_bytes == 1 && blob(id, 1).index_bytes == 1;
   }
   if (!data->mve) return kTfLiteOk;
   auto* bias = static_cast<int32_t*>(context->AllocatePersistentBuffer(
@@ -1352,15 +1350,11 @@ TfLiteStatus PrepareMve(TfLiteContext* context,
   for (int id = 0; id < 4; ++id) {
     const int32_t* gate_bias =
         tensors.GetInternalTensor(kGateBias[id])->data.i32;
-    const TfLiteTensor* blobs[2] = {
-        tensors.GetInternalTensor(kGateInputWeights[id]),
-        tensors.GetInternalTensor(kGateRecurrentWeights[id])};
     const int32_t offsets[2] = {
         gate_params[id]->input_fc_params.input_offset,
         gate_params[id]->recurrent_fc_params.input_offset};
     for (int k = 0; k < 2; ++k) {
-      const SparseMatrix m =
-          sparse::ViewSparseBlob(blobs[k]->data.uint8, blobs[k]->bytes);
+      const SparseMatrix m = blob(id, k);
       const int8_t* value = m.values;
       int32_t* out = bias + (2 * id + k) * n_cell;
       data->mve_long_rows[id][k] = false;
