@@ -19,7 +19,7 @@ import numpy as np
 
 from keras_expander import layers as layers_lib
 from keras_expander.expansion import spectral
-from keras_expander.frameworks import tf, warn_user
+from keras_expander.frameworks import warn_user
 from keras_expander.layers import is_expander
 from keras_expander.predictions import output_reading
 from keras_expander.pruning import decision as decision_lib
@@ -213,6 +213,13 @@ class ExpanderPruningCallback(DualKerasCallback):
             raise ValueError(f"ExpanderPruningCallback found no pruned layer in model {self.model.name!r}, so nothing "
                              f"would be pruned. Call fit on the model that keras_expander.prune_expander(...) "
                              f"returned, not on the original model.")
+        if any(getattr(variable, "_value", 0) is None for variable in getattr(self.model, "variables", ())):
+            # Keras' JAX trainer takes the values out of the variables at the first step of fit / evaluate /
+            # predict and puts them back at the end (keras/src/backend/jax/trainer.py, _purge_model_variables,
+            # jax_state_sync); an error in that first step leaves them out.
+            raise RuntimeError(f"Model {self.model.name!r} has lost its weights: an earlier fit, evaluate or predict "
+                               f"on the JAX backend failed in its first step, and Keras does not put the weights "
+                               f"back then. Rebuild the model (or load it from a saved file) and fit again.")
         for layer in self.prunable_layers:
             if is_expander(layer):
                 layer.callback_attached = True
@@ -252,6 +259,8 @@ class ExpanderPruningCallback(DualKerasCallback):
                                             for layer in self.prunable_layers):
             self._holdout_reading, self._holdout_labels = self._read_outputs()
         if self.log_dir and self._writer is None:
+            from keras_expander.frameworks import tf  # TensorBoard's writer: the one use of TensorFlow here
+
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
     def on_train_end(self, logs=None):
@@ -262,6 +271,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         self._write_keras3_steps()
         for layer in self.prunable_layers:
             if is_expander(layer):
+                self._bake_keras3_masks(layer)
                 self._report_unfinished_schedule(layer)
                 layer.callback_attached = False
         # Keras reuses the traced train step in a later fit; dropping it makes the wrappers check again that this
@@ -275,6 +285,21 @@ class ExpanderPruningCallback(DualKerasCallback):
         if variable is not None and hasattr(variable, "numpy"):
             return int(variable.numpy())
         return int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def _attached_model(self):
+        """The model with its variables' values attached: during `fit` on JAX, Keras keeps them outside the
+        model, and the `model` property of a Keras callback syncs them back (keras.callbacks.Callback.model), after
+        which writes to them reach the next train step; elsewhere it is just the model. Called before this callback
+        reads or writes variables in a batch hook."""
+        return self.model
+
+    @staticmethod
+    def _bake_keras3_masks(layer) -> None:
+        """Writes mask * weights into a Keras 3 wrapper's matrices (it applies its masks as the layer reads them,
+        so the stored pruned weights may have moved with the optimizer's momentum since); tfmot's wrapper does this
+        itself."""
+        if not hasattr(layer, "pruning_obj"):
+            layer.apply_masks()
 
     def _keras3_expanders(self) -> list:
         # tfmot's wrapper counts its own steps in the graph; the Keras 3 wrapper's step is kept by this callback.
@@ -328,9 +353,14 @@ class ExpanderPruningCallback(DualKerasCallback):
             last = min(last, self._epoch_start + self.params["steps"])
         self._bar_open = self._bar_in_place and batch > 0
         for step in range(first, last + 1):
+            calibrating = False
             if self._pre_pruning and self._calibration is not None:
                 begin, frequency = self._pre_pruning
-                if begin / 2 <= step < begin and (begin - step) % frequency == 0:
+                calibrating = begin / 2 <= step < begin and (begin - step) % frequency == 0
+            if not calibrating and not any(layer.pruning_schedule.is_pruning_turn(step) for layer in self._expanders):
+                continue
+            self._attached_model()
+            if calibrating:
                     self._calibration[0].append(step)
                     self._calibration[1].append(self._holdout_accuracy())
             if self.holdout is not None and any(layer.pruning_schedule.stop_rule == "tolerance"
@@ -344,7 +374,7 @@ class ExpanderPruningCallback(DualKerasCallback):
             for layer in self._expanders:
                 if not layer.pruning_schedule.is_pruning_turn(step):
                     continue
-                # Eager: a tf.function made per fit would be retraced by every later fit (TensorFlow warns).
+                # An integer step: the schedule computes in numpy (no graph to retrace, no TensorFlow).
                 should_prune, target = layer.pruning_schedule(step)
                 if bool(should_prune):
                     with spectral.single_threaded_blas():
@@ -407,6 +437,7 @@ class ExpanderPruningCallback(DualKerasCallback):
                 self._pause(layer, step, target, old_sparsity, plan)
                 return
             target = plan.target
+        self._bake_keras3_masks(layer)
         current = layers_lib.layer_matrices(layer)
         weights = {key: np.asarray(variable.numpy(), dtype=np.float64)
                    for key, variable in layers_lib.matrix_variables(layer).items()}
@@ -460,15 +491,21 @@ class ExpanderPruningCallback(DualKerasCallback):
         x, y = self.holdout
         width = None
         if not getattr(self.model, "outputs", None):  # a subclassed model: its output width shows on data
-            width = int(np.asarray(self.model(x[:1], training=False)).shape[-1])
+            width = int(self._predict(x[:1]).shape[-1])
         reading = output_reading(self.model, width, y, name="holdout")
         return reading, reading.labels(y, "holdout")
 
     def _holdout_accuracy(self) -> float:
         """Accuracy in [0, 1] of the model on `holdout`, its outputs read by `_holdout_reading`, in inference
         mode."""
-        predicted = self._holdout_reading.predicted(np.asarray(self.model(self.holdout[0], training=False)))
+        predicted = self._holdout_reading.predicted(self._predict(self.holdout[0]))
         return float(np.mean(predicted == self._holdout_labels))
+
+    def _predict(self, x) -> np.ndarray:
+        """The model's outputs on `x` in inference mode, as a numpy array (from a tf_keras or any Keras 3 backend's
+        tensor; a PyTorch output still carries its autograd graph)."""
+        outputs = self.model(x, training=False)
+        return np.asarray(outputs) if self._tf_keras_model() else keras.ops.convert_to_numpy(outputs)
 
     @staticmethod
     def _stop(layer, sparsity: float) -> None:
@@ -505,6 +542,8 @@ class ExpanderPruningCallback(DualKerasCallback):
         self.events.append(event)
         if self._writer is None:
             return
+        from keras_expander.frameworks import tf
+
         with self._writer.as_default(step=event.step):
             tf.summary.scalar(f"sparsity/{event.layer}", event.sparsity)
             tf.summary.scalar(f"stopped/{event.layer}", float(not event.committed and not event.paused))
@@ -549,5 +588,7 @@ class ExpanderPruningCallback(DualKerasCallback):
         for layer in self.prunable_layers:  # as tfmot's UpdatePruningStep: saved weights are mask * weights
             if hasattr(layer, "pruning_obj"):
                 layer.pruning_obj.weight_mask_op()
+            else:
+                self._bake_keras3_masks(layer)
         if logs is not None:
             logs.update(self.layer_logs())

@@ -1,14 +1,20 @@
-"""Expansion-aware pruning of Keras 3 models: masks in non-trainable variables, applied by weight constraints.
+"""Expansion-aware pruning of Keras 3 models on every backend: masks in non-trainable variables, applied to the
+matrices as the wrapped layer reads them.
 
 Keras 3 has no pruning API and tfmot does not accept Keras 3 objects (tfmot issue #1119). `PruneExpander` wraps a
 recurrent layer and holds, as non-trainable weights saved with the model, one float mask per prunable matrix, the
-pruning step and the stop state of its `ExpanderPruningSchedule`. Each mask is applied through the matrix
-variable's `constraint`, which the Keras 3 optimizer applies after every update (keras/src/optimizers/
-base_optimizer.py, `apply`): pruned weights are exactly zero after every step and the forward pass costs nothing
-extra. `ExpanderPruningCallback` chooses the masks and keeps the step, exactly as on the tf_keras path.
+pruning step and the stop state of its `ExpanderPruningSchedule`. Its `call` runs the wrapped layer inside a
+`keras.StatelessScope` that maps each matrix to mask * matrix (and every other variable of the layer to its own
+value): the forward pass sees the pruned matrices and the gradient of a pruned weight is exactly zero, on
+TensorFlow, JAX and PyTorch alike. A weight constraint cannot do this on JAX: the jitted train step applies
+constraints in the optimizer's own stateless scope, where a mask variable reads as its initial value
+(keras/src/backend/jax/trainer.py, `train_step`; optimizers/base_optimizer.py, `stateless_apply`). The stored
+pruned weights can still move with the optimizer's momentum from before they were pruned, so
+`ExpanderPruningCallback` writes mask * weights into them at every pruning step, epoch end and the end of `fit`
+(as tfmot's `UpdatePruningStep` does at epoch end), and `strip` does once more. The callback chooses the masks
+and keeps the step, exactly as on the tf_keras path.
 
-Only `keras.ops` is used on variables, so the wrapper itself is backend-agnostic; it is tested with the TensorFlow
-backend (JAX and PyTorch do not install on this project's machines).
+Only `keras.ops` and `keras.StatelessScope` are used, so the wrapper imports no TensorFlow on JAX or PyTorch.
 """
 
 from __future__ import annotations
@@ -24,24 +30,6 @@ from keras_expander.pruning.schedule import ExpanderPruningSchedule
 def masked(weight, mask):
     """weight * mask, the mask cast to the weight's dtype."""
     return keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype))
-
-
-class MaskConstraint(keras.constraints.Constraint):
-    """Weight constraint w -> inner(w) * mask, with `mask` a float variable of w's shape that the callback updates.
-
-    Args:
-        mask: Keras variable of the weight's shape, 1.0 = kept.
-        inner: The constraint the variable had before pruning (applied first), or None.
-    """
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, weight):
-        if self.inner is not None:
-            weight = self.inner(weight)
-        return masked(weight, self.mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_expander")
@@ -94,14 +82,10 @@ class PruneExpander(keras.layers.Wrapper):
         for key, weight in layers_lib.matrix_variables(self.layer).items():
             mask = self.add_weight(name=f"{key.replace('/', '_')}_mask", shape=weight.shape, initializer="ones",
                                    dtype=weight.dtype, trainable=False)
-            inner = weight.constraint
-            if isinstance(inner, MaskConstraint):  # re-wrapping a stripped-and-rewrapped layer
-                inner = inner.inner
-            weight.constraint = MaskConstraint(mask, inner)
             pruning_vars.append((weight, mask))
         self.pruning_vars = pruning_vars
         self.pruning_step = self.add_weight(name="pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
-                                            dtype="int64", trainable=False)
+                                            dtype="int32", trainable=False)
         self.expansion_stopped = self.add_weight(name="expansion_stopped", shape=(), initializer="zeros",
                                                  dtype="float32", trainable=False)
         self.expansion_sparsity_cap = self.add_weight(name="expansion_sparsity_cap", shape=(), initializer="ones",
@@ -114,7 +98,17 @@ class PruneExpander(keras.layers.Wrapper):
             raise RuntimeError(wrapper_lib.CALLBACK_MISSING.format(name=self.layer.name))
         if mask is not None:
             kwargs["mask"] = mask
-        return self.layer(inputs, training=training, **kwargs)
+        pruned = {id(weight): masked(weight, weight_mask) for weight, weight_mask in self.pruning_vars}
+        variables = self.layer.variables
+        with keras.StatelessScope(state_mapping=[(variable, pruned.get(id(variable), variable.value))
+                                                 for variable in variables]) as scope:
+            mapped = dict(scope.state_mapping)
+            outputs = self.layer(inputs, training=training, **kwargs)
+        for variable in variables:  # what the layer wrote (a stateful layer's states, dropout seeds) is kept
+            written = scope.get_current_value(variable)
+            if written is not mapped[id(variable)]:
+                variable.assign(written)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -137,15 +131,19 @@ class PruneExpander(keras.layers.Wrapper):
         self.layer.reset_state()
 
     def commit_masks(self, masks: dict) -> None:
-        """Writes new masks and zeroes the weights they remove at once (the constraint does so after each step).
+        """Writes new masks and zeroes the weights they remove.
 
         Args:
             masks: Dict matrix name (as in `keras_expander.layers.matrix_variables`) -> bool array of its shape.
         """
-        variables = layers_lib.matrix_variables(self.layer)
         for key, mask in layers_lib.mask_variables(self).items():
             mask.assign(masks[key].astype(np.float32))
-            variables[key].assign(masked(variables[key], mask))
+        self.apply_masks()
+
+    def apply_masks(self) -> None:
+        """Writes mask * weights into every pruned matrix (the forward pass applies the masks in any case)."""
+        for weight, mask in self.pruning_vars:
+            weight.assign(masked(weight, mask))
 
     def get_config(self):
         config = super().get_config()
@@ -167,7 +165,7 @@ def clone_with(model, clone_function):
 
 
 def strip(model):
-    """Bakes the masks into the weights, restores the matrices' own constraints and removes the wrappers.
+    """Bakes the masks into the weights and removes the wrappers.
 
     Args:
         model: A Keras 3 Sequential or functional model with `PruneExpander` layers (in nested Sequential or
@@ -177,10 +175,7 @@ def strip(model):
         A model of the unwrapped layers (sharing their weights); nested models are rebuilt the same way.
     """
     for wrapper in wrapper_lib.pruning_wrappers(model):
-        for weight, mask in wrapper.pruning_vars:
-            weight.assign(masked(weight, mask))
-            if isinstance(weight.constraint, MaskConstraint):
-                weight.constraint = weight.constraint.inner
+        wrapper.apply_masks()
 
     def unwrap(layer):
         if wrapper_lib.is_graph_model(layer):

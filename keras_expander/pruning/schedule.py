@@ -5,7 +5,9 @@ The base schedule is tfmot's `PolynomialDecay` (Zhu and Gupta 2017, "To prune, o
 Keras 3 path needs no tfmot; a test compares both on every step of a schedule). The expansion check itself runs in
 `keras_expander.pruning.callback.ExpanderPruningCallback` (it needs scipy); its verdict reaches the schedule through two
 variables owned by the pruned layer (`PruneExpander`): ``expansion_stopped`` and ``expansion_sparsity_cap``.
-`__call__` reads them with TensorFlow ops, so it works eagerly and inside a `tf.function` graph.
+`__call__` with a Python or numpy step (the callback's call) computes in numpy float32 and imports no TensorFlow,
+so the schedule serves Keras 3 on every backend; with a TensorFlow tensor (tfmot's interface) it builds TensorFlow
+ops, eagerly or inside a `tf.function` graph.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import math
 import numbers
 import warnings
 
+import numpy as np
+
 from keras_expander.expansion.graphs import GATE_VIEWS
-from keras_expander.frameworks import tf, warn_user
+from keras_expander.frameworks import warn_user
 
 BASE_SCHEDULES = ("polynomial_decay", "constant_sparsity")
 CRITERIA = ("delta_r", "delta_s", "spectral_gap")
@@ -229,13 +233,15 @@ class ExpanderPruningSchedule:
         """Returns (should_prune, sparsity) for a training step, as tfmot's schedules do.
 
         Args:
-            step: Scalar int tensor or int, the pruning step (optimizer iterations).
+            step: The pruning step (optimizer iterations): a Python or numpy integer, or a scalar integer
+                TensorFlow tensor (tfmot's interface; works inside a `tf.function`).
 
         Returns:
-            (bool tensor, float32 tensor): prune at this step, and the target sparsity min(base(step), cap).
-            A held layer (``stopped``) never prunes again.
+            (bool, numpy float32) for an integer step, (bool tensor, float32 tensor) for a tensor: prune at this
+            step, and the target sparsity min(base(step), cap). A held layer (``stopped``) never prunes again.
         """
-        should_prune, sparsity = self._base_schedule(step)
+        tensor = not isinstance(step, numbers.Integral)
+        should_prune, sparsity = self._base_schedule_tf(step) if tensor else self._base_schedule(step)
         if not self.is_bound:
             if not self._warned_unbound:
                 self._warned_unbound = True
@@ -243,11 +249,29 @@ class ExpanderPruningSchedule:
                           "schedule and checks no expansion. Wrap layers with keras_expander.prune_expander(...) "
                           "and train with keras_expander.ExpanderPruningCallback().")
             return should_prune, sparsity
-        should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
-        return should_prune, tf.minimum(sparsity, self._sparsity_cap)
+        if tensor:
+            from keras_expander.frameworks import tf
 
-    def _base_schedule(self, step):
+            should_prune = tf.logical_and(should_prune, self._stopped < 0.5)
+            return should_prune, tf.minimum(sparsity, self._sparsity_cap)
+        stopped, cap = (float(np.asarray(variable.numpy())) for variable in (self._stopped, self._sparsity_cap))
+        return should_prune and stopped < 0.5, min(sparsity, np.float32(cap))
+
+    def _base_schedule(self, step: int) -> tuple[bool, np.float32]:
+        """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__` in numpy float32, op for op as
+        `_base_schedule_tf` (a test compares both with tfmot on every step)."""
+        if self.base == "constant_sparsity":
+            return self.is_pruning_turn(step), np.float32(self.final_sparsity)
+        one, zero = np.float32(1.0), np.float32(0.0)
+        progress = min(one, max(zero, np.float32(step - self.begin_step) / np.float32(self.end_step - self.begin_step)))
+        decay = np.power(one - progress, np.float32(self.power))
+        sparsity = np.float32(self.initial_sparsity - self.final_sparsity) * decay + np.float32(self.final_sparsity)
+        return self.is_pruning_turn(step), np.float32(sparsity)
+
+    def _base_schedule_tf(self, step):
         """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__`, op for op (pruning_schedule.py)."""
+        from keras_expander.frameworks import tf
+
         step = tf.cast(step, tf.int64)
         in_range = tf.logical_and(tf.greater_equal(step, self.begin_step),
                                   tf.logical_or(tf.less_equal(step, self.end_step), tf.less(self.end_step, 0)))
@@ -263,8 +287,8 @@ class ExpanderPruningSchedule:
     def is_pruning_turn(self, step: int) -> bool:
         """Python twin of tfmot's `_should_prune_in_step` (begin <= step <= end, every `frequency` steps).
 
-        Lets the callback skip the TensorFlow call on the batches where nothing can happen; `__call__` stays the
-        authority (tests check that both agree).
+        Lets the callback skip the schedule call on the batches where nothing can happen (tests check that both
+        agree).
         """
         in_range = step >= self.begin_step and (self.end_step == -1 or step <= self.end_step)
         return in_range and (step - self.begin_step) % self.frequency == 0
