@@ -2,7 +2,8 @@
 #   make demo   creates .venv, installs keras-expander, prunes an LSTM on real sequential MNIST, exports it to
 #               TFLite (float32 and int8), runs it under LiteRT and TFLite Micro, then builds it into firmware and
 #               runs it on the host and on an emulated Cortex-M4 (installs the Arm toolchain and QEMU when root)
-#   make test   creates .venv, installs the test extras, runs the tests (firmware tests need the toolchain)
+#   make test   creates .venv, installs the test extras, runs the tests (firmware tests need the toolchain; the
+#               Keras 3 JAX / PyTorch backend tests run when `make install-backends` has installed them)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,7 +22,7 @@ DEMO_CELL ?= lstm
 # converted once per file, and its firmware builds together). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 
-.PHONY: demo test test-slow install clean firmware-toolchain
+.PHONY: demo test test-slow test-backends install install-backends clean firmware-toolchain
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,13 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+# The Keras 3 backends JAX and PyTorch (CPU wheels, about 0.9 GB); `make test` runs their tests when they are here.
+$(BIN)/.backends: $(BIN)/.installed
+	$(BIN)/pip install --quiet -e ".[test,jax,torch]"
+	touch $@
+
+install-backends: $(BIN)/.backends
 
 # Installs the Arm toolchain and QEMU with apt when they are missing and we are root; otherwise says what to install.
 firmware-toolchain:
@@ -51,7 +59,13 @@ demo: install
 	else echo "stopped after the TFLite Micro (Python) run: the firmware step needs the toolchain above"; fi
 
 test: install
+	@$(BIN)/python -c "import jax, torch" 2>/dev/null || echo "JAX or PyTorch is not installed: the Keras 3 \
+	backend tests (tests/test_backends.py) are skipped; make test-backends installs both and runs them"
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+# Keras 3 on JAX and PyTorch: pruning, stop rules, save/load, strip, export and a Cortex-M4 run, per backend.
+test-backends: install-backends
+	$(BIN)/python -m pytest -q tests/test_backends.py --durations=10
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile

@@ -1,60 +1,84 @@
-"""Training time of the Keras 3 pruning path against the tf_keras (tfmot) path, LSTM(128) on sequential MNIST.
+"""Training time of pruning on every Keras: tf_keras (tfmot's wrapper) and Keras 3 on TensorFlow, JAX and PyTorch,
+LSTM(128) on sequential MNIST.
 
-For each Keras (tf_keras, Keras 3) it trains the same model dense and pruned to `--sparsity` with
-`prune_expander` + `ExpanderPruningCallback` (same schedule, data, batch size, optimizer and seed), and times every
-epoch. Runs alternate between the two Kerases, so that a drift of the machine hits both. The first epoch of each
-run is left out of the medians (it traces the train step). Reported: median seconds per epoch, the Keras 3 /
-tf_keras ratio of the pruned runs (the issue's target is <= 1.10) and of the dense runs (what Keras 3's own LSTM
-costs, which pruning cannot change), and each Keras' pruned / dense ratio (the cost of pruning itself).
+For each Keras / backend it trains the same model dense and pruned to `--sparsity` with `prune_expander` +
+`ExpanderPruningCallback` (same schedule, data, batch size, optimizer and seed), and times every epoch. Each run is
+a fresh process (a Keras 3 process keeps the backend it imported Keras with), with `--threads` threads for the
+backend's own thread pools. Runs alternate between the Keras / backends, dense first, so that a drift of the
+machine hits them all. The first epoch of each run is left out of the medians (it traces or compiles the train
+step). Reported: median seconds per epoch, each one's pruned / dense ratio (the cost of pruning itself; target
+<= 1.05) and the Keras 3 (TensorFlow) / tf_keras ratio of the pruned runs (target <= 1.10).
 
 Writes <out>/keras3_overhead.json and .md.
 
-  python benchmarks/keras3_overhead.py --threads 1
+  python benchmarks/keras3_overhead.py --threads 1 --epochs 4 --data-dir ../shared/data
+  python benchmarks/keras3_overhead.py --kinds jax torch --threads 1     # only these
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import keras  # noqa: E402
-
-from benchmarks.recipes import write_report  # noqa: E402
-from keras_expander.pruning.callback import DualKerasCallback  # noqa: E402
-
-KERAS_VERSIONS = ("tf_keras", "keras3")
+# tf_keras, or Keras 3 on a backend.
+KINDS = ("tf_keras", "tensorflow", "jax", "torch")
+PRUNING_TARGET = 1.05  # pruned / dense on the same Keras and backend (issue 38)
+KERAS3_TARGET = 1.10  # Keras 3 / tf_keras on TensorFlow, pruned
 
 
-class EpochTimer(DualKerasCallback):
-    """Wall-clock seconds of every epoch, for either Keras' fit."""
+def limit_threads(kind: str, threads: int | None) -> None:
+    """Caps the backend's intra- and inter-op threads (before its first op); XLA's are set by the parent."""
+    if not threads:
+        return
+    if kind in ("tf_keras", "tensorflow"):
+        import tensorflow as tf
 
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-        self._start = 0.0
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif kind == "torch":
+        import torch
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
 
 
-def train_and_time(keras_version: str, pruned: bool, args, x_train, y_train) -> list[float]:
-    """Trains one model and returns its seconds per epoch."""
+def train_and_time(kind: str, pruned: bool, args) -> dict:
+    """Trains one model in this process and returns its seconds per epoch (and the sparsity reached)."""
     import keras_expander as ke
     from benchmarks.recipes import build_model
-    from keras_expander import frameworks as backend
+    from keras_expander import datasets
+    from keras_expander import frameworks
     from keras_expander.pruning import wrapper as wrapper_lib
+    from keras_expander.pruning.callback import DualKerasCallback
 
-    k = backend.keras if keras_version == "keras3" else backend.tf_keras
+    class EpochTimer(DualKerasCallback):
+        """Wall-clock seconds of every epoch, for either Keras' fit."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds, self._start = [], 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    limit_threads(kind, args.threads)
+    (x_train, y_train), _ = datasets.sequential_mnist(args.data_dir)
+    if args.train_samples:
+        x_train, y_train = x_train[:args.train_samples], y_train[:args.train_samples]
+    keras_version = "tf_keras" if kind == "tf_keras" else "keras3"
+    k = frameworks.tf_keras if kind == "tf_keras" else frameworks.keras
     k.utils.set_random_seed(args.seed)
     model = build_model("lstm", args.units, keras_version=keras_version)
     callbacks = []
@@ -69,75 +93,103 @@ def train_and_time(keras_version: str, pruned: bool, args, x_train, y_train) -> 
     model.compile(optimizer=k.optimizers.Adam(1e-3), loss=k.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs, callbacks=callbacks + [timer],
               verbose=0)
+    sparsity = None
     if pruned:
         sparsity = min(wrapper_lib.mask_sparsity(layer) for layer in wrapper_lib.pruning_wrappers(model))
         if abs(sparsity - args.sparsity) > 0.005:
-            raise RuntimeError(f"{keras_version}: the pruned run reached sparsity {sparsity:.4f}, not {args.sparsity}")
-    return timer.seconds
+            raise RuntimeError(f"{kind}: the pruned run reached sparsity {sparsity:.4f}, not {args.sparsity}")
+    return {"seconds": timer.seconds, "sparsity": sparsity, "train_samples": int(len(x_train))}
+
+
+def run_worker(kind: str, pruned: bool, argv: list[str], threads: int | None) -> dict:
+    """Runs `train_and_time` in a fresh process for `kind` (this command's `argv`); returns its result."""
+    environment = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    environment["KERAS_BACKEND"] = "tensorflow" if kind == "tf_keras" else kind
+    if kind == "jax" and threads:  # XLA's CPU thread pool is configured through its flags
+        environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                                    f"intra_op_parallelism_threads={threads}").strip()
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", kind] + (["--pruned"] if pruned else [])
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment)
+    if completed.returncode != 0:
+        raise SystemExit(f"keras3_overhead: the {kind} {'pruned' if pruned else 'dense'} run failed:\n"
+                         + "\n".join(completed.stderr.strip().splitlines()[-15:]))
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def to_markdown(result: dict) -> str:
     a = result["settings"]
-    lines = ["# Training time: Keras 3 pruning path vs tf_keras (tfmot) path", "",
+    lines = ["# Training time of pruning: tf_keras and Keras 3 on TensorFlow, JAX and PyTorch", "",
              f"{result['date']}, `{result['command']}`. LSTM({a['units']}) on sequential MNIST "
-             f"({a['train_samples']:,} training images), batch {a['batch_size']}, {a['epochs']} epochs per run, "
-             f"{a['threads'] or 'default'} TensorFlow thread(s), {result['hardware']}. Median seconds per epoch over "
-             f"epochs 2..{a['epochs']} of each run (epoch 1 traces the train step).", "",
-             "| Keras | dense s/epoch | pruned s/epoch | pruned / dense |", "|---|---|---|---|"]
-    for version in KERAS_VERSIONS:
-        row = result["median_seconds"][version]
-        lines.append(f"| {version} | {row['dense']:.2f} | {row['pruned']:.2f} | {row['pruned'] / row['dense']:.3f} |")
-    lines += ["", f"- Keras 3 / tf_keras, pruned: **{result['ratio_pruned']:.3f}** (target <= 1.10).",
-              f"- Keras 3 / tf_keras, dense: {result['ratio_dense']:.3f} (the LSTM layers themselves).", ""]
-    return "\n".join(lines)
+             f"({a['train_samples']:,} training images), batch {a['batch_size']}, pruned to {a['sparsity']:g} "
+             f"(monitor rule, every {a['frequency']} steps over the first 67 % of training), {a['epochs']} epochs "
+             f"per run, each run a fresh process, {a['threads'] or 'default'} thread(s) per backend, "
+             f"{result['hardware']}; {a['versions']}. Median seconds per epoch over epochs 2..{a['epochs']} of each "
+             f"run (epoch 1 traces or compiles the train step).", "",
+             "| Keras (backend) | dense s/epoch | pruned s/epoch | pruned / dense |", "|---|---|---|---|"]
+    for kind, row in result["median_seconds"].items():
+        name = "tf_keras (TensorFlow)" if kind == "tf_keras" else f"Keras 3 ({kind})"
+        ratio = row["pruned"] / row["dense"]
+        lines.append(f"| {name} | {row['dense']:.2f} | {row['pruned']:.2f} | **{ratio:.3f}** "
+                     f"({'within' if ratio <= PRUNING_TARGET else 'over'} the {PRUNING_TARGET:g} target) |")
+    if result.get("ratio_keras3_tf_keras_pruned") is not None:
+        lines += ["", f"- Keras 3 (TensorFlow) / tf_keras, pruned: **{result['ratio_keras3_tf_keras_pruned']:.3f}** "
+                      f"(target <= {KERAS3_TARGET:g}); dense: {result['ratio_keras3_tf_keras_dense']:.3f} (the LSTM "
+                      f"layers themselves)."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="tf_keras and/or Keras 3 backends (default: all four)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run, >= 2 (default 3)")
     parser.add_argument("--units", type=int, default=128)
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--frequency", type=int, default=100)
     parser.add_argument("--train-samples", type=int, default=None, help="first N training images (smoke runs)")
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra- and inter-op threads")
+    parser.add_argument("--threads", type=int, default=None, help="threads of each backend's thread pools")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="results")
+    parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)  # one run, in this process
+    parser.add_argument("--pruned", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error(f"--epochs must be >= 2 (the first epoch is left out). Received: {args.epochs}")
+    if args.worker:
+        print(json.dumps(train_and_time(args.worker, args.pruned, args)))
+        return 0
     import platform
+    from importlib import metadata
 
-    import tensorflow as tf
+    from benchmarks.recipes import write_report
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from keras_expander import datasets
-
-    (x_train, y_train), _ = datasets.sequential_mnist(args.data_dir)
-    if args.train_samples:
-        x_train, y_train = x_train[:args.train_samples], y_train[:args.train_samples]
-    seconds = {version: {} for version in KERAS_VERSIONS}
+    runs = {kind: {} for kind in args.kinds}
     for pruned in (False, True):
-        for version in KERAS_VERSIONS:
-            seconds[version]["pruned" if pruned else "dense"] = train_and_time(version, pruned, args, x_train, y_train)
-            print(f"{version} {'pruned' if pruned else 'dense'}: "
-                  + ", ".join(f"{s:.2f}" for s in seconds[version]["pruned" if pruned else "dense"]) + " s/epoch",
-                  flush=True)
-    medians = {version: {kind: statistics.median(values[1:]) for kind, values in runs.items()}
-               for version, runs in seconds.items()}
+        for kind in args.kinds:
+            runs[kind]["pruned" if pruned else "dense"] = run = run_worker(kind, pruned, argv, args.threads)
+            print(f"{kind} {'pruned' if pruned else 'dense'}: " + ", ".join(f"{s:.2f}" for s in run["seconds"])
+                  + " s/epoch", flush=True)
+    medians = {kind: {name: statistics.median(run["seconds"][1:]) for name, run in by_kind.items()}
+               for kind, by_kind in runs.items()}
+    packages = ("tensorflow", "tf-keras", "keras", "jax", "torch")
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in packages
+                         if name in ("tensorflow", "tf-keras", "keras") or name.replace("-", "_") in args.kinds)
+    both = {"tf_keras", "tensorflow"} <= set(args.kinds)
     result = {
-        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/keras3_overhead.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d"), "command": "python benchmarks/keras3_overhead.py " + " ".join(argv),
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "settings": {"units": args.units, "sparsity": args.sparsity, "batch_size": args.batch_size,
-                     "epochs": args.epochs, "threads": args.threads, "train_samples": int(len(x_train)),
-                     "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}},
-        "seconds_per_epoch": seconds, "median_seconds": medians,
-        "ratio_pruned": medians["keras3"]["pruned"] / medians["tf_keras"]["pruned"],
-        "ratio_dense": medians["keras3"]["dense"] / medians["tf_keras"]["dense"],
+                     "frequency": args.frequency, "epochs": args.epochs, "threads": args.threads,
+                     "train_samples": next(iter(runs.values()))["dense"]["train_samples"], "versions": versions},
+        "runs": runs, "median_seconds": medians,
+        "pruned_over_dense": {kind: row["pruned"] / row["dense"] for kind, row in medians.items()},
+        "ratio_keras3_tf_keras_pruned": medians["tensorflow"]["pruned"] / medians["tf_keras"]["pruned"] if both
+        else None,
+        "ratio_keras3_tf_keras_dense": medians["tensorflow"]["dense"] / medians["tf_keras"]["dense"] if both
+        else None,
     }
     write_report(args.out, "keras3_overhead", result, to_markdown(result))
     return 0

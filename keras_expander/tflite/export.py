@@ -40,6 +40,7 @@ from keras_expander.firmware.project import model_ops, write_firmware_files
 from keras_expander.frameworks import keras_flavour
 from keras_expander.predictions import output_reading
 from keras_expander.runtime import TFLiteModel, doubled_tflm_arena, tflm_arena_works
+from keras_expander.tflite import backend_export
 from keras_expander.tflite.converter_model import converter_model
 
 MODES = ("float32", "int8", "dynamic_range")
@@ -89,6 +90,10 @@ class ExportReport:
         flash_kib, ram_kib: The target budget checked.
         fits: Model only: True when flatbuffer_bytes <= flash and arena_bytes <= RAM. The TFLM runtime, the C
             library and the stack are not counted; `keras-expander firmware` measures the whole image.
+        reference_backend: For a Keras 3 model exported from the JAX or PyTorch backend (through a TensorFlow-backend
+            process, `keras_expander.tflite.backend_export`), that backend; else None.
+        max_abs_diff_keras_reference: Then the max |difference| between the model's outputs on that backend and on
+            TensorFlow's (logit units); else None.
     """
 
     model: str
@@ -119,6 +124,8 @@ class ExportReport:
     flash_kib: float
     ram_kib: float
     fits: bool
+    reference_backend: str | None = None
+    max_abs_diff_keras_reference: float | None = None
 
 
 def check_mode(mode: str, target: str) -> None:
@@ -354,7 +361,8 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
     float32: max |output - Keras output| <= `FLOAT_TOLERANCE` x max(1, max |Keras output|) under LiteRT and TFLM
     (predicted classes then differ only where two Keras outputs are that close). int8 and dynamic_range: Keras,
     LiteRT and TFLM predict the same label (by the report's `decision`: argmax, or a single output thresholded),
-    pairwise, on at least `min_agreement` of the test sequences.
+    pairwise, on at least `min_agreement` of the test sequences. Every mode: a model exported from another Keras
+    backend computes on TensorFlow what it computed there, within the float32 tolerance.
 
     Args:
         report: The verified export (`verify_and_report`).
@@ -382,6 +390,12 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
                     f"required)"] if below else []
         advice = ("Calibrate on data like the test data (representative_data, --representative-samples), export "
                   "float32, or lower min_agreement (--min-agreement) if that loss is acceptable.")
+    tolerance = FLOAT_TOLERANCE * max(1.0, report.max_abs_keras_output)
+    if report.reference_backend is not None and not report.max_abs_diff_keras_reference <= tolerance:
+        failures.insert(0, f"Keras on TensorFlow differs from Keras on {report.reference_backend} by up to "
+                           f"{report.max_abs_diff_keras_reference:.3g} (tolerance {tolerance:.3g})")
+        advice = ("The model computes something else on the TensorFlow backend than on the one it was trained "
+                  "on: please report it with the model.")
     if failures:
         raise ExportError(f"Export of model {report.model!r} in mode {report.mode!r} failed verification: "
                           f"{'; '.join(failures)}; nothing was written. {advice}")
@@ -568,7 +582,7 @@ def weight_counts(model) -> tuple[int, int]:
 def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray, y_test: np.ndarray,
                       tflite_path: str, target: str = "tflm", notes: list | None = None,
                       flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
-                      print_fn=None, work_dir: str | None = None) -> ExportReport:
+                      print_fn=None, work_dir: str | None = None, reference=None) -> ExportReport:
     """Runs the flatbuffer under LiteRT and TFLM on test sequences and measures it for a microcontroller.
 
     Args:
@@ -583,6 +597,8 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         flash_kib, ram_kib: Target budget in KiB.
         print_fn: Called with one progress line per step (e.g. `print`); None is silent.
         work_dir: Folder for temporary files of the arena search.
+        reference: None, or (backend, outputs): the model's outputs on x_test, shape (N, outputs), computed on
+            another Keras backend, compared with this process's Keras outputs.
 
     Returns:
         An `ExportReport`.
@@ -623,7 +639,10 @@ def verify_and_report(model, model_content: bytes, mode: str, x_test: np.ndarray
         max_abs_diff_tflm_litert=largest_diff(tflm_out, litert_out) if tflm_ran else None,
         max_abs_keras_output=float(np.max(np.abs(keras_out))), output_scale=litert.output_scale,
         notes=list(notes or []), flash_kib=flash_kib, ram_kib=ram_kib,
-        fits=size <= flash_kib * 1024 and (arena is None or arena <= ram_kib * 1024))
+        fits=size <= flash_kib * 1024 and (arena is None or arena <= ram_kib * 1024),
+        reference_backend=reference[0] if reference is not None else None,
+        max_abs_diff_keras_reference=largest_diff(np.asarray(reference[1], np.float32).reshape(keras_out.shape),
+                                                  keras_out) if reference is not None else None)
 
 
 def format_report(reports: list[ExportReport], available_samples: int | None = None) -> list[str]:
@@ -681,7 +700,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
                  out_dir: str = "export_out", target: str = "tflm", sparsity_encoding: bool = False,
                  flash_kib: float = DEFAULT_FLASH_KIB, ram_kib: float = DEFAULT_RAM_KIB,
                  firmware_mode: str | None = None, print_fn=None,
-                 min_agreement: float = MIN_AGREEMENT) -> list[ExportReport]:
+                 min_agreement: float = MIN_AGREEMENT, reference=None) -> list[ExportReport]:
     """Converts, verifies and measures a model in each mode; writes `<mode>.tflite`, `report.json` and firmware
     files (for `firmware_mode`, default: int8 when exported, else the first mode) into `out_dir`.
 
@@ -689,7 +708,9 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     end, so an interrupted or failed export (even kill -9) leaves `out_dir` as it was. A mode that cannot be
     converted (`check_convertible`) refuses the whole export before the first conversion, so no work is lost: export
     the other modes alone. A mode whose flatbuffer disagrees with Keras beyond its tolerance (`check_agreement`)
-    fails the export, and nothing is written.
+    fails the export, and nothing is written. A Keras 3 model on the JAX or PyTorch backend is exported by a
+    TensorFlow-backend subprocess (`keras_expander.tflite.backend_export`), which checks besides that it computes
+    there what it computed here.
 
     Args:
         model: tf_keras or Keras 3 model, pruned (wrappers are stripped) or stripped.
@@ -704,6 +725,9 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
         print_fn: Called with one progress line per step (e.g. `print`); None is silent.
         min_agreement: Fraction of test sequences on which Keras, LiteRT and TFLM must predict the same class in
             the quantized modes, in (0, 1] (default `MIN_AGREEMENT`, 0.95).
+        reference: None, or (backend, outputs of shape (N, outputs)): the model's outputs on x_test under another
+            Keras backend (set by the subprocess export of a JAX or PyTorch model); each report records the largest
+            difference, and one beyond the float32 tolerance fails the export.
 
     Returns:
         One `ExportReport` per mode.
@@ -731,6 +755,11 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     check_output_folder(out_dir)
     if pruning_wrappers(model):
         model = strip_pruning(model)
+    if keras_flavour(model) == "keras3" and backend_export.keras_backend() != "tensorflow":
+        return backend_export.export_in_tensorflow(
+            model, modes, x_test, y_test, representative_data, out_dir, print_fn, target=target,
+            sparsity_encoding=sparsity_encoding, flash_kib=flash_kib, ram_kib=ram_kib, firmware_mode=firmware_mode,
+            min_agreement=min_agreement)
     check_verifiable(model, x_test, y_test)
     check_convertible(model, modes, target)
     check_finite_weights(model)
@@ -744,7 +773,7 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
             contents[mode] = content
             reports.append(verify_and_report(model, content, mode, x_test, y_test,
                                              os.path.join(out_dir, f"{mode}.tflite"), target, notes, flash_kib,
-                                             ram_kib, print_fn=print_fn, work_dir=staging))
+                                             ram_kib, print_fn=print_fn, work_dir=staging, reference=reference))
             check_agreement(reports[-1], min_agreement)
         chosen = firmware_mode or ("int8" if "int8" in modes else modes[0])
         write_firmware_files(contents[chosen], staging)
