@@ -118,3 +118,22 @@ def test_model_pruned_on_the_backend_exports_and_runs_on_the_cortex_m4_bit_exact
     report = deploy.deploy(content, x, target="cortex-m4", kernels="cmsis_nn", out_dir=folder / "firmware")
     assert report.bitexact_vs_tflm_python and report.mismatched_sequences == 0 and report.samples == len(x)
     np.testing.assert_array_equal(outputs_file(report), python_outputs(content, x))
+
+
+def test_a_refusal_in_the_tensorflow_process_is_raised_here_with_its_message(tmp_path):
+    import keras
+
+    from keras_expander.tflite import backend_export, export
+
+    # int8 of masked sequences is refused by check_convertible, which runs in the TensorFlow-backend process
+    model = keras.Sequential([keras.Input((6, 3)), keras.layers.Masking(), keras.layers.LSTM(4),
+                              keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(8, 6, 3)).astype("float32")
+    with pytest.raises(ValueError) as in_process:
+        export.check_convertible(model, ("int8",), "tflm")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("the previous export")
+    with pytest.raises(ValueError) as from_worker:
+        backend_export.export_in_tensorflow(model, ("int8",), x, np.arange(8) % 2, x, str(tmp_path / "out"))
+    assert str(from_worker.value) == str(in_process.value)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["kept.txt"]  # nothing written

@@ -182,6 +182,15 @@ def test_options_tflm_cannot_run_are_refused_with_the_reason(kwargs, match):
         export.convert(small_model("lstm"), **kwargs)
 
 
+def test_firmware_mode_outside_the_exported_modes_is_refused_before_converting(tmp_path):
+    x, y = sequences()
+    with pytest.raises(ValueError, match=r"`firmware_mode` must be one of the exported modes \('int8',\)\. "
+                                         r"Received: firmware_mode='float32'"):
+        export.export_model(small_model("lstm"), modes=("int8",), x_test=x, y_test=y, representative_data=x,
+                            firmware_mode="float32", out_dir=str(tmp_path / "out"))
+    assert os.listdir(tmp_path) == []
+
+
 def test_dynamic_range_is_allowed_for_litert():
     content, _ = export.convert(small_model("lstm"), "dynamic_range", target="litert")
     assert TFLiteModel(content, runtime="litert").predict(sequences(4)[0]).shape == (4, 3)

@@ -1,7 +1,7 @@
 """Expansion-aware pruning during model.fit: schedule, callback, stop rule, save/load, strip.
 
-The behaviour tests take the `K` fixture and run once with tf_keras (tfmot's wrapper) and once with Keras 3 (the
-constraint-based wrapper).
+The behaviour tests take the `K` fixture and run once with tf_keras (tfmot's wrapper) and once with Keras 3 (our
+wrapper); tests/test_backends.py runs the Keras 3 ones again on JAX and PyTorch (`-k keras3`).
 """
 
 import json

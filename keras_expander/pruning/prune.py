@@ -1,10 +1,11 @@
 """`prune_expander`, `strip_pruning` and `load_model` for tf_keras and Keras 3 models, dispatched on the model type.
 
 A tf_keras model is wrapped with `keras_expander.pruning.tf_keras_wrapper.PruneExpander` (tfmot's wrapper; tfmot is
-imported then and only then), a Keras 3 model with `keras_expander.pruning.keras3_wrapper.PruneExpander` (masks
-applied by weight constraints). Both wrappers follow `keras_expander.pruning.wrapper`'s contract, and
-`ExpanderPruningCallback` drives either. The wrapper modules are imported by name (`IMPLEMENTATIONS`) so that only
-the Keras in use is loaded; they import this module's contract, never this dispatcher.
+imported then and only then), a Keras 3 model with `keras_expander.pruning.keras3_wrapper.PruneExpander` (masks applied
+as the wrapped layer reads its matrices, on every Keras 3 backend). Both wrappers follow
+`keras_expander.pruning.wrapper`'s contract, and `ExpanderPruningCallback` drives either. The wrapper modules are
+imported by name (`IMPLEMENTATIONS`) so that only the Keras in use is loaded; they import this module's contract, never
+this dispatcher.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
     Like tfmot's `prune_low_magnitude`, but only recurrent layers (SimpleRNN, LSTM, GRU, RNN over their cells,
     Bidirectional) are wrapped by default (Dense and the rest are left alone unless named in `layers`). Wrapped
     layers keep their weights. tf_keras objects get tfmot's wrapper (`keras_expander.pruning.tf_keras_wrapper`), Keras 3
-    objects a constraint-based one (`keras_expander.pruning.keras3_wrapper`).
+    objects our own (`keras_expander.pruning.keras3_wrapper`, any backend).
 
     Args:
         model_or_layer: A tf_keras or Keras 3 Sequential or functional model (the Sequential and functional models
@@ -170,8 +171,7 @@ def prune_expander(model_or_layer, pruning_schedule: ExpanderPruningSchedule,
 def strip_pruning(model):
     """Removes pruning wrappers after baking the masks into the weights, and checks it.
 
-    tf_keras models go through tfmot's `strip_pruning`; Keras 3 models are cloned without their wrappers, and the
-    matrices get back the constraints they had before pruning.
+    tf_keras models go through tfmot's `strip_pruning`; Keras 3 models are cloned without their wrappers.
 
     Args:
         model: A tf_keras or Keras 3 Sequential or functional model with `PruneExpander` (or, tf_keras only, tfmot

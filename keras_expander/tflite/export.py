@@ -735,8 +735,8 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     Raises:
         ValueError: bad mode/target combination, missing or mis-shaped data, a model the export cannot convert or
             verify (`check_convertible`, `check_verifiable`), NaN or infinite weights, `min_agreement` outside
-            (0, 1], or an output folder that is an existing file or not writable (all checked before the
-            conversion).
+            (0, 1], a `firmware_mode` not among `modes`, or an output folder that is an existing file or not
+            writable (all checked before the conversion).
         ExportError: conversion or runtime failure, or verification out of tolerance (`out_dir` is left
             untouched).
     """
@@ -752,17 +752,20 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     if isinstance(min_agreement, bool) or not isinstance(min_agreement, numbers.Real) or not 0 < min_agreement <= 1:
         raise ValueError(f"Argument `min_agreement` must be a number in (0, 1]. Received: "
                          f"min_agreement={min_agreement!r}")
+    if firmware_mode is not None and firmware_mode not in modes:
+        raise ValueError(f"Argument `firmware_mode` must be one of the exported modes {tuple(modes)}. Received: "
+                         f"firmware_mode={firmware_mode!r}")
     check_output_folder(out_dir)
     if pruning_wrappers(model):
         model = strip_pruning(model)
+    check_verifiable(model, x_test, y_test)
+    check_finite_weights(model)
     if keras_flavour(model) == "keras3" and backend_export.keras_backend() != "tensorflow":
         return backend_export.export_in_tensorflow(
             model, modes, x_test, y_test, representative_data, out_dir, print_fn, target=target,
             sparsity_encoding=sparsity_encoding, flash_kib=flash_kib, ram_kib=ram_kib, firmware_mode=firmware_mode,
             min_agreement=min_agreement)
-    check_verifiable(model, x_test, y_test)
     check_convertible(model, modes, target)
-    check_finite_weights(model)
     say = print_fn or (lambda line: None)
     reports, contents = [], {}
     with staged_folder(out_dir) as staging:
