@@ -103,7 +103,7 @@ def run(out_dir: str, data_dir: str | None = None) -> dict:
             event.holdout_accuracy for event in events], "committed": [event.committed for event in events],
         "reference_backend": reports[0].reference_backend,
         "max_abs_diff_keras_reference": reports[0].max_abs_diff_keras_reference,
-        "keras_accuracy": reports[0].keras_accuracy}
+        "keras_accuracy": reports[0].keras_accuracy, "report_lines": export.format_report(reports)}
     np.savez(os.path.join(out_dir, "masks.npz"), **masks)
     with open(os.path.join(out_dir, "result.json"), "w") as stream:
         json.dump(result, stream)

@@ -112,6 +112,7 @@ def test_model_pruned_on_the_backend_exports_and_runs_on_the_cortex_m4_bit_exact
     result, folder = worker_runs(backend)
     # exported by a TensorFlow-backend process, which checked that it computes there what it computed here
     assert result["reference_backend"] == backend and result["max_abs_diff_keras_reference"] <= 1e-5
+    assert any(line.startswith(f"backend: exported from Keras 3 on {backend}") for line in result["report_lines"])
     with open(folder / "export" / "int8.tflite", "rb") as stream:
         content = stream.read()
     x = np.load(folder / "export_inputs.npy")

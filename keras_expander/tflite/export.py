@@ -680,6 +680,11 @@ def format_report(reports: list[ExportReport], available_samples: int | None = N
         lines.append("model fits: the flatbuffer alone against the flash and the arena alone against the RAM; the "
                      "TFLite Micro runtime, the C library and the stack are not counted (keras-expander firmware "
                      "measures the whole image).")
+        if reports[0].reference_backend is not None:
+            largest = max(r.max_abs_diff_keras_reference for r in reports)
+            lines.append(f"backend: exported from Keras 3 on {reports[0].reference_backend} by a TensorFlow-backend "
+                         f"process; Keras outputs there differ from those on {reports[0].reference_backend} by up "
+                         f"to {largest:.2e}.")
     return lines
 
 
