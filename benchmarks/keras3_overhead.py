@@ -5,13 +5,15 @@ For each Keras / backend it trains the same model dense and pruned to `--sparsit
 `ExpanderPruningCallback` (same schedule, data, batch size, optimizer and seed), and times every epoch. Each run is
 a fresh process (a Keras 3 process keeps the backend it imported Keras with), with `--threads` threads for the
 backend's own thread pools. Runs alternate between the Keras / backends, dense first, so that a drift of the
-machine hits them all. The first epoch of each run is left out of the medians (it traces or compiles the train
-step). Reported: median seconds per epoch, each one's pruned / dense ratio (the cost of pruning itself; target
-<= 1.05) and the Keras 3 (TensorFlow) / tf_keras ratio of the pruned runs (target <= 1.10).
+machine hits them all, and the whole round is repeated `--repeats` times. The first epoch of each run is left out
+(it traces or compiles the train step). Reported: per Keras / backend and dense or pruned, the fastest of the
+repeats' median seconds per epoch (this VM's speed changes by up to 1.5x between identical runs; the fastest is
+the least disturbed), each one's pruned / dense ratio (the cost of pruning itself; target <= 1.05) and the Keras 3
+(TensorFlow) / tf_keras ratio of the pruned runs (target <= 1.10).
 
 Writes <out>/keras3_overhead.json and .md.
 
-  python benchmarks/keras3_overhead.py --threads 1 --epochs 4 --data-dir ../shared/data
+  python benchmarks/keras3_overhead.py --threads 1 --epochs 3 --repeats 2 --data-dir ../shared/data
   python benchmarks/keras3_overhead.py --kinds jax torch --threads 1     # only these
 """
 
@@ -123,8 +125,8 @@ def to_markdown(result: dict) -> str:
              f"({a['train_samples']:,} training images), batch {a['batch_size']}, pruned to {a['sparsity']:g} "
              f"(monitor rule, every {a['frequency']} steps over the first 67 % of training), {a['epochs']} epochs "
              f"per run, each run a fresh process, {a['threads'] or 'default'} thread(s) per backend, "
-             f"{result['hardware']}; {a['versions']}. Median seconds per epoch over epochs 2..{a['epochs']} of each "
-             f"run (epoch 1 traces or compiles the train step).", "",
+             f"{result['hardware']}; {a['versions']}. The fastest of {a['repeats']} runs' median seconds per epoch "
+             f"over epochs 2..{a['epochs']} (epoch 1 traces or compiles the train step).", "",
              "| Keras (backend) | dense s/epoch | pruned s/epoch | pruned / dense |", "|---|---|---|---|"]
     for kind, row in result["median_seconds"].items():
         name = "tf_keras (TensorFlow)" if kind == "tf_keras" else f"Keras 3 ({kind})"
@@ -150,6 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frequency", type=int, default=100)
     parser.add_argument("--train-samples", type=int, default=None, help="first N training images (smoke runs)")
     parser.add_argument("--threads", type=int, default=None, help="threads of each backend's thread pools")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of runs (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="results")
@@ -158,6 +161,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error(f"--epochs must be >= 2 (the first epoch is left out). Received: {args.epochs}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1. Received: {args.repeats}")
     if args.worker:
         print(json.dumps(train_and_time(args.worker, args.pruned, args)))
         return 0
@@ -166,14 +171,16 @@ def main(argv=None) -> int:
 
     from benchmarks.recipes import write_report
 
-    runs = {kind: {} for kind in args.kinds}
-    for pruned in (False, True):
-        for kind in args.kinds:
-            runs[kind]["pruned" if pruned else "dense"] = run = run_worker(kind, pruned, argv, args.threads)
-            print(f"{kind} {'pruned' if pruned else 'dense'}: " + ", ".join(f"{s:.2f}" for s in run["seconds"])
-                  + " s/epoch", flush=True)
-    medians = {kind: {name: statistics.median(run["seconds"][1:]) for name, run in by_kind.items()}
-               for kind, by_kind in runs.items()}
+    runs = {kind: {"dense": [], "pruned": []} for kind in args.kinds}
+    for _ in range(args.repeats):
+        for pruned in (False, True):
+            for kind in args.kinds:
+                run = run_worker(kind, pruned, argv, args.threads)
+                runs[kind]["pruned" if pruned else "dense"].append(run)
+                print(f"{kind} {'pruned' if pruned else 'dense'}: " + ", ".join(f"{s:.2f}" for s in run["seconds"])
+                      + " s/epoch", flush=True)
+    medians = {kind: {name: min(statistics.median(run["seconds"][1:]) for run in repeats)
+                      for name, repeats in by_kind.items()} for kind, by_kind in runs.items()}
     packages = ("tensorflow", "tf-keras", "keras", "jax", "torch")
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in packages
                          if name in ("tensorflow", "tf-keras", "keras") or name.replace("-", "_") in args.kinds)
@@ -183,7 +190,8 @@ def main(argv=None) -> int:
         "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "settings": {"units": args.units, "sparsity": args.sparsity, "batch_size": args.batch_size,
                      "frequency": args.frequency, "epochs": args.epochs, "threads": args.threads,
-                     "train_samples": next(iter(runs.values()))["dense"]["train_samples"], "versions": versions},
+                     "repeats": args.repeats, "versions": versions,
+                     "train_samples": next(iter(runs.values()))["dense"][0]["train_samples"]},
         "runs": runs, "median_seconds": medians,
         "pruned_over_dense": {kind: row["pruned"] / row["dense"] for kind, row in medians.items()},
         "ratio_keras3_tf_keras_pruned": medians["tensorflow"]["pruned"] / medians["tf_keras"]["pruned"] if both
