@@ -27,8 +27,8 @@ def data_dir() -> Path:
 
 # The longest test files (firmware builds: minutes each on 2 cores) start first, so that the pytest-xdist workers
 # of `make test` (a file per worker) end together rather than one running a long file alone at the end.
-LONGEST_FILES_FIRST = ("test_firmware.py", "test_sparse_kernels.py", "test_fused_rnn.py", "test_library.py",
-                       "test_cortex_cores.py", "test_export.py")
+LONGEST_FILES_FIRST = ("test_firmware.py", "test_backends.py", "test_sparse_kernels.py", "test_fused_rnn.py",
+                       "test_library.py", "test_cortex_cores.py", "test_export.py")
 
 
 def pytest_collection_modifyitems(items):
