@@ -135,6 +135,7 @@ def test_a_refusal_in_the_tensorflow_process_is_raised_here_with_its_message(tmp
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "kept.txt").write_text("the previous export")
     with pytest.raises(ValueError) as from_worker:
-        backend_export.export_in_tensorflow(model, ("int8",), x, np.arange(8) % 2, x, str(tmp_path / "out"))
+        backend_export.export_in_tensorflow(model, ("int8",), x, np.arange(8) % 2, x, str(tmp_path / "out"),
+                                            [sys.executable, "-m", "keras_expander.tflite.export", "backend-job"])
     assert str(from_worker.value) == str(in_process.value)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["kept.txt"]  # nothing written

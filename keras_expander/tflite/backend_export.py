@@ -3,8 +3,9 @@
 The TFLite converter needs TensorFlow, and a Keras 3 process keeps the backend it started with (KERAS_BACKEND is
 read once, at `import keras`). So `export_model` called on JAX or PyTorch saves the stripped model (`.keras` files
 hold no backend), its test and calibration arrays and its outputs on the test sequences under the original
-backend, and runs `python -m keras_expander.tflite.backend_export JOB` with ``KERAS_BACKEND=tensorflow``. That
-process loads the model and runs the same `export_model` as everywhere else, passing the original outputs as its
+backend, and runs the export's worker command on that job with ``KERAS_BACKEND=tensorflow`` (`export_model` passes
+``python -m keras_expander.tflite.export backend-job``). That process loads the model and runs the same
+`export_model` as everywhere else, passing the original outputs as its
 `reference`: every report records the largest difference between them and the TensorFlow backend's outputs, and an
 export beyond `FLOAT_TOLERANCE` fails. Progress lines come back as they are printed; a refused or failed export is
 raised here as the same `ValueError` or `ExportError` with the same message; the output folder stays
@@ -17,12 +18,11 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
-from keras_expander.files import die_with_parent
+from keras_expander.tflite.report import ExportError, ExportReport
 
 ERROR_FILE = "error.json"
 
@@ -34,14 +34,16 @@ def keras_backend() -> str:
     return keras.backend.backend()
 
 
-def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_dir: str, print_fn=None,
-                         timeout_s: float = 3600.0, **options) -> list:
+def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_dir: str, worker_command: list,
+                         print_fn=None, timeout_s: float = 3600.0, **options) -> list:
     """Runs `export_model` on a TensorFlow-backend copy of a Keras 3 model of another backend.
 
     Args:
         model: A stripped Keras 3 model (any backend).
         modes, x_test, y_test, representative_data, out_dir, print_fn: As `export_model`'s (x_test (N, T, F)
             float32, y_test (N,) labels, representative_data (N, T, F) float32 or None).
+        worker_command: The command (argv list) that exports the job file given as its last argument in a
+            TensorFlow-backend process and writes `ERROR_FILE` beside it on a refusal or failed step.
         timeout_s: Seconds before the worker is killed (the export fails with `ExportError`).
         **options: `export_model`'s remaining keyword arguments (target, sparsity_encoding, flash_kib, ram_kib,
             firmware_mode, min_agreement), passed on as they are.
@@ -53,8 +55,6 @@ def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_
         ValueError: the worker refused the model or the arguments (`export_model`'s checks), same message.
         ExportError: the worker's conversion or verification failed (same message), or it crashed or timed out.
     """
-    from keras_expander.tflite.export import ExportError, ExportReport
-
     say = print_fn or (lambda line: None)
     backend = keras_backend()
     with tempfile.TemporaryDirectory(prefix="keras_expander_backend_export_") as folder:
@@ -72,7 +72,7 @@ def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_
         environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
         # No preexec_fn: JAX warns of (and may deadlock in) a fork that runs Python code; the worker arranges to
         # die with this process itself.
-        process = subprocess.Popen([sys.executable, "-m", "keras_expander.tflite.backend_export", job],
+        process = subprocess.Popen([*worker_command, job],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
         try:
             for line in process.stdout:
@@ -95,33 +95,3 @@ def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_
         fields = {field.name for field in dataclasses.fields(ExportReport)}
         return [ExportReport(**{key: value for key, value in report.items() if key in fields})
                 for report in json.load(stream)["reports"]]
-
-
-def _worker(job_path: str) -> int:
-    """The TensorFlow-backend side: loads the job, exports, writes `ERROR_FILE` beside the job on a refusal or
-    a failed step."""
-    die_with_parent()
-    if os.getppid() == 1:  # the parent died before that
-        return 1
-    from keras_expander.pruning.prune import load_model
-    from keras_expander.tflite.export import ExportError, export_model
-
-    folder = os.path.dirname(job_path)
-    with open(job_path) as stream:
-        job = json.load(stream)
-    arrays = np.load(os.path.join(folder, "arrays.npz"))
-    try:
-        model = load_model(os.path.join(folder, "model.keras"))
-        export_model(model, job["modes"], arrays["x_test"], arrays["y_test"],
-                     arrays["representative_data"] if "representative_data" in arrays else None,
-                     out_dir=job["out_dir"], print_fn=lambda line: print(line, flush=True),
-                     reference=(job["backend"], arrays["reference"]), **job["options"])
-    except (ValueError, ExportError) as error:
-        with open(os.path.join(folder, ERROR_FILE), "w") as stream:
-            json.dump({"type": type(error).__name__, "message": str(error)}, stream)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_worker(sys.argv[1]))

@@ -16,7 +16,8 @@ Steps, each guarding a trap of the stack (docs/stack.md):
    time per sequence on this host, and a model-only fits verdict (flatbuffer vs flash, arena vs RAM);
 5. write the firmware files: `model_data.cc` / `model_data.h` and `model_op_resolver.h`.
 
-Run as ``python -m keras_expander.tflite.export convert ...`` it is its own conversion worker.
+Run as ``python -m keras_expander.tflite.export convert ...`` it is its own conversion worker, and as
+``... backend-job JOB`` the TensorFlow-backend worker of `keras_expander.tflite.backend_export`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from keras_expander.predictions import output_reading
 from keras_expander.runtime import TFLiteModel, doubled_tflm_arena, tflm_arena_works
 from keras_expander.tflite import backend_export
 from keras_expander.tflite.converter_model import converter_model
+from keras_expander.tflite.report import ExportError, ExportReport
 
 MODES = ("float32", "int8", "dynamic_range")
 TARGETS = ("tflm", "litert")
@@ -54,78 +56,6 @@ DEFAULT_RAM_KIB = 256  # and 256 KiB RAM
 # 0.996 to 0.9996 (results/export_mnist_*.json), a LiteRT or TFLM kernel that gets the model wrong 0 to 0.6.
 FLOAT_TOLERANCE = 1e-3
 MIN_AGREEMENT = 0.95
-
-
-class ExportError(RuntimeError):
-    """A conversion or verification step failed; the message names the model and the mode."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportReport:
-    """Verified export of one model in one mode.
-
-    Attributes:
-        model: Model name.
-        mode: "float32", "int8" or "dynamic_range".
-        target: "tflm" or "litert".
-        tflite_path: Where the flatbuffer was written.
-        ops: Builtin operators in the flatbuffer, sorted.
-        flatbuffer_bytes: Size of the `.tflite` (what goes into flash), bytes.
-        gzip_bytes: Size after gzip -9 (storage / over-the-air), bytes.
-        nonzero_weights: Non-zero entries over all weight tensors of the Keras model.
-        total_weights: All entries of those tensors.
-        arena_bytes: Smallest TFLM tensor arena that runs the model (binary search), bytes; None for litert.
-        tflm_ms_per_sequence: Mean TFLM invoke time per sequence on this host, milliseconds; None for litert.
-        samples: Test sequences verified.
-        decision: How outputs become predicted labels (`keras_expander.predictions.OutputReading`), e.g. "argmax
-            of 10 outputs" or "sigmoid output > 0.5".
-        keras_accuracy, litert_accuracy, tflm_accuracy: Accuracy in [0, 1] on those sequences.
-        argmax_agreement_litert_keras, argmax_agreement_tflm_keras, argmax_agreement_tflm_litert: Fraction of
-            equal predicted labels, by `decision` (TFLM ones None for litert; the names keep the reports' format).
-        max_abs_diff_litert_keras, max_abs_diff_tflm_keras, max_abs_diff_tflm_litert: Max |output difference|
-            (logit units).
-        max_abs_keras_output: Max |Keras output|, the scale of the float tolerance (logit units).
-        output_scale: Output quantization step for int8 models, else None.
-        notes: Conversions applied (e.g. SimpleRNN unrolled for int8).
-        flash_kib, ram_kib: The target budget checked.
-        fits: Model only: True when flatbuffer_bytes <= flash and arena_bytes <= RAM. The TFLM runtime, the C
-            library and the stack are not counted; `keras-expander firmware` measures the whole image.
-        reference_backend: For a Keras 3 model exported from the JAX or PyTorch backend (through a TensorFlow-backend
-            process, `keras_expander.tflite.backend_export`), that backend; else None.
-        max_abs_diff_keras_reference: Then the max |difference| between the model's outputs on that backend and on
-            TensorFlow's (logit units); else None.
-    """
-
-    model: str
-    mode: str
-    target: str
-    tflite_path: str
-    ops: list
-    flatbuffer_bytes: int
-    gzip_bytes: int
-    nonzero_weights: int
-    total_weights: int
-    arena_bytes: int | None
-    tflm_ms_per_sequence: float | None
-    samples: int
-    decision: str
-    keras_accuracy: float
-    litert_accuracy: float
-    tflm_accuracy: float | None
-    argmax_agreement_litert_keras: float
-    argmax_agreement_tflm_keras: float | None
-    argmax_agreement_tflm_litert: float | None
-    max_abs_diff_litert_keras: float
-    max_abs_diff_tflm_keras: float | None
-    max_abs_diff_tflm_litert: float | None
-    max_abs_keras_output: float
-    output_scale: float | None
-    notes: list
-    flash_kib: float
-    ram_kib: float
-    fits: bool
-    reference_backend: str | None = None
-    max_abs_diff_keras_reference: float | None = None
 
 
 def check_mode(mode: str, target: str) -> None:
@@ -767,7 +697,8 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     check_finite_weights(model)
     if keras_flavour(model) == "keras3" and backend_export.keras_backend() != "tensorflow":
         return backend_export.export_in_tensorflow(
-            model, modes, x_test, y_test, representative_data, out_dir, print_fn, target=target,
+            model, modes, x_test, y_test, representative_data, out_dir, [sys.executable, "-m", __name__, "backend-job"],
+            print_fn, target=target,
             sparsity_encoding=sparsity_encoding, flash_kib=flash_kib, ram_kib=ram_kib, firmware_mode=firmware_mode,
             min_agreement=min_agreement)
     check_convertible(model, modes, target)
@@ -803,10 +734,40 @@ def _main(argv: list[str]) -> int:
     convert_parser.add_argument("--representative")
     convert_parser.add_argument("--sparsity-encoding", action="store_true")
     convert_parser.add_argument("--per-tensor-weights", action="store_true")
+    job_parser = commands.add_parser("backend-job", help="export a JAX / PyTorch model (keras_expander.tflite."
+                                                         "backend_export) in this TensorFlow-backend process")
+    job_parser.add_argument("job_path")
     args = parser.parse_args(argv)
+    if args.command == "backend-job":
+        return _backend_job_worker(args.job_path)
     with atomic_path(args.out_path) as temporary:
         _convert_worker(args.model_path, args.mode, temporary, args.representative, args.sparsity_encoding,
                         args.per_tensor_weights)
+    return 0
+
+
+def _backend_job_worker(job_path: str) -> int:
+    """The TensorFlow-backend side of `backend_export.export_in_tensorflow`: loads the job beside `job_path`,
+    exports, and writes `backend_export.ERROR_FILE` there on a refusal or a failed step."""
+    from keras_expander.pruning.prune import load_model
+
+    die_with_parent()
+    if os.getppid() == 1:  # the parent died before that
+        return 1
+    folder = os.path.dirname(job_path)
+    with open(job_path) as stream:
+        job = json.load(stream)
+    arrays = np.load(os.path.join(folder, "arrays.npz"))
+    try:
+        model = load_model(os.path.join(folder, "model.keras"))
+        export_model(model, job["modes"], arrays["x_test"], arrays["y_test"],
+                     arrays["representative_data"] if "representative_data" in arrays else None,
+                     out_dir=job["out_dir"], print_fn=lambda line: print(line, flush=True),
+                     reference=(job["backend"], arrays["reference"]), **job["options"])
+    except (ValueError, ExportError) as error:
+        with open(os.path.join(folder, backend_export.ERROR_FILE), "w") as stream:
+            json.dump({"type": type(error).__name__, "message": str(error)}, stream)
+        return 1
     return 0
 
 
