@@ -125,7 +125,8 @@ class ExpanderPruningCallback(DualKerasCallback):
 
     Args:
         verbose: 0 (silent, default) or 1 (one printed line per pruning event).
-        log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves of every graph.
+        log_dir: Optional folder for a TensorBoard writer with per-pruning-step curves of every graph (TensorFlow's
+            summary writer: it imports TensorFlow, on any Keras 3 backend).
         method: Eigensolver path (keras_expander.expansion.spectral), default "auto".
         log_graphs: Also write every graph's values into `logs` (default False: one line of the progress bar per
             layer stays short).
