@@ -3,7 +3,8 @@ with KERAS_BACKEND set (a process keeps the backend it imported Keras with).
 
 - The Keras 3 tests of tests/test_pruning.py (the `keras3` parameter of every behaviour test: policies, logs, the
   hold / correct / tolerance / monitor rules, save and resume, strip, GRU, Bidirectional, stacked, nested, bad
-  arguments) pass on the backend.
+  arguments) and of tests/test_trains_as_it_ships.py (sequence masks and stateful states passed through, pruning
+  steps under steps_per_execution, held-out accuracy of binary heads) pass on the backend.
 - tests/backend_worker.py's seeded job (real MNIST, tolerance rule with its held-out batch, save, load, resume,
   strip, int8 export) runs with TensorFlow, tf_keras and tfmot unimportable, and gives the same events, held-out
   accuracies and masks as on the TensorFlow backend (masks: at least MASK_AGREEMENT of the entries equal and the
@@ -29,6 +30,7 @@ from test_firmware import outputs_file, python_outputs, require_toolchain
 import backend_worker
 
 BACKENDS = ("jax", "torch")
+KERAS3_TEST_FILES = ("tests/test_pruning.py", "tests/test_trains_as_it_ships.py")  # their `keras3` parameters
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Stated tolerance of the cross-backend mask comparison: float32 arithmetic may order sums differently per
 # backend, which can swap the weights on either side of a magnitude threshold.
@@ -79,7 +81,7 @@ def worker_runs(tmp_path_factory, data_dir):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_keras3_pruning_tests_pass_on_the_backend(backend):
     require_backend(backend)
-    completed = subprocess.run([sys.executable, "-m", "pytest", "tests/test_pruning.py", "-k", "keras3", "-q",
+    completed = subprocess.run([sys.executable, "-m", "pytest", *KERAS3_TEST_FILES, "-k", "keras3", "-q",
                                 "-p", "no:cacheprovider", "-W", "ignore::UserWarning"], capture_output=True,
                                text=True, timeout=900, cwd=ROOT, env=backend_environment(backend))
     summary = completed.stdout.strip().splitlines()[-1]

@@ -4,15 +4,15 @@ matrices as the wrapped layer reads them.
 Keras 3 has no pruning API and tfmot does not accept Keras 3 objects (tfmot issue #1119). `PruneExpander` wraps a
 recurrent layer and holds, as non-trainable weights saved with the model, one float mask per prunable matrix, the
 pruning step and the stop state of its `ExpanderPruningSchedule`. Its `call` runs the wrapped layer inside a
-`keras.StatelessScope` that maps each matrix to mask * matrix (and every other variable of the layer to its own
-value): the forward pass sees the pruned matrices and the gradient of a pruned weight is exactly zero, on
-TensorFlow, JAX and PyTorch alike. A weight constraint cannot do this on JAX: the jitted train step applies
-constraints in the optimizer's own stateless scope, where a mask variable reads as its initial value
-(keras/src/backend/jax/trainer.py, `train_step`; optimizers/base_optimizer.py, `stateless_apply`). The stored
-pruned weights can still move with the optimizer's momentum from before they were pruned, so
-`ExpanderPruningCallback` writes mask * weights into them at every pruning step, epoch end and the end of `fit`
-(as tfmot's `UpdatePruningStep` does at epoch end), and `strip` does once more. The callback chooses the masks
-and keeps the step, exactly as on the tf_keras path.
+`keras.StatelessScope` that maps each matrix to mask * matrix (and every other variable the layer uses to its own
+value, written back afterwards): the forward pass sees the pruned matrices and the gradient of a pruned weight is
+exactly zero, on TensorFlow, JAX and PyTorch alike. A weight constraint cannot do this on JAX: the jitted train step
+applies constraints in the optimizer's own stateless scope, where a mask variable reads as its initial value
+(keras/src/backend/jax/trainer.py, `train_step`; optimizers/base_optimizer.py, `stateless_apply`). The stored pruned
+weights can still move with the optimizer's momentum from before they were pruned, so `ExpanderPruningCallback`
+writes mask * weights into them at every pruning step, epoch end and the end of `fit` (as tfmot's
+`UpdatePruningStep` does at epoch end), and `strip` does once more. The callback chooses the masks and keeps the
+step, exactly as on the tf_keras path.
 
 Only `keras.ops` and `keras.StatelessScope` are used, so the wrapper imports no TensorFlow on JAX or PyTorch.
 """
@@ -30,6 +30,17 @@ from keras_expander.pruning.schedule import ExpanderPruningSchedule
 def masked(weight, mask):
     """weight * mask, the mask cast to the weight's dtype."""
     return keras.ops.multiply(weight, keras.ops.cast(mask, weight.dtype))
+
+
+def variables_used_in_call(layer) -> list:
+    """Every Keras variable a layer reads or writes in `call`: its `variables` (weights, dropout seeds) and the
+    states of its stateful RNN layers (Bidirectional directions included), which Keras keeps out of `variables`
+    (keras/src/layers/rnn/rnn.py, `_create_state_variables`)."""
+    found = {id(variable): variable for variable in layer.variables}
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        if getattr(sublayer, "stateful", False) and getattr(sublayer, "states", None) is not None:
+            found.update((id(state), state) for state in keras.tree.flatten(sublayer.states))
+    return list(found.values())
 
 
 @keras.saving.register_keras_serializable(package="keras_expander")
@@ -99,7 +110,7 @@ class PruneExpander(keras.layers.Wrapper):
         if mask is not None:
             kwargs["mask"] = mask
         pruned = {id(weight): masked(weight, weight_mask) for weight, weight_mask in self.pruning_vars}
-        variables = self.layer.variables
+        variables = variables_used_in_call(self.layer)
         with keras.StatelessScope(state_mapping=[(variable, pruned.get(id(variable), variable.value))
                                                  for variable in variables]) as scope:
             mapped = dict(scope.state_mapping)
