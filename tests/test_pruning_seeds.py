@@ -44,6 +44,32 @@ def test_plan_is_seed_major_with_one_dense_run_per_cell():
     assert len(plan) == 10 and plan[5][3] == 1
 
 
+def allocation_rows(accuracy: dict, seeds) -> list[dict]:
+    """Synthetic runs: method -> test accuracy per seed (a list), at 95 % on an LSTM, with a dense run."""
+    rows = []
+    for method, values in accuracy.items():
+        for seed in seeds:
+            rows.append({"cell": "lstm", "name": method, "seed": seed, "test_accuracy": values[seed],
+                         "target_sparsity": 0.0 if method == "dense" else 0.95, "measured_sparsity": 0.95,
+                         "isolated_nodes": 0, "worst_delta_r": -1.0, "seconds_per_epoch": 1.0})
+    return rows
+
+
+def test_allocation_verdict_names_the_winner_and_refuses_one_seed():
+    y_test = np.arange(1000) % 10
+    accuracy = {"dense": [0.97] * 5, "degree_floor": [0.900, 0.902, 0.898, 0.901, 0.899],
+                "erk": [0.903, 0.905, 0.901, 0.904, 0.902],  # +0.3 points: under the 0.5 margin
+                "expansion": [0.910, 0.913, 0.907, 0.911, 0.909]}  # +1.0 over uniform, +0.7 over erk, every seed
+    methods = list(accuracy)
+    settings = pruning_seeds.summarize(allocation_rows(accuracy, range(5)), ["lstm"], [0.95], methods, y_test)
+    [line] = pruning_seeds.allocation_statements(settings, "mnist")
+    assert line.startswith("- lstm, mnist: the expansion-derived allocation at 95 % carries the gain")
+    settings = pruning_seeds.summarize(allocation_rows(accuracy, [0]), ["lstm"], [0.95], methods, y_test)
+    [line] = pruning_seeds.allocation_statements(settings, "mnist")
+    assert line == ("- lstm, mnist: one seed, so no interval and no verdict (differences in points: 5 % kept: erk vs "
+                    "uniform +0.30, expansion vs uniform +1.00, expansion vs erk +0.70).")
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_every_field_and_resumes(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks/pruning_seeds.py"), "--name", "smoke", "--seeds", "2",
