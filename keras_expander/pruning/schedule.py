@@ -258,15 +258,9 @@ class ExpanderPruningSchedule:
         return should_prune and stopped < 0.5, min(sparsity, np.float32(cap))
 
     def _base_schedule(self, step: int) -> tuple[bool, np.float32]:
-        """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__` in numpy float32, op for op as
-        `_base_schedule_tf` (a test compares both with tfmot on every step)."""
-        if self.base == "constant_sparsity":
-            return self.is_pruning_turn(step), np.float32(self.final_sparsity)
-        one, zero = np.float32(1.0), np.float32(0.0)
-        progress = min(one, max(zero, np.float32(step - self.begin_step) / np.float32(self.end_step - self.begin_step)))
-        decay = np.power(one - progress, np.float32(self.power))
-        sparsity = np.float32(self.initial_sparsity - self.final_sparsity) * decay + np.float32(self.final_sparsity)
-        return self.is_pruning_turn(step), np.float32(sparsity)
+        """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__` for an integer step (a test compares it
+        with tfmot and `_base_schedule_tf` on every step)."""
+        return self.is_pruning_turn(step), np.float32(self.target_at(step))
 
     def _base_schedule_tf(self, step):
         """tfmot 0.8.1's `PolynomialDecay` / `ConstantSparsity` `__call__`, op for op (pruning_schedule.py)."""
@@ -294,11 +288,14 @@ class ExpanderPruningSchedule:
         return in_range and (step - self.begin_step) % self.frequency == 0
 
     def target_at(self, step: int) -> float:
-        """Python twin of the base schedule's target sparsity at `step` (the same formula as `_base_schedule`)."""
+        """The base schedule's target sparsity at `step`, computed in float32 as tfmot's ops compute it (the formula
+        of `_base_schedule_tf`, op for op)."""
         if self.base == "constant_sparsity":
-            return self.final_sparsity
-        progress = min(1.0, max(0.0, (step - self.begin_step) / (self.end_step - self.begin_step)))
-        return (self.initial_sparsity - self.final_sparsity) * (1 - progress) ** self.power + self.final_sparsity
+            return float(np.float32(self.final_sparsity))
+        one, zero = np.float32(1.0), np.float32(0.0)
+        progress = min(one, max(zero, np.float32(step - self.begin_step) / np.float32(self.end_step - self.begin_step)))
+        decay = np.power(one - progress, np.float32(self.power))
+        return float(np.float32(self.initial_sparsity - self.final_sparsity) * decay + np.float32(self.final_sparsity))
 
     def next_target(self, committed: float) -> float:
         """The sparsity of the first pruning step of the base schedule whose target exceeds `committed`.
