@@ -14,11 +14,11 @@ all-or-nothing (the worker builds it staged, as every export).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
 import tempfile
+import threading
 
 import numpy as np
 
@@ -71,27 +71,35 @@ def export_in_tensorflow(model, modes, x_test, y_test, representative_data, out_
                        "options": options}, stream)
         environment = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
         # No preexec_fn: JAX warns of (and may deadlock in) a fork that runs Python code; the worker arranges to
-        # die with this process itself.
-        process = subprocess.Popen([*worker_command, job],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-        try:
-            for line in process.stdout:
-                say(line.rstrip("\n"))
-            stderr = process.communicate(timeout=timeout_s)[1]
-        except subprocess.TimeoutExpired as error:
-            process.kill()
+        # die with this process itself. Its stderr goes to a file, so that a long one cannot block it while its
+        # progress lines are read here; the timer bounds the whole run, output or not.
+        with open(os.path.join(folder, "stderr.txt"), "w+") as stderr:
+            process = subprocess.Popen([*worker_command, job], stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                       env=environment)
+            timed_out = threading.Event()
+            timer = threading.Timer(timeout_s, lambda: (timed_out.set(), process.kill()))
+            timer.start()
+            try:
+                for line in process.stdout:
+                    say(line.rstrip("\n"))
+                process.wait()
+            finally:
+                timer.cancel()
+                if process.poll() is None:  # interrupted here: the worker goes too
+                    process.kill()
+                    process.wait()
+            stderr.seek(0)
+            tail = "\n".join(stderr.read().strip().splitlines()[-8:])
+        if timed_out.is_set():
             raise ExportError(f"The TensorFlow-backend export of model {model.name!r} did not finish in "
-                              f"{timeout_s:.0f} s.") from error
+                              f"{timeout_s:.0f} s.")
         error_path = os.path.join(folder, ERROR_FILE)
         if os.path.exists(error_path):
             with open(error_path) as stream:
                 failure = json.load(stream)
             raise (ValueError if failure["type"] == "ValueError" else ExportError)(failure["message"])
         if process.returncode != 0:
-            tail = "\n".join(stderr.strip().splitlines()[-8:])
             raise ExportError(f"The TensorFlow-backend export of model {model.name!r} failed (exit code "
                               f"{process.returncode}):\n{tail}")
     with open(os.path.join(out_dir, "report.json")) as stream:
-        fields = {field.name for field in dataclasses.fields(ExportReport)}
-        return [ExportReport(**{key: value for key, value in report.items() if key in fields})
-                for report in json.load(stream)["reports"]]
+        return [ExportReport(**report) for report in json.load(stream)["reports"]]

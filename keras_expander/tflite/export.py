@@ -304,8 +304,8 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
     runtimes = [("LiteRT", report.argmax_agreement_litert_keras, report.max_abs_diff_litert_keras)]
     if report.argmax_agreement_tflm_keras is not None:
         runtimes.append(("TFLM", report.argmax_agreement_tflm_keras, report.max_abs_diff_tflm_keras))
+    tolerance = FLOAT_TOLERANCE * max(1.0, report.max_abs_keras_output)  # float32, and any mode between backends
     if report.mode == "float32":
-        tolerance = FLOAT_TOLERANCE * max(1.0, report.max_abs_keras_output)
         failures = [f"{name} differs from Keras by up to {diff:.3g} (tolerance {tolerance:.3g})"
                     for name, _, diff in runtimes if not diff <= tolerance]
         advice = ("The converted model computes something else than Keras: a layer setting the export does not "
@@ -320,7 +320,6 @@ def check_agreement(report: ExportReport, min_agreement: float = MIN_AGREEMENT) 
                     f"required)"] if below else []
         advice = ("Calibrate on data like the test data (representative_data, --representative-samples), export "
                   "float32, or lower min_agreement (--min-agreement) if that loss is acceptable.")
-    tolerance = FLOAT_TOLERANCE * max(1.0, report.max_abs_keras_output)
     if report.reference_backend is not None and not report.max_abs_diff_keras_reference <= tolerance:
         failures.insert(0, f"Keras on TensorFlow differs from Keras on {report.reference_backend} by up to "
                            f"{report.max_abs_diff_keras_reference:.3g} (tolerance {tolerance:.3g})")
@@ -696,9 +695,9 @@ def export_model(model, modes=("float32", "int8"), x_test=None, y_test=None, rep
     check_verifiable(model, x_test, y_test)
     check_finite_weights(model)
     if keras_flavour(model) == "keras3" and backend_export.keras_backend() != "tensorflow":
+        worker = [sys.executable, "-m", __name__, "backend-job"]
         return backend_export.export_in_tensorflow(
-            model, modes, x_test, y_test, representative_data, out_dir, [sys.executable, "-m", __name__, "backend-job"],
-            print_fn, target=target,
+            model, modes, x_test, y_test, representative_data, out_dir, worker, print_fn, target=target,
             sparsity_encoding=sparsity_encoding, flash_kib=flash_kib, ram_kib=ram_kib, firmware_mode=firmware_mode,
             min_agreement=min_agreement)
     check_convertible(model, modes, target)
