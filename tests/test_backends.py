@@ -26,6 +26,7 @@ import pytest
 
 from keras_expander.firmware import deploy
 from test_firmware import outputs_file, python_outputs, require_toolchain
+from test_keras3 import fresh_environment
 
 import backend_worker
 
@@ -48,12 +49,6 @@ def require_backend(backend: str) -> None:
         pytest.skip(message)
 
 
-def backend_environment(backend: str) -> dict:
-    """This process's environment for a fresh Keras 3 process on `backend` (tf.keras is not asked for there)."""
-    return {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"} | {
-        "KERAS_BACKEND": backend}
-
-
 @pytest.fixture(scope="module")
 def worker_runs(tmp_path_factory, data_dir):
     """backend -> (result, folder) of tests/backend_worker.py, run once per backend (TensorFlow's in this
@@ -66,9 +61,10 @@ def worker_runs(tmp_path_factory, data_dir):
             if backend == "tensorflow":
                 result = backend_worker.run(str(folder), str(data_dir))
             else:
+                environment = fresh_environment(KERAS_BACKEND=backend, KERAS_EXPANDER_DATA=str(data_dir))
                 completed = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "backend_worker.py"),
                                             str(folder)], capture_output=True, text=True, timeout=900, cwd=ROOT,
-                                           env=backend_environment(backend) | {"KERAS_EXPANDER_DATA": str(data_dir)})
+                                           env=environment)
                 assert completed.returncode == 0, completed.stderr[-3000:]
                 with open(folder / "result.json") as stream:
                     result = json.load(stream)
@@ -83,7 +79,7 @@ def test_keras3_pruning_tests_pass_on_the_backend(backend):
     require_backend(backend)
     completed = subprocess.run([sys.executable, "-m", "pytest", *KERAS3_TEST_FILES, "-k", "keras3", "-q",
                                 "-p", "no:cacheprovider", "-W", "ignore::UserWarning"], capture_output=True,
-                               text=True, timeout=900, cwd=ROOT, env=backend_environment(backend))
+                               text=True, timeout=900, cwd=ROOT, env=fresh_environment(KERAS_BACKEND=backend))
     summary = completed.stdout.strip().splitlines()[-1]
     assert completed.returncode == 0, completed.stdout[-4000:]
     assert " passed" in summary and "failed" not in summary and "error" not in summary, summary

@@ -14,11 +14,17 @@ import textwrap
 import pytest
 
 
+def fresh_environment(**env) -> dict:
+    """This process's environment without TF_USE_LEGACY_KERAS (which conftest.py sets here), plus `env`: a new
+    Python starts with tf.keras as Keras 3, as for any Keras 3 user."""
+    return {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"} | env
+
+
 def run_fresh(script: str, timeout: float = 600, **env) -> dict:
-    """Runs `script` in a new Python without TF_USE_LEGACY_KERAS (plus `env`); returns the JSON it prints last."""
-    environment = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"} | env
+    """Runs `script` in a new Python (`fresh_environment(**env)`); returns the JSON it prints last."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
-                            timeout=timeout, env=environment, cwd=os.path.dirname(os.path.dirname(__file__)))
+                            timeout=timeout, env=fresh_environment(**env),
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
